@@ -1,0 +1,81 @@
+//! The datasets shipped in the repository's `datasets/` folder (mnist-5k, photos-12).
+
+use crate::batch::ImageDataset;
+use crate::checksum::verify_dir;
+use crate::error::{DataError, Result};
+use crate::mnist;
+use crate::sr::SrPairs;
+use std::path::{Path, PathBuf};
+
+/// Environment variable that overrides where the embedded datasets are looked for.
+pub const DATASETS_ENV: &str = "COMPRESS_DATASETS";
+
+/// The `datasets/` folder: `$COMPRESS_DATASETS`, else the first `datasets/manifest.toml` found
+/// walking up from the current directory, else the one of the source tree this was built from.
+pub fn datasets_dir() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(DATASETS_ENV) {
+        return Ok(PathBuf::from(p));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            let d = dir.join("datasets");
+            if d.join("manifest.toml").is_file() {
+                return Ok(d);
+            }
+        }
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets");
+    if built.join("manifest.toml").is_file() {
+        return Ok(built);
+    }
+    Err(DataError::Empty {
+        path: PathBuf::from("datasets"),
+        msg: format!("cannot find the datasets folder; run from the repository or set {DATASETS_ENV}"),
+    })
+}
+
+/// The embedded MNIST subset (4,000 train / 1,000 test, 1x28x28), checksums verified.
+pub fn mnist_5k(split: mnist::Split) -> Result<ImageDataset> {
+    mnist::load(&datasets_dir()?.join("mnist-5k"), split)
+}
+
+/// The photos-12 split `train` (7 images) or `test` (5) as SR pairs at `scale`, checksums verified.
+pub fn photos_12(split: &str, scale: usize) -> Result<SrPairs> {
+    if split != "train" && split != "test" {
+        return Err(DataError::Config(format!("photos-12 has splits train and test, not {split:?}")));
+    }
+    let root = datasets_dir()?.join("photos-12");
+    verify_dir(&root)?;
+    SrPairs::load_dir(&root.join(split), scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Dataset;
+
+    #[test]
+    fn mnist_5k_loads_with_the_documented_split() {
+        let train = mnist_5k(mnist::Split::Train).expect("train");
+        let test = mnist_5k(mnist::Split::Test).expect("test");
+        assert_eq!((train.len(), test.len()), (4000, 1000));
+        assert_eq!(train.sample_shape(), [1, 28, 28]);
+        assert!(train.class_counts().iter().all(|&c| c == 400), "{:?}", train.class_counts());
+        assert!(test.class_counts().iter().all(|&c| c == 100), "{:?}", test.class_counts());
+        // Real digits: mostly background with some ink.
+        let img = train.raw(0).expect("img");
+        let ink = img.iter().filter(|&&p| p > 128).count();
+        assert!((40..400).contains(&ink), "{ink}");
+    }
+
+    #[test]
+    fn photos_12_loads_both_splits() {
+        let train = photos_12("train", 2).expect("train");
+        let test = photos_12("test", 4).expect("test");
+        assert_eq!((train.pairs.len(), test.pairs.len()), (7, 5));
+        let chelsea = test.pairs.iter().find(|p| p.path.ends_with("chelsea.png")).expect("chelsea");
+        // 451x300 cropped to a multiple of 4: 448x300 (width) by 300 (height).
+        assert_eq!((chelsea.height, chelsea.width), (300, 448));
+        assert!(photos_12("val", 2).is_err());
+    }
+}

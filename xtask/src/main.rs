@@ -1,0 +1,91 @@
+//! `cargo xtask`: the toolkit's command line. Orchestration only: every task calls a library.
+
+mod device;
+mod features;
+mod tasks;
+
+use clap::{Parser, Subcommand};
+
+/// Neural-network compression toolkit on candle: reproduce the papers, fetch datasets, train
+/// baselines, benchmark and report.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", arg_required_else_help = true, version)]
+struct Cli {
+    /// No progress bars (also when stderr is not a terminal or CI is set).
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Reproduce a paper's claim (default: the `mini` profile on the embedded data, CPU).
+    Reproduce {
+        /// One of: ddtb, cf-vit, clr-rnf, dcff, optg, intraq, fdda, pss-net, onexn, whitebox.
+        method: String,
+        /// smoke (seconds), mini (minutes, embedded data) or paper (the paper's setting).
+        #[arg(long, default_value = "mini")]
+        profile: String,
+        /// cpu, cuda:N or metal:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Continue the newest interrupted run of this method and profile.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Download a full dataset of datasets/manifest.toml into the cache, checked.
+    Fetch {
+        /// A dataset name from datasets/manifest.toml (`--list` shows them).
+        dataset: Option<String>,
+        /// List the datasets with their size and cache status.
+        #[arg(long)]
+        list: bool,
+        /// Cache root (default: $COMPRESS_DATA, else ~/.cache/compress-rs).
+        #[arg(long)]
+        cache: Option<std::path::PathBuf>,
+    },
+    /// Check and describe the datasets embedded in datasets/ (checksums, sizes, class balance).
+    Data,
+    /// Train a dense baseline of the model zoo.
+    Train {
+        /// A zoo model name.
+        model: String,
+        /// The dataset to train on.
+        #[arg(long, default_value = "mnist-5k")]
+        dataset: String,
+    },
+    /// Run the criterion benches (kernels, quantizers, pruned vs dense models).
+    Bench,
+    /// Print the newest report of each method as one table.
+    Report,
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = match features::split(&args).and_then(|(f, rest)| Ok((features::reexec_if_needed(&f, &rest)?, rest))) {
+        Ok((Some(code), _)) => return std::process::ExitCode::from(code.clamp(0, 255) as u8),
+        Ok((None, rest)) => rest,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(std::iter::once("xtask".to_string()).chain(rest));
+    let quiet = cli.quiet || std::env::var_os("CI").is_some() || !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let result = match cli.task {
+        Task::Reproduce { method, profile, device, resume } => tasks::reproduce(&method, &profile, &device, resume),
+        Task::Fetch { dataset, list, cache } => tasks::fetch(dataset.as_deref(), list, cache, quiet),
+        Task::Data => tasks::data(quiet),
+        Task::Train { model, dataset } => tasks::train(&model, &dataset),
+        Task::Bench => tasks::bench(),
+        Task::Report => tasks::report(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The tasks behind each subcommand.
+
+use anyhow::{Result, bail};
+use compress_data::batch::Dataset;
+use compress_data::embedded;
+use compress_data::fetch::{Fetcher, FileOutcome, default_cache_root};
+use compress_data::manifest::Manifest;
+use compress_data::mnist::Split;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+/// The ten methods, each with the issue that brings it.
+pub const METHODS: [(&str, &str); 10] = [
+    ("ddtb", "2-4 bit quantization of super-resolution networks"),
+    ("cf-vit", "coarse-to-fine vision transformer"),
+    ("clr-rnf", "filter pruning by reciprocal neighbours"),
+    ("dcff", "dynamic-coded filter fusion"),
+    ("optg", "gradient-driven unstructured sparsity"),
+    ("intraq", "zero-shot quantization from synthetic images"),
+    ("fdda", "post-training quantization with synthetic + calibration data"),
+    ("pss-net", "resource-adaptive supernet"),
+    ("onexn", "1xN block sparsity"),
+    ("whitebox", "class-wise channel pruning"),
+];
+
+const PROFILES: [&str; 3] = ["smoke", "mini", "paper"];
+
+fn known_methods() -> String {
+    METHODS.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ")
+}
+
+pub fn reproduce(method: &str, profile: &str, device: &str, _resume: bool) -> Result<()> {
+    let Some((_, what)) = METHODS.iter().find(|(m, _)| *m == method) else {
+        bail!("unknown method {method:?}; known methods: {}", known_methods());
+    };
+    if !PROFILES.contains(&profile) {
+        bail!("unknown profile {profile:?}; profiles: {}", PROFILES.join(", "));
+    }
+    crate::device::parse(device)?;
+    bail!(
+        "{method} ({what}) is not implemented yet: its crate arrives with its own issue, after the three \
+         foundation issues. `cargo xtask data` checks the embedded datasets today."
+    )
+}
+
+fn bar(quiet: bool, len: u64, template: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+fn manifest() -> Result<Manifest> {
+    Ok(Manifest::load(&embedded::datasets_dir()?.join("manifest.toml"))?)
+}
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{:.1} KiB", b as f64 / 1024.0),
+    }
+}
+
+pub fn fetch(dataset: Option<&str>, list: bool, cache: Option<PathBuf>, quiet: bool) -> Result<()> {
+    let m = manifest()?;
+    let root = cache.unwrap_or_else(default_cache_root);
+    let fetcher = Fetcher::new(&root);
+    if list || dataset.is_none() {
+        println!("{:<10} {:>10}  {:<8} {:<10} description", "dataset", "size", "how", "cached");
+        for d in &m.datasets {
+            let dir = fetcher.dataset_dir(&d.name);
+            let cached = if d.files.iter().all(|f| dir.join(&f.name).is_file()) && dir.exists() { "yes" } else { "no" };
+            let size = d.size_bytes.map(human).unwrap_or_else(|| "?".into());
+            let how = if d.manual { "manual" } else { "fetch" };
+            println!("{:<10} {:>10}  {:<8} {:<10} {}", d.name, size, how, cached, d.description);
+        }
+        println!("cache root: {}", root.display());
+        return Ok(());
+    }
+    let Some(name) = dataset else { return Ok(()) };
+    let entry = m.get(name)?;
+    let pb =
+        bar(quiet, entry.size_bytes.unwrap_or(0), "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}");
+    let report = fetcher.fetch(entry, &|file, done, total| {
+        pb.set_message(file.to_string());
+        if let Some(t) = total {
+            pb.set_length(t);
+        }
+        pb.set_position(done);
+    })?;
+    pb.finish_and_clear();
+    for (file, outcome, published) in &report.files {
+        let how = match outcome {
+            FileOutcome::Cached => "already cached".to_string(),
+            FileOutcome::Downloaded(src) => format!("downloaded from {src}"),
+        };
+        let check = if *published { "sha256 verified" } else { "sha256 recorded (no published digest)" };
+        println!("{file}: {how}, {check}");
+    }
+    println!("{} is ready in {}", entry.name, report.dir.display());
+    Ok(())
+}
+
+pub fn data(quiet: bool) -> Result<()> {
+    let dir = embedded::datasets_dir()?;
+    println!("embedded datasets in {}", dir.display());
+    let pb = bar(quiet, 4, "{msg} [{bar:20}] {pos}/{len}");
+    pb.set_message("mnist-5k");
+    let train = embedded::mnist_5k(Split::Train)?;
+    pb.inc(1);
+    let test = embedded::mnist_5k(Split::Test)?;
+    pb.inc(1);
+    pb.set_message("photos-12");
+    let sr_train = embedded::photos_12("train", 2)?;
+    pb.inc(1);
+    let sr_test = embedded::photos_12("test", 2)?;
+    pb.inc(1);
+    pb.finish_and_clear();
+    for d in [&train, &test] {
+        let [c, h, w] = d.sample_shape();
+        println!(
+            "mnist-5k {:<11} {:>5} images {c}x{h}x{w}, {} classes, per class {:?}, sha256 verified",
+            d.name(),
+            d.len(),
+            d.num_classes(),
+            d.class_counts()
+        );
+    }
+    for (split, s) in [("train", &sr_train), ("test", &sr_test)] {
+        let sizes: Vec<String> = s
+            .pairs
+            .iter()
+            .map(|p| {
+                let name = p.path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                format!("{name} {}x{}", p.width, p.height)
+            })
+            .collect();
+        println!(
+            "photos-12 {split:<5} {} HR images (x2 LR made by MATLAB bicubic): {}",
+            s.pairs.len(),
+            sizes.join(", ")
+        );
+    }
+    println!("photos-12 sha256 verified");
+    Ok(())
+}
+
+pub fn train(model: &str, dataset: &str) -> Result<()> {
+    bail!("training {model} on {dataset}: the training engine and the model zoo arrive with foundation issues 2 and 3")
+}
+
+pub fn bench() -> Result<()> {
+    bail!("no benches yet: the criterion benches arrive with the kernels and the training engine")
+}
+
+pub fn report() -> Result<()> {
+    let runs = PathBuf::from("runs");
+    if !runs.is_dir() {
+        bail!("no reports yet: runs/ does not exist; reports are written by `cargo xtask reproduce <method>`");
+    }
+    bail!("no report reader yet: it arrives with the training engine (foundation 3)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_method_lists_known_ones() {
+        let e = reproduce("prune-all", "mini", "cpu", false).expect_err("unknown");
+        assert!(e.to_string().contains("known methods: ddtb, cf-vit"), "{e}");
+        let e = reproduce("dcff", "huge", "cpu", false).expect_err("bad profile");
+        assert!(e.to_string().contains("profiles: smoke, mini, paper"), "{e}");
+    }
+
+    #[test]
+    fn unknown_dataset_lists_known_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = fetch(Some("imagenet-22k"), false, Some(dir.path().to_path_buf()), true).expect_err("unknown");
+        assert!(e.to_string().contains("known datasets: mnist, cifar10"), "{e}");
+    }
+
+    #[test]
+    fn embedded_data_checks_out() {
+        data(true).expect("embedded datasets");
+    }
+}
