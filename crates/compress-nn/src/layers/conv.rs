@@ -1,0 +1,165 @@
+//! 2-D convolution with an optional bias: `y = conv2d(x, W) + b`.
+
+use crate::count::record;
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+use compress_core::cost;
+
+/// Geometry of a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    /// Square kernel side.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+    /// Channel groups (`groups == cin == cout` for a depthwise convolution).
+    pub groups: usize,
+    /// Whether the convolution has a bias.
+    pub bias: bool,
+}
+
+impl ConvSpec {
+    /// A `k x k` convolution with "same" padding `k / 2`, stride 1, no bias.
+    pub fn same(kernel: usize) -> Self {
+        Self { kernel, stride: 1, padding: kernel / 2, groups: 1, bias: false }
+    }
+
+    /// The same spec with stride `s`.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = s;
+        self
+    }
+
+    /// The same spec with `g` groups.
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+
+    /// The same spec with a bias.
+    pub fn with_bias(mut self) -> Self {
+        self.bias = true;
+        self
+    }
+
+    /// The same spec with padding `p`.
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = p;
+        self
+    }
+}
+
+/// A convolution whose weight is `[cout, cin / groups, k, k]` under `<prefix>.weight`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    spec: ConvSpec,
+}
+
+impl Conv2d {
+    /// Builds the layer from `vb` (Kaiming-normal fan-in weights as candle-nn, PyTorch-style
+    /// uniform bias).
+    pub fn new(cin: usize, cout: usize, spec: ConvSpec, vb: VarBuilder) -> Result<Self> {
+        if spec.groups == 0 || !cin.is_multiple_of(spec.groups) || !cout.is_multiple_of(spec.groups) {
+            candle_core::bail!(
+                "conv {}: {cin} -> {cout} channels do not split into {} groups",
+                vb.prefix(),
+                spec.groups
+            )
+        }
+        let k = spec.kernel;
+        let weight =
+            vb.get_with_hints((cout, cin / spec.groups, k, k), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
+        let bias = if spec.bias {
+            let b = 1.0 / ((cin / spec.groups * k * k) as f64).sqrt();
+            Some(vb.get_with_hints(cout, "bias", candle_nn::Init::Uniform { lo: -b, up: b })?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, spec })
+    }
+
+    /// The weight tensor.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The geometry.
+    pub fn spec(&self) -> ConvSpec {
+        self.spec
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = self.spec;
+        let y = x.conv2d(&self.weight, s.padding, s.stride, 1, s.groups)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
+            None => y,
+        };
+        let (_, cout, oh, ow) = y.dims4()?;
+        record(cost::conv2d(x.dim(1)?, cout, s.kernel, s.groups, oh, ow, s.bias));
+        Ok(y)
+    }
+}
+
+/// A convolution followed by BatchNorm (and optionally an activation).
+#[derive(Debug, Clone)]
+pub struct ConvBn {
+    /// The convolution.
+    pub conv: Conv2d,
+    /// The BatchNorm over its output.
+    pub bn: crate::layers::BatchNorm2d,
+    /// The activation applied after the norm.
+    pub act: Activation,
+}
+
+/// Element-wise activations of the zoo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Identity.
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)` (MobileNet).
+    Relu6,
+}
+
+impl Activation {
+    /// Applies the activation.
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::None => Ok(x.clone()),
+            Activation::Relu => x.relu(),
+            Activation::Relu6 => x.clamp(0f32, 6f32),
+        }
+    }
+}
+
+impl ConvBn {
+    /// `conv` under `vb_conv`, BatchNorm under `vb_bn`.
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        spec: ConvSpec,
+        act: Activation,
+        vb_conv: VarBuilder,
+        vb_bn: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::new(cin, cout, spec, vb_conv)?,
+            bn: crate::layers::BatchNorm2d::new(cout, vb_bn)?,
+            act,
+        })
+    }
+}
+
+impl candle_core::ModuleT for ConvBn {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.act.apply(&self.bn.forward_t(&self.conv.forward(x)?, train)?)
+    }
+}

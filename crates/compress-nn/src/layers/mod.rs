@@ -1,0 +1,12 @@
+//! Layers of the zoo: thin candle layers that report their cost to [`crate::count`] and whose
+//! backward passes are correct where candle's are not (max pooling, layer norm).
+
+mod conv;
+mod linear;
+mod norm;
+mod pool;
+
+pub use conv::{Activation, Conv2d, ConvBn, ConvSpec};
+pub use linear::Linear;
+pub use norm::{BatchNorm2d, LayerNorm};
+pub use pool::{global_avg_pool, max_pool2d};

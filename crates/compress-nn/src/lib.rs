@@ -1,0 +1,19 @@
+//! The model zoo of the compression toolkit, with each network's structure declared as data.
+//!
+//! A model is an [`network::Architecture`] built from an [`network::ArchConfig`] that names every
+//! prunable width and lists the [`structure::ChannelGroup`]s that tie tensors together. A
+//! [`network::Network`] holds a built model with its variables and implements structured surgery
+//! (physically smaller model), masking (same size, removed channels silenced), cost (analytic and
+//! counted) and checked safetensors I/O.
+
+pub mod count;
+pub mod error;
+pub mod init;
+pub mod layers;
+pub mod network;
+pub mod structure;
+pub mod weights;
+pub mod zoo;
+
+pub use error::{NnError, Result};
+pub use network::{ArchConfig, Architecture, Network};

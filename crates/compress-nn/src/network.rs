@@ -1,0 +1,248 @@
+//! A zoo model with its config and weights: build, prune (surgery), mask, save and load.
+
+use crate::error::{NnError, Result, config_err};
+use crate::init::seeded_builder;
+use crate::structure::{ChannelGroup, Role, Widths};
+use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use compress_core::cost::Cost;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+/// A model configuration whose structure is data.
+pub trait ArchConfig: Clone + std::fmt::Debug {
+    /// Every width, by group name.
+    fn widths(&self) -> &Widths;
+    /// The same architecture with other widths (every key must be known; widths >= 1).
+    fn with_widths(&self, widths: Widths) -> Result<Self>;
+    /// The channel groups at the current widths.
+    fn groups(&self) -> Vec<ChannelGroup>;
+    /// `[C, H, W]` of one input sample.
+    fn input_shape(&self) -> [usize; 3];
+    /// Analytic cost of one forward pass on one sample.
+    fn cost(&self) -> Cost;
+}
+
+/// A model of the zoo: built from its config and a `VarBuilder`.
+pub trait Architecture: ModuleT + Sized {
+    /// Its configuration type.
+    type Config: ArchConfig;
+    /// Builds the model; variables are created (seeded) or taken from the builder's backend.
+    fn build(cfg: &Self::Config, vb: VarBuilder) -> candle_core::Result<Self>;
+}
+
+/// Replaces widths in `base` with `new`, rejecting unknown names and zero widths.
+pub fn replace_widths(base: &Widths, new: Widths) -> Result<Widths> {
+    let mut out = base.clone();
+    for (k, v) in new {
+        if v == 0 {
+            return Err(config_err(format!("width {k:?} must be at least 1")));
+        }
+        match out.get_mut(&k) {
+            Some(slot) => *slot = v,
+            None => {
+                return Err(config_err(format!(
+                    "unknown width {k:?}; this model has {}",
+                    base.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A built model, its config and its variables.
+pub struct Network<A: Architecture> {
+    /// The configuration it was built from.
+    pub config: A::Config,
+    /// Its variables (BatchNorm running statistics included).
+    pub varmap: VarMap,
+    /// The model.
+    pub model: A,
+    device: Device,
+}
+
+impl<A: Architecture + std::fmt::Debug> std::fmt::Debug for Network<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network").field("config", &self.config).field("model", &self.model).finish()
+    }
+}
+
+impl<A: Architecture> Network<A> {
+    /// A freshly initialised model, weights drawn from `seed`.
+    pub fn new(config: A::Config, seed: u64, device: &Device) -> Result<Self> {
+        let varmap = VarMap::new();
+        let model = A::build(&config, seeded_builder(&varmap, seed, DType::F32, device))?;
+        Ok(Self { config, varmap, model, device: device.clone() })
+    }
+
+    /// A model whose variables are exactly `tensors` (every tensor the model needs must be
+    /// there, with its shape; extra tensors are an error too).
+    pub fn from_tensors(config: A::Config, tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap.data().lock().map_err(|_| config_err("VarMap lock poisoned"))?;
+            for (k, t) in tensors {
+                data.insert(k.clone(), Var::from_tensor(&t.to_device(device)?.to_dtype(DType::F32)?)?);
+            }
+        }
+        let model = A::build(&config, VarBuilder::from_varmap(&varmap, DType::F32, device)).map_err(|e| {
+            // VarMap reports a wrong shape as a message; name the tensor in our error.
+            let msg = e.to_string();
+            match msg.strip_prefix("shape mismatch on ") {
+                Some(rest) => config_err(format!("tensor {rest}")),
+                None => NnError::Candle(e),
+            }
+        })?;
+        let built = Self { config, varmap, model, device: device.clone() };
+        let need: BTreeSet<String> = built.tensors()?.into_keys().collect();
+        if let Some(extra) = tensors.keys().find(|k| !need.contains(*k)) {
+            return Err(config_err(format!("tensor {extra:?} is not part of this model")));
+        }
+        if need.len() != tensors.len() {
+            let missing = need.iter().find(|k| !tensors.contains_key(*k)).cloned().unwrap_or_default();
+            return Err(NnError::MissingTensor { name: missing, context: None });
+        }
+        Ok(built)
+    }
+
+    /// The device the variables live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A copy of every variable, by name.
+    pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let data = self.varmap.data().lock().map_err(|_| config_err("VarMap lock poisoned"))?;
+        data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect()
+    }
+
+    /// Forward pass (`train` selects BatchNorm batch statistics and updates running ones).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.model.forward_t(x, train)?)
+    }
+
+    /// Parameters counted from the variables (BatchNorm running statistics excluded).
+    pub fn count_params(&self) -> Result<u64> {
+        let data = self.varmap.data().lock().map_err(|_| config_err("VarMap lock poisoned"))?;
+        Ok(data
+            .iter()
+            .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+            .map(|(_, v)| v.elem_count() as u64)
+            .sum())
+    }
+
+    /// Cost measured by a counting forward pass on one zero sample, in eval mode.
+    pub fn counted_cost(&self) -> Result<Cost> {
+        let [c, h, w] = self.config.input_shape();
+        let x = Tensor::zeros((1, c, h, w), DType::F32, &self.device)?;
+        let (y, cost) = crate::count::count(|| self.model.forward_t(&x, false));
+        y?;
+        Ok(cost)
+    }
+
+    /// The physically smaller model that keeps, for each named group, the listed channels
+    /// (groups not named keep all channels).
+    pub fn prune(&self, kept: &BTreeMap<String, Vec<usize>>) -> Result<Self> {
+        let groups = checked_groups(&self.config, kept)?;
+        let mut drops: BTreeMap<(String, usize), BTreeSet<usize>> = BTreeMap::new();
+        let mut widths = self.config.widths().clone();
+        for (g, keep) in &groups {
+            let dropped: Vec<usize> = (0..g.width).filter(|i| !keep.contains(i)).collect();
+            for m in &g.members {
+                let set = drops.entry((m.tensor.clone(), m.axis)).or_default();
+                set.extend(dropped.iter().flat_map(|&d| m.indices(d)));
+            }
+            widths.insert(g.name.clone(), keep.len());
+        }
+        let mut tensors = self.tensors()?;
+        for ((name, axis), dropped) in drops {
+            let t = tensors.get(&name).ok_or_else(|| NnError::MissingTensor { name: name.clone(), context: None })?;
+            let n = t.dim(axis)?;
+            if let Some(&bad) = dropped.iter().find(|&&d| d >= n) {
+                return Err(config_err(format!("group maps to index {bad} of {name} axis {axis}, which has {n}")));
+            }
+            let keep: Vec<u32> = (0..n).filter(|i| !dropped.contains(i)).map(|i| i as u32).collect();
+            let idx = Tensor::from_vec(keep.clone(), keep.len(), t.device())?;
+            let sliced = t.index_select(&idx, axis)?;
+            tensors.insert(name, sliced);
+        }
+        let config = self.config.with_widths(widths)?;
+        Self::from_tensors(config, &tensors, &self.device)
+    }
+
+    /// The same-size model whose removed channels are silenced: every produced entry of a
+    /// dropped channel (weights, biases, norm weight and bias) is zero.
+    pub fn masked(&self, kept: &BTreeMap<String, Vec<usize>>) -> Result<Self> {
+        let groups = checked_groups(&self.config, kept)?;
+        let mut tensors = self.tensors()?;
+        for (g, keep) in &groups {
+            for m in g.members.iter().filter(|m| m.role == Role::Produce) {
+                let t = tensors
+                    .get(&m.tensor)
+                    .ok_or_else(|| NnError::MissingTensor { name: m.tensor.clone(), context: None })?;
+                let n = t.dim(m.axis)?;
+                let mut mask = vec![1f32; n];
+                for d in (0..g.width).filter(|i| !keep.contains(i)) {
+                    for i in m.indices(d) {
+                        if i >= n {
+                            return Err(config_err(format!("group {} maps past {} axis {}", g.name, m.tensor, m.axis)));
+                        }
+                        mask[i] = 0.0;
+                    }
+                }
+                let mut shape = vec![1; t.rank()];
+                shape[m.axis] = n;
+                let mask = Tensor::from_vec(mask, shape, t.device())?;
+                let masked = t.broadcast_mul(&mask)?;
+                tensors.insert(m.tensor.clone(), masked);
+            }
+        }
+        Self::from_tensors(self.config.clone(), &tensors, &self.device)
+    }
+
+    /// Saves every variable to a safetensors file, atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::weights::save_atomic(&self.tensors()?, path)
+    }
+
+    /// Loads a model of `config` from a safetensors file; names the tensor that is missing, of
+    /// the wrong shape or of the wrong dtype.
+    pub fn load(config: A::Config, path: &Path, device: &Device) -> Result<Self> {
+        let reference = Self::new(config.clone(), 0, device)?.tensors()?;
+        let tensors = crate::weights::load_checked(path, &reference, device)?;
+        Self::from_tensors(config, &tensors, device)
+    }
+}
+
+/// The groups of `cfg` with their kept sets, validated.
+fn checked_groups(
+    cfg: &impl ArchConfig,
+    kept: &BTreeMap<String, Vec<usize>>,
+) -> Result<Vec<(ChannelGroup, BTreeSet<usize>)>> {
+    let groups = cfg.groups();
+    for name in kept.keys() {
+        if !groups.iter().any(|g| &g.name == name) {
+            return Err(config_err(format!("no channel group {name:?}")));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| {
+            let keep: BTreeSet<usize> = match kept.get(&g.name) {
+                Some(k) => k.iter().copied().collect(),
+                None => (0..g.width).collect(),
+            };
+            if keep.is_empty() {
+                return Err(config_err(format!("group {} would keep no channel", g.name)));
+            }
+            if let Some(&bad) = keep.iter().find(|&&i| i >= g.width) {
+                return Err(config_err(format!("group {} has {} channels; cannot keep {bad}", g.name, g.width)));
+            }
+            if !g.prunable && keep.len() != g.width {
+                return Err(config_err(format!("group {} is not prunable", g.name)));
+            }
+            Ok((g, keep))
+        })
+        .collect()
+}

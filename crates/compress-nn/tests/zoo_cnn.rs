@@ -1,0 +1,57 @@
+//! VGG, ImageNet ResNets and MobileNets: published costs, masked == pruned, a training step.
+mod common;
+
+use compress_nn::zoo::*;
+
+fn close(got: u64, published: f64, tol: f64) -> bool {
+    (got as f64 / published - 1.0).abs() < tol
+}
+
+#[test]
+fn published_costs() {
+    // VGG-16 (CIFAR, HRank/DCFF tables): 313.73 M MACs, 14.98 M params.
+    let v = common::cost_is_consistent::<Vgg>(VggConfig::vgg16(10).expect("cfg"));
+    assert!(close(v.macs, 313.73e6, 0.005) && close(v.params, 14.98e6, 0.005), "{v:?}");
+    // ResNet-50 (torchvision, 224): 4.11 G MACs ("4.1 GFLOPs" in the papers), 25.56 M params.
+    let r = common::cost_is_consistent::<ResNet>(ResNetConfig::resnet50(1000).expect("cfg"));
+    assert!(close(r.macs, 4.11e9, 0.01) && close(r.params, 25.557e6, 0.001), "{r:?}");
+    // ResNet-18: 1.82 G MACs, 11.69 M params.
+    let r = common::cost_is_consistent::<ResNet>(ResNetConfig::resnet18(1000).expect("cfg"));
+    assert!(close(r.macs, 1.82e9, 0.01) && close(r.params, 11.69e6, 0.001), "{r:?}");
+    // MobileNetV2 1.0: 300 M MACs, 3.50 M params.
+    let m = common::cost_is_consistent::<MobileNetV2>(MobileNetV2Config::new(1.0, 1000).expect("cfg"));
+    assert!(close(m.macs, 300.8e6, 0.01) && close(m.params, 3.505e6, 0.001), "{m:?}");
+    // MobileNetV1 1.0: 569 M MACs, 4.2 M params (4.23 M).
+    let m = common::cost_is_consistent::<MobileNetV1>(MobileNetV1Config::new(1.0, 1000).expect("cfg"));
+    assert!(close(m.macs, 569e6, 0.01) && close(m.params, 4.23e6, 0.01), "{m:?}");
+}
+
+#[test]
+fn vgg_masked_equals_pruned() {
+    common::masked_equals_pruned::<Vgg>(VggConfig::vgg16(10).expect("cfg"), 1);
+    common::masked_equals_pruned::<Vgg>(VggConfig::vgg19(10).expect("cfg"), 1);
+}
+
+#[test]
+fn resnets_masked_equal_pruned() {
+    common::masked_equals_pruned::<ResNet>(ResNetConfig::resnet18(10).expect("cfg").input(3, 64), 1);
+    common::masked_equals_pruned::<ResNet>(ResNetConfig::resnet50(10).expect("cfg").input(3, 64), 1);
+}
+
+#[test]
+fn mobilenets_masked_equal_pruned() {
+    common::masked_equals_pruned::<MobileNetV1>(MobileNetV1Config::new(0.25, 10).expect("cfg").input(3, 64), 1);
+    common::masked_equals_pruned::<MobileNetV2>(MobileNetV2Config::new(0.5, 10).expect("cfg").input(3, 64), 1);
+}
+
+#[test]
+fn every_cnn_trains_a_step_on_mnist_shape() {
+    let t = |y: &candle_core::Tensor| y.ones_like().expect("t");
+    common::trains_a_step::<Vgg>(VggConfig::vgg16(10).expect("cfg").input(1, 32).expect("32"), t);
+    common::trains_a_step::<ResNet>(ResNetConfig::resnet18(10).expect("cfg").input(1, 28), t);
+    common::trains_a_step::<ResNet>(ResNetConfig::resnet34(10).expect("cfg").input(1, 28), t);
+    common::trains_a_step::<ResNet>(ResNetConfig::resnet50(10).expect("cfg").input(1, 28), t);
+    common::trains_a_step::<MobileNetV1>(MobileNetV1Config::new(0.25, 10).expect("cfg").input(1, 28), t);
+    common::trains_a_step::<MobileNetV2>(MobileNetV2Config::new(0.5, 10).expect("cfg").input(1, 28), t);
+    assert!(VggConfig::vgg16(10).expect("cfg").input(1, 28).is_err(), "28 does not survive 5 pools");
+}
