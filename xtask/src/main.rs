@@ -3,6 +3,7 @@
 mod device;
 mod features;
 mod tasks;
+mod zoo;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +48,8 @@ enum Task {
     },
     /// Check and describe the datasets embedded in datasets/ (checksums, sizes, class balance).
     Data,
+    /// The model zoo's cost table: MACs and parameters, analytic and counted, vs published.
+    Zoo,
     /// Train a dense baseline of the model zoo.
     Train {
         /// A zoo model name.
@@ -77,6 +80,7 @@ fn main() -> std::process::ExitCode {
         Task::Reproduce { method, profile, device, resume } => tasks::reproduce(&method, &profile, &device, resume),
         Task::Fetch { dataset, list, cache } => tasks::fetch(dataset.as_deref(), list, cache, quiet),
         Task::Data => tasks::data(quiet),
+        Task::Zoo => zoo::cost_table(),
         Task::Train { model, dataset } => tasks::train(&model, &dataset),
         Task::Bench => tasks::bench(),
         Task::Report => tasks::report(),

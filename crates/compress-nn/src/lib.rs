@@ -11,6 +11,7 @@ pub mod error;
 pub mod init;
 pub mod layers;
 pub mod network;
+pub mod pretrained;
 pub mod structure;
 pub mod weights;
 pub mod zoo;

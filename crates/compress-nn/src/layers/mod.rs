@@ -5,8 +5,10 @@ mod conv;
 mod linear;
 mod norm;
 mod pool;
+mod shuffle;
 
 pub use conv::{Activation, Conv2d, ConvBn, ConvSpec};
 pub use linear::Linear;
 pub use norm::{BatchNorm2d, LayerNorm};
 pub use pool::{global_avg_pool, max_pool2d};
+pub use shuffle::{PRelu, pixel_shuffle};

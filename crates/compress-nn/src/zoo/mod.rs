@@ -4,9 +4,13 @@
 pub mod mobilenet;
 pub mod resnet;
 pub mod resnet_cifar;
+pub mod sr;
 pub mod vgg;
+pub mod vit;
 
 pub use mobilenet::{MobileNetV1, MobileNetV1Config, MobileNetV2, MobileNetV2Config};
 pub use resnet::{ResNet, ResNetConfig};
 pub use resnet_cifar::{ResNetCifar, ResNetCifarConfig, Shortcut};
+pub use sr::{Edsr, EdsrConfig, Rdn, RdnConfig, SrResNet, SrResNetConfig};
 pub use vgg::{Vgg, VggConfig};
+pub use vit::{Vit, VitConfig, resize_pos_embed};
