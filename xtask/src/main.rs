@@ -1,5 +1,6 @@
 //! `cargo xtask`: the toolkit's command line. Orchestration only: every task calls a library.
 
+mod bench;
 mod device;
 mod features;
 mod tasks;
@@ -50,21 +51,51 @@ enum Task {
     Data,
     /// The model zoo's cost table: MACs and parameters, analytic and counted, vs published.
     Zoo,
-    /// Train a dense baseline of the model zoo.
+    /// Train a dense baseline: resnet20 or mobilenetv2 on mnist-5k, edsr-mini on photos-12.
     Train {
-        /// A zoo model name.
+        /// resnet20, mobilenetv2 or edsr-mini.
         model: String,
-        /// The dataset to train on.
-        #[arg(long, default_value = "mnist-5k")]
-        dataset: String,
+        /// The dataset (default: the model's embedded one).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Override the recipe's number of epochs (rounds for edsr-mini).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Seconds-long run on a subset (what the tests run).
+        #[arg(long)]
+        smoke: bool,
+        /// Continue the newest run of this baseline from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
     },
-    /// Run the criterion benches (kernels, quantizers, pruned vs dense models).
-    Bench,
+    /// Timing benches: `train-step` (ResNet-20 step, ours vs candle's convolution).
+    Bench {
+        /// Which bench.
+        #[arg(default_value = "train-step")]
+        what: String,
+        /// Timed steps.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
     /// Print the newest report of each method as one table.
     Report,
 }
 
+/// Keeps freed memory in the process instead of returning it to the kernel. candle allocates a
+/// fresh buffer for every tensor op; with glibc's defaults each large buffer is a new `mmap`
+/// whose pages fault in again, which cost about 20 % of a ResNet-20 training step here.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tunables; it is called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = match features::split(&args).and_then(|(f, rest)| Ok((features::reexec_if_needed(&f, &rest)?, rest))) {
         Ok((Some(code), _)) => return std::process::ExitCode::from(code.clamp(0, 255) as u8),
@@ -81,8 +112,10 @@ fn main() -> std::process::ExitCode {
         Task::Fetch { dataset, list, cache } => tasks::fetch(dataset.as_deref(), list, cache, quiet),
         Task::Data => tasks::data(quiet),
         Task::Zoo => zoo::cost_table(),
-        Task::Train { model, dataset } => tasks::train(&model, &dataset),
-        Task::Bench => tasks::bench(),
+        Task::Train { model, dataset, epochs, smoke, resume } => {
+            tasks::train(&model, dataset.as_deref(), epochs, smoke, resume, quiet)
+        }
+        Task::Bench { what, steps } => bench::run(&what, steps),
         Task::Report => tasks::report(),
     };
     match result {

@@ -150,20 +150,66 @@ pub fn data(quiet: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn train(model: &str, dataset: &str) -> Result<()> {
-    bail!("training {model} on {dataset}: the training engine and the model zoo arrive with foundation issues 2 and 3")
-}
+/// `(model, dataset, baseline)` of the dense baselines.
+const TRAINABLE: [(&str, &str, &str); 3] = [
+    ("resnet20", "mnist-5k", "resnet20-mnist"),
+    ("mobilenetv2", "mnist-5k", "mobilenetv2-mnist"),
+    ("edsr-mini", "photos-12", "edsr-mini-photos"),
+];
 
-pub fn bench() -> Result<()> {
-    bail!("no benches yet: the criterion benches arrive with the kernels and the training engine")
+pub fn train(
+    model: &str,
+    dataset: Option<&str>,
+    epochs: Option<usize>,
+    smoke: bool,
+    resume: bool,
+    quiet: bool,
+) -> Result<()> {
+    let Some((_, default_ds, _)) = TRAINABLE.iter().find(|t| t.0 == model) else {
+        bail!("unknown model {model:?}; trainable baselines: {}", TRAINABLE.map(|t| t.0).join(", "));
+    };
+    let ds = dataset.unwrap_or(default_ds);
+    let Some((_, _, baseline)) = TRAINABLE.iter().find(|t| t.0 == model && t.1 == ds) else {
+        bail!("{model} is trained on {default_ds}, not {ds:?} (full datasets arrive with the methods' paper profiles)");
+    };
+    let profile =
+        if smoke { compress_train::baselines::Profile::Smoke } else { compress_train::baselines::Profile::Full };
+    let start = std::time::Instant::now();
+    let out = compress_train::baselines::train(baseline, profile, epochs, std::path::Path::new("runs"), resume, quiet)?;
+    println!("{}", out.report.markdown());
+    println!("run: {} ({:.0} s)", out.dir.display(), start.elapsed().as_secs_f64());
+    Ok(())
 }
 
 pub fn report() -> Result<()> {
-    let runs = PathBuf::from("runs");
-    if !runs.is_dir() {
-        bail!("no reports yet: runs/ does not exist; reports are written by `cargo xtask reproduce <method>`");
+    let reports = compress_train::record::newest_reports(std::path::Path::new("runs"))?;
+    if reports.is_empty() {
+        bail!(
+            "no reports under runs/ yet: `cargo xtask train <model>` or `cargo xtask reproduce <method>` writes them"
+        );
     }
-    bail!("no report reader yet: it arrives with the training engine (foundation 3)")
+    println!("| run | setting | baseline | method | paper | delta | claim | verdict |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+    for (path, r) in reports {
+        let run = path.parent().and_then(|p| p.parent()).map(|p| p.display().to_string()).unwrap_or_default();
+        for row in r.rows {
+            let delta = match (row.method, row.baseline) {
+                (Some(m), Some(b)) => format!("{:+.2}", m - b),
+                _ => "-".into(),
+            };
+            println!(
+                "| {run} | {} | {} | {} | {} | {delta} | {} | {:?} |",
+                row.setting,
+                f(row.baseline),
+                f(row.method),
+                f(row.paper),
+                row.claim,
+                row.verdict
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,4 +2,5 @@
 //! the cost formulas (more arrive with the methods: quantizers, masks, packed kernels).
 
 pub mod cost;
+pub mod ops;
 pub mod rng;

@@ -42,6 +42,11 @@ pub enum Augment {
         /// Padding on each side.
         pad: usize,
     },
+    /// Zero-pad and random crop without flipping (digits must not be mirrored).
+    PadCrop {
+        /// Padding on each side.
+        pad: usize,
+    },
 }
 
 /// How `u8` pixels become `f32` values: `(x / 255 - mean[c]) / std[c]` after augmentation.
@@ -186,6 +191,7 @@ impl Dataset for ImageDataset {
             Augment::PadCropFlip { pad } => {
                 (rng.random_range(0..=2 * pad), rng.random_range(0..=2 * pad), rng.random_bool(0.5), pad)
             }
+            Augment::PadCrop { pad } => (rng.random_range(0..=2 * pad), rng.random_range(0..=2 * pad), false, pad),
         };
         for ch in 0..c {
             let (m, s) = (
@@ -398,6 +404,36 @@ mod tests {
             seen.insert(out.map(|v| (v * 255.0).round() as u8));
         }
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![[1, 2, 3, 4], [2, 1, 4, 3]]);
+    }
+
+    #[test]
+    fn pad_crop_shifts_without_flipping() {
+        // Distinct values: every output must be the image shifted by (dy, dx) in {-1, 0, 1}^2
+        // with zeros entering, never a mirror image.
+        let src: Vec<u8> = (1..=9).map(|v| v * 20).collect();
+        let d = ImageDataset::new("one", src.clone(), [1, 3, 3], vec![0], 1)
+            .expect("valid")
+            .with_transform(PixelTransform { augment: Augment::PadCrop { pad: 1 }, ..Default::default() })
+            .expect("t");
+        let shifted = |dy: isize, dx: isize| -> Vec<u8> {
+            (0..9)
+                .map(|i| {
+                    let (y, x) = (i as isize / 3 + dy, i as isize % 3 + dx);
+                    if (0..3).contains(&y) && (0..3).contains(&x) { src[(y * 3 + x) as usize] } else { 0 }
+                })
+                .collect()
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..40 {
+            let mut out = [0f32; 9];
+            d.load(0, &mut SeededRng::new(seed).stream("x", 0), &mut out).expect("load");
+            let got: Vec<u8> = out.iter().map(|v| (v * 255.0).round() as u8).collect();
+            let shift =
+                (-1..=1).flat_map(|dy| (-1..=1).map(move |dx| (dy, dx))).find(|&(dy, dx)| shifted(dy, dx) == got);
+            assert!(shift.is_some(), "seed {seed}: {got:?} is not a shift");
+            seen.insert(shift);
+        }
+        assert!(seen.len() > 4, "crops barely vary: {seen:?}");
     }
 
     #[test]

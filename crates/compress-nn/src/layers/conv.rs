@@ -1,9 +1,22 @@
-//! 2-D convolution with an optional bias: `y = conv2d(x, W) + b`.
+//! 2-D convolution with an optional bias: `y = conv2d(x, W) + b`, on the toolkit's CPU op.
 
 use crate::count::record;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use compress_core::cost;
+
+/// How a convolution's weight is initialised (the official code of each architecture differs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightInit {
+    /// PyTorch's default `kaiming_uniform_(a = sqrt(5))`: `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`
+    /// (EDSR, RDN, VGG of the pruning papers, ViT patch embedding).
+    #[default]
+    PyTorchDefault,
+    /// `kaiming_normal_(mode="fan_in", nonlinearity="relu")` (CIFAR ResNets of the pruning papers).
+    KaimingFanIn,
+    /// `kaiming_normal_(mode="fan_out", nonlinearity="relu")` (torchvision ResNet, MobileNet).
+    KaimingFanOut,
+}
 
 /// Geometry of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,12 +31,20 @@ pub struct ConvSpec {
     pub groups: usize,
     /// Whether the convolution has a bias.
     pub bias: bool,
+    /// Weight initialisation.
+    pub init: WeightInit,
 }
 
 impl ConvSpec {
     /// A `k x k` convolution with "same" padding `k / 2`, stride 1, no bias.
     pub fn same(kernel: usize) -> Self {
-        Self { kernel, stride: 1, padding: kernel / 2, groups: 1, bias: false }
+        Self { kernel, stride: 1, padding: kernel / 2, groups: 1, bias: false, init: WeightInit::PyTorchDefault }
+    }
+
+    /// The same spec with another weight initialisation.
+    pub fn init(mut self, init: WeightInit) -> Self {
+        self.init = init;
+        self
     }
 
     /// The same spec with stride `s`.
@@ -60,8 +81,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// Builds the layer from `vb` (Kaiming-normal fan-in weights as candle-nn, PyTorch-style
-    /// uniform bias).
+    /// Builds the layer from `vb` (weights as `spec.init`, PyTorch's uniform bias).
     pub fn new(cin: usize, cout: usize, spec: ConvSpec, vb: VarBuilder) -> Result<Self> {
         if spec.groups == 0 || !cin.is_multiple_of(spec.groups) || !cout.is_multiple_of(spec.groups) {
             candle_core::bail!(
@@ -71,11 +91,19 @@ impl Conv2d {
             )
         }
         let k = spec.kernel;
-        let weight =
-            vb.get_with_hints((cout, cin / spec.groups, k, k), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
+        let bound = 1.0 / ((cin / spec.groups * k * k) as f64).sqrt();
+        let init = match spec.init {
+            WeightInit::PyTorchDefault => candle_nn::Init::Uniform { lo: -bound, up: bound },
+            WeightInit::KaimingFanIn => candle_nn::init::DEFAULT_KAIMING_NORMAL,
+            WeightInit::KaimingFanOut => candle_nn::Init::Kaiming {
+                dist: candle_nn::init::NormalOrUniform::Normal,
+                fan: candle_nn::init::FanInOut::FanOut,
+                non_linearity: candle_nn::init::NonLinearity::ReLU,
+            },
+        };
+        let weight = vb.get_with_hints((cout, cin / spec.groups, k, k), "weight", init)?;
         let bias = if spec.bias {
-            let b = 1.0 / ((cin / spec.groups * k * k) as f64).sqrt();
-            Some(vb.get_with_hints(cout, "bias", candle_nn::Init::Uniform { lo: -b, up: b })?)
+            Some(vb.get_with_hints(cout, "bias", candle_nn::Init::Uniform { lo: -bound, up: bound })?)
         } else {
             None
         };
@@ -96,7 +124,9 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.spec;
-        let y = x.conv2d(&self.weight, s.padding, s.stride, 1, s.groups)?;
+        // im2col + GEMM with its own backward on the CPU (candle's is ~10x slower there).
+        let geo = compress_core::ops::Conv2dGeometry { stride: s.stride, padding: s.padding, groups: s.groups };
+        let y = compress_core::ops::conv2d(x, &self.weight, geo)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
             None => y,

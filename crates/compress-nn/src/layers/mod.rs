@@ -7,7 +7,7 @@ mod norm;
 mod pool;
 mod shuffle;
 
-pub use conv::{Activation, Conv2d, ConvBn, ConvSpec};
+pub use conv::{Activation, Conv2d, ConvBn, ConvSpec, WeightInit};
 pub use linear::Linear;
 pub use norm::{BatchNorm2d, LayerNorm};
 pub use pool::{global_avg_pool, max_pool2d};

@@ -2,28 +2,58 @@
 //! from primitives so that it has a backward pass (candle-nn's fast LayerNorm has none).
 
 use crate::count::record;
-use candle_core::{D, Module, ModuleT, Result, Tensor};
+use candle_core::{D, DType, Module, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 use compress_core::cost;
 
-/// BatchNorm over the channels of NCHW input; `weight`, `bias`, `running_mean`, `running_var`.
+/// BatchNorm over the channels of `[N, C, ...]` input; `weight`, `bias`, `running_mean`,
+/// `running_var` (PyTorch semantics: momentum 0.1, unbiased variance in the running estimate).
+/// Training mode on the CPU uses the fused op of `compress_core::ops::batch_norm`; other devices
+/// and eval mode use candle-nn's BatchNorm over the same variables.
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
     inner: candle_nn::BatchNorm,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: candle_core::Var,
+    running_var: candle_core::Var,
     c: usize,
 }
+
+const EPS: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
 
 impl BatchNorm2d {
     /// PyTorch defaults: eps 1e-5, momentum 0.1, affine.
     pub fn new(c: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { inner: candle_nn::batch_norm(c, candle_nn::BatchNormConfig::default(), vb)?, c })
+        let rm = vb.get_with_hints(c, "running_mean", candle_nn::Init::Const(0.0))?;
+        let rv = vb.get_with_hints(c, "running_var", candle_nn::Init::Const(1.0))?;
+        let weight = vb.get_with_hints(c, "weight", candle_nn::Init::Const(1.0))?;
+        let bias = vb.get_with_hints(c, "bias", candle_nn::Init::Const(0.0))?;
+        // The VarMap's tensors are variables: these Vars share their storage.
+        let running_mean = candle_core::Var::from_tensor(&rm)?;
+        let running_var = candle_core::Var::from_tensor(&rv)?;
+        let inner = candle_nn::BatchNorm::new_with_momentum(c, rm, rv, weight.clone(), bias.clone(), EPS, MOMENTUM)?;
+        Ok(Self { inner, weight, bias, running_mean, running_var, c })
     }
 }
 
 impl ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         record(cost::norm(self.c));
-        self.inner.forward_t(x, train)
+        let fused = train && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+        if !fused {
+            return self.inner.forward_t(x, train);
+        }
+        let (y, mean, var) = compress_core::ops::batch_norm_train(x, &self.weight, &self.bias, EPS)?;
+        let m = (x.elem_count() / self.c) as f64;
+        let dt = self.running_mean.dtype();
+        let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?.to_dtype(dt)?)?;
+        let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+        let rv = ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (var * (MOMENTUM * unbiased))?.to_dtype(dt)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        Ok(y)
     }
 }
 
@@ -54,5 +84,40 @@ impl Module for LayerNorm {
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
         let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    /// The fused CPU path and candle-nn's BatchNorm give the same output and running statistics.
+    #[test]
+    fn fused_training_matches_candle_nn() {
+        let x = Tensor::arange(0f32, 2.0 * 3.0 * 4.0 * 5.0, &Device::Cpu).expect("a").reshape((2, 3, 4, 5)).expect("r");
+        let x = ((x.sin().expect("s") * 3.0).expect("m") + 1.0).expect("p");
+        let (m1, m2) = (VarMap::new(), VarMap::new());
+        let ours = BatchNorm2d::new(3, crate::init::seeded_builder(&m1, 0, DType::F32, &Device::Cpu)).expect("ours");
+        let theirs = candle_nn::batch_norm(
+            3,
+            candle_nn::BatchNormConfig::default(),
+            candle_nn::VarBuilder::from_varmap(&m2, DType::F32, &Device::Cpu),
+        )
+        .expect("candle");
+        for _ in 0..3 {
+            let a = ours.forward_t(&x, true).expect("a");
+            let b = theirs.forward_t(&x, true).expect("b");
+            let d = (a - b).expect("d").abs().expect("abs").max_all().expect("m").to_scalar::<f32>().expect("s");
+            assert!(d < 1e-5, "{d}");
+        }
+        for name in ["running_mean", "running_var"] {
+            let a = m1.data().lock().expect("l")[name].as_tensor().to_vec1::<f32>().expect("a");
+            let b = m2.data().lock().expect("l")[name].as_tensor().to_vec1::<f32>().expect("b");
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() < 1e-5, "{name}: {a:?} vs {b:?}");
+            }
+        }
     }
 }

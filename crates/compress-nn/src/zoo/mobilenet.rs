@@ -9,7 +9,7 @@
 //! projection's input together.
 
 use crate::error::{Result, config_err};
-use crate::layers::{Activation, ConvBn, ConvSpec, Linear, global_avg_pool};
+use crate::layers::{Activation, ConvBn, ConvSpec, Linear, WeightInit, global_avg_pool};
 use crate::network::{ArchConfig, Architecture, replace_widths};
 use crate::structure::{ChannelGroup, Widths};
 use candle_core::{Module, ModuleT, Tensor};
@@ -52,7 +52,7 @@ const V1_PLAN: [(usize, usize); 13] = [
 ];
 
 /// Configuration of MobileNetV1.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MobileNetV1Config {
     /// Input channels.
     pub in_channels: usize,
@@ -171,7 +171,7 @@ impl Architecture for MobileNetV1 {
         let stem = ConvBn::new(
             cfg.in_channels,
             cfg.w(None),
-            ConvSpec::same(3).stride(2),
+            fan_out(3).stride(2),
             Activation::Relu,
             s.pp("conv"),
             s.pp("bn"),
@@ -184,12 +184,12 @@ impl Architecture for MobileNetV1 {
             let dw = ConvBn::new(
                 cin,
                 cin,
-                ConvSpec::same(3).stride(st).groups(cin),
+                fan_out(3).stride(st).groups(cin),
                 Activation::Relu,
                 p.pp("dw.conv"),
                 p.pp("dw.bn"),
             )?;
-            let pw = ConvBn::new(cin, cout, ConvSpec::same(1), Activation::Relu, p.pp("pw.conv"), p.pp("pw.bn"))?;
+            let pw = ConvBn::new(cin, cout, fan_out(1), Activation::Relu, p.pp("pw.conv"), p.pp("pw.bn"))?;
             blocks.push((dw, pw));
             cin = cout;
         }
@@ -217,7 +217,7 @@ const V2_PLAN: [(usize, usize, usize, usize); 7] =
 /// `(conv prefix, BatchNorm prefix)`.
 type ConvBnNames = (String, String);
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct V2Block {
     /// Feature index in torchvision's `features` (1-based after the stem).
     index: usize,
@@ -230,7 +230,7 @@ struct V2Block {
 }
 
 /// Configuration of MobileNetV2.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MobileNetV2Config {
     /// Input channels.
     pub in_channels: usize,
@@ -238,6 +238,9 @@ pub struct MobileNetV2Config {
     pub image_size: usize,
     /// Classes.
     pub num_classes: usize,
+    /// Stride of the stem conv: 2 (ImageNet) or 1 (small inputs, as CIFAR ports of MobileNetV2
+    /// do, so 28-32 px images are not reduced to 1 x 1 before the last stage).
+    pub stem_stride: usize,
     blocks: Vec<V2Block>,
     widths: Widths,
 }
@@ -267,13 +270,19 @@ impl MobileNetV2Config {
             }
         }
         widths.insert("head".into(), make_divisible(1280.0 * width_mult.max(1.0), 8));
-        Ok(Self { in_channels: 3, image_size: 224, num_classes, blocks, widths })
+        Ok(Self { in_channels: 3, image_size: 224, num_classes, stem_stride: 2, blocks, widths })
     }
 
     /// The same network on `c x size x size` inputs.
     pub fn input(mut self, c: usize, size: usize) -> Self {
         self.in_channels = c;
         self.image_size = size;
+        self
+    }
+
+    /// The same network with a stride-1 stem, for small (28-32 px) inputs.
+    pub fn small_input(mut self) -> Self {
+        self.stem_stride = 1;
         self
     }
 
@@ -372,7 +381,7 @@ impl ArchConfig for MobileNetV2Config {
 
     fn cost(&self) -> Cost {
         let stem = self.widths["stem"];
-        let mut side = side_after(self.image_size, 2);
+        let mut side = side_after(self.image_size, self.stem_stride);
         let mut c = cost::conv2d(self.in_channels, stem, 3, 1, side, side, false) + cost::norm(stem);
         for (i, b) in self.blocks.iter().enumerate() {
             let cin = self.block_in(i);
@@ -419,7 +428,7 @@ impl Architecture for MobileNetV2 {
         let stem = ConvBn::new(
             cfg.in_channels,
             stem_w,
-            ConvSpec::same(3).stride(2),
+            fan_out(3).stride(2),
             r6,
             vb.pp("features.0.0"),
             vb.pp("features.0.1"),
@@ -432,12 +441,12 @@ impl Architecture for MobileNetV2 {
             let (expand, mid) = match e {
                 Some((c, n)) => {
                     let mid = cfg.widths[&format!("features.{}.expand", b.index)];
-                    (Some(ConvBn::new(cin, mid, ConvSpec::same(1), r6, vb.pp(c), vb.pp(n))?), mid)
+                    (Some(ConvBn::new(cin, mid, fan_out(1), r6, vb.pp(c), vb.pp(n))?), mid)
                 }
                 None => (None, cin),
             };
-            let dw = ConvBn::new(mid, mid, ConvSpec::same(3).stride(b.stride).groups(mid), r6, vb.pp(d.0), vb.pp(d.1))?;
-            let project = ConvBn::new(mid, cout, ConvSpec::same(1), Activation::None, vb.pp(p.0), vb.pp(p.1))?;
+            let dw = ConvBn::new(mid, mid, fan_out(3).stride(b.stride).groups(mid), r6, vb.pp(d.0), vb.pp(d.1))?;
+            let project = ConvBn::new(mid, cout, fan_out(1), Activation::None, vb.pp(p.0), vb.pp(p.1))?;
             blocks.push(InvertedResidual { expand, dw, project, residual: b.residual });
         }
         let h = cfg.head_index();
@@ -446,7 +455,7 @@ impl Architecture for MobileNetV2 {
         let head = ConvBn::new(
             last,
             head_w,
-            ConvSpec::same(1),
+            fan_out(1),
             r6,
             vb.pp(format!("features.{h}.0")),
             vb.pp(format!("features.{h}.1")),
@@ -470,4 +479,9 @@ impl ModuleT for MobileNetV2 {
         let h = self.head.forward_t(&h, train)?;
         self.classifier.forward(&global_avg_pool(&h)?)
     }
+}
+
+/// A "same" `k x k` convolution initialised as the architecture's official code does.
+fn fan_out(k: usize) -> ConvSpec {
+    ConvSpec::same(k).init(WeightInit::KaimingFanOut)
 }

@@ -6,7 +6,7 @@
 //! and classes are configurable (e.g. 1 x 28 x 28 MNIST).
 
 use crate::error::{Result, config_err};
-use crate::layers::{Activation, ConvBn, ConvSpec, Linear, global_avg_pool, max_pool2d};
+use crate::layers::{Activation, ConvBn, ConvSpec, Linear, WeightInit, global_avg_pool, max_pool2d};
 use crate::network::{ArchConfig, Architecture, replace_widths};
 use crate::structure::{ChannelGroup, Widths};
 use candle_core::{Module, ModuleT, Tensor};
@@ -14,7 +14,7 @@ use candle_nn::VarBuilder;
 use compress_core::cost::{self, Cost};
 
 /// Basic (two 3x3 convs) or bottleneck (1x1, 3x3, 1x1 with 4x expansion) blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BlockKind {
     /// ResNet-18/34.
     Basic,
@@ -23,7 +23,7 @@ pub enum BlockKind {
 }
 
 /// Configuration of an ImageNet-layout ResNet.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResNetConfig {
     /// Block type.
     pub kind: BlockKind,
@@ -246,7 +246,8 @@ impl Architecture for ResNet {
     type Config = ResNetConfig;
 
     fn build(cfg: &ResNetConfig, vb: VarBuilder) -> candle_core::Result<Self> {
-        let stem_spec = ConvSpec { kernel: 7, stride: 2, padding: 3, groups: 1, bias: false };
+        let stem_spec =
+            ConvSpec { kernel: 7, stride: 2, padding: 3, groups: 1, bias: false, init: WeightInit::KaimingFanOut };
         let stem = ConvBn::new(cfg.in_channels, cfg.stem(), stem_spec, Activation::Relu, vb.pp("conv1"), vb.pp("bn1"))?;
         let mut blocks = Vec::new();
         for s in 1..=4 {
@@ -259,40 +260,19 @@ impl Architecture for ResNet {
                 let convs = if cfg.kind == BlockKind::Bottleneck {
                     let i2 = cfg.w(&format!("{name}.inner2"));
                     vec![
-                        ConvBn::new(cin, i1, ConvSpec::same(1), Activation::Relu, p.pp("conv1"), p.pp("bn1"))?,
-                        ConvBn::new(
-                            i1,
-                            i2,
-                            ConvSpec::same(3).stride(stride),
-                            Activation::Relu,
-                            p.pp("conv2"),
-                            p.pp("bn2"),
-                        )?,
-                        ConvBn::new(i2, cout, ConvSpec::same(1), Activation::None, p.pp("conv3"), p.pp("bn3"))?,
+                        ConvBn::new(cin, i1, fan_out(1), Activation::Relu, p.pp("conv1"), p.pp("bn1"))?,
+                        ConvBn::new(i1, i2, fan_out(3).stride(stride), Activation::Relu, p.pp("conv2"), p.pp("bn2"))?,
+                        ConvBn::new(i2, cout, fan_out(1), Activation::None, p.pp("conv3"), p.pp("bn3"))?,
                     ]
                 } else {
                     vec![
-                        ConvBn::new(
-                            cin,
-                            i1,
-                            ConvSpec::same(3).stride(stride),
-                            Activation::Relu,
-                            p.pp("conv1"),
-                            p.pp("bn1"),
-                        )?,
-                        ConvBn::new(i1, cout, ConvSpec::same(3), Activation::None, p.pp("conv2"), p.pp("bn2"))?,
+                        ConvBn::new(cin, i1, fan_out(3).stride(stride), Activation::Relu, p.pp("conv1"), p.pp("bn1"))?,
+                        ConvBn::new(i1, cout, fan_out(3), Activation::None, p.pp("conv2"), p.pp("bn2"))?,
                     ]
                 };
                 let downsample = if cfg.has_downsample(s, b) {
                     let d = p.pp("downsample");
-                    Some(ConvBn::new(
-                        cin,
-                        cout,
-                        ConvSpec::same(1).stride(stride),
-                        Activation::None,
-                        d.pp("0"),
-                        d.pp("1"),
-                    )?)
+                    Some(ConvBn::new(cin, cout, fan_out(1).stride(stride), Activation::None, d.pp("0"), d.pp("1"))?)
                 } else {
                     None
                 };
@@ -311,4 +291,9 @@ impl ModuleT for ResNet {
         }
         self.fc.forward(&global_avg_pool(&h)?)
     }
+}
+
+/// A "same" `k x k` convolution initialised as the architecture's official code does.
+fn fan_out(k: usize) -> ConvSpec {
+    ConvSpec::same(k).init(WeightInit::KaimingFanOut)
 }

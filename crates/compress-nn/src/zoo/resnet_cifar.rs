@@ -6,7 +6,7 @@
 //! `conv1`, `bn1`, `layer{s}.{b}.conv1|bn1|conv2|bn2|shortcut.0|shortcut.1`, `fc`.
 
 use crate::error::{Result, config_err};
-use crate::layers::{Activation, BatchNorm2d, Conv2d, ConvBn, ConvSpec, Linear, global_avg_pool};
+use crate::layers::{Activation, BatchNorm2d, Conv2d, ConvBn, ConvSpec, Linear, WeightInit, global_avg_pool};
 use crate::network::{ArchConfig, Architecture, replace_widths};
 use crate::structure::{ChannelGroup, Widths};
 use candle_core::{Module, ModuleT, Tensor};
@@ -14,7 +14,7 @@ use candle_nn::VarBuilder;
 use compress_core::cost::{self, Cost};
 
 /// Shortcut type where a block changes shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Shortcut {
     /// Subsample by 2 and zero-pad the new channels (no parameters). Ties channels by position,
     /// so the stage widths are not prunable.
@@ -24,7 +24,7 @@ pub enum Shortcut {
 }
 
 /// Configuration of a CIFAR ResNet.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResNetCifarConfig {
     /// `6n + 2`: 20, 32, 44, 56, 110, ...
     pub depth: usize,
@@ -233,14 +233,8 @@ impl Architecture for ResNetCifar {
     type Config = ResNetCifarConfig;
 
     fn build(cfg: &ResNetCifarConfig, vb: VarBuilder) -> candle_core::Result<Self> {
-        let stem = ConvBn::new(
-            cfg.in_channels,
-            cfg.stage(1),
-            ConvSpec::same(3),
-            Activation::Relu,
-            vb.pp("conv1"),
-            vb.pp("bn1"),
-        )?;
+        let stem =
+            ConvBn::new(cfg.in_channels, cfg.stage(1), fan_in(3), Activation::Relu, vb.pp("conv1"), vb.pp("bn1"))?;
         let mut blocks = Vec::new();
         for s in 1..=3 {
             for b in 0..cfg.blocks() {
@@ -248,15 +242,9 @@ impl Architecture for ResNetCifar {
                 let stride = if b == 0 && s > 1 { 2 } else { 1 };
                 let cin = if b == 0 && s > 1 { cfg.stage(s - 1) } else { cfg.stage(s) };
                 let (inner, out) = (cfg.inner(s, b), cfg.stage(s));
-                let a = ConvBn::new(
-                    cin,
-                    inner,
-                    ConvSpec::same(3).stride(stride),
-                    Activation::Relu,
-                    p.pp("conv1"),
-                    p.pp("bn1"),
-                )?;
-                let bb = ConvBn::new(inner, out, ConvSpec::same(3), Activation::None, p.pp("conv2"), p.pp("bn2"))?;
+                let a =
+                    ConvBn::new(cin, inner, fan_in(3).stride(stride), Activation::Relu, p.pp("conv1"), p.pp("bn1"))?;
+                let bb = ConvBn::new(inner, out, fan_in(3), Activation::None, p.pp("conv2"), p.pp("bn2"))?;
                 let skip = if stride == 1 && cin == out {
                     Skip::Identity
                 } else if cfg.shortcut == Shortcut::A {
@@ -267,7 +255,7 @@ impl Architecture for ResNetCifar {
                 } else {
                     let sc = p.pp("shortcut");
                     Skip::Conv(
-                        Conv2d::new(cin, out, ConvSpec::same(1).stride(stride), sc.pp("0"))?,
+                        Conv2d::new(cin, out, fan_in(1).stride(stride), sc.pp("0"))?,
                         BatchNorm2d::new(out, sc.pp("1"))?,
                     )
                 };
@@ -287,4 +275,9 @@ impl ModuleT for ResNetCifar {
         }
         self.fc.forward(&global_avg_pool(&h)?)
     }
+}
+
+/// A "same" `k x k` convolution initialised as the architecture's official code does.
+fn fan_in(k: usize) -> ConvSpec {
+    ConvSpec::same(k).init(WeightInit::KaimingFanIn)
 }

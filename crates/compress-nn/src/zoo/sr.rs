@@ -19,7 +19,7 @@ use compress_core::cost::{self, Cost};
 pub const DIV2K_MEAN: [f32; 3] = [0.4488, 0.4371, 0.4040];
 
 /// What every SR config shares.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SrSetting {
     /// Upscaling factor: 2, 3 or 4.
     pub scale: usize,
@@ -100,7 +100,7 @@ fn build_up(
 // EDSR
 
 /// Configuration of EDSR.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EdsrConfig {
     /// Scale, colours, cost size, pixel range.
     pub setting: SrSetting,
@@ -256,7 +256,7 @@ impl ModuleT for Edsr {
 
 /// Configuration of SRResNet: 9x9 head, residual blocks (conv-BN-PReLU-conv-BN), a mid conv+BN
 /// with a long skip, PReLU sub-pixel upsamplers and a 9x9 output conv; convs have biases.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SrResNetConfig {
     /// Scale, colours, cost size, pixel range.
     pub setting: SrSetting,
@@ -413,7 +413,7 @@ impl ModuleT for SrResNet {
 // RDN
 
 /// Configuration of RDN: `d` residual dense blocks of `c` convs with growth `g`, `g0` features.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RdnConfig {
     /// Scale, colours, cost size, pixel range.
     pub setting: SrSetting,

@@ -18,7 +18,7 @@ pub const VGG19: [usize; 21] =
     [64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0];
 
 /// Configuration of a CIFAR VGG.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VggConfig {
     /// Pool positions: `pools[i]` is true when a max pool follows conv `i`.
     pools: Vec<bool>,

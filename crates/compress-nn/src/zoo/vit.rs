@@ -19,7 +19,7 @@ use compress_core::cost::{self, Cost};
 use std::collections::HashMap;
 
 /// Configuration of a ViT.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VitConfig {
     /// Input side.
     pub image_size: usize,
@@ -222,7 +222,14 @@ impl Architecture for Vit {
 
     fn build(cfg: &VitConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let d = cfg.embed();
-        let spec = ConvSpec { kernel: cfg.patch, stride: cfg.patch, padding: 0, groups: 1, bias: true };
+        let spec = ConvSpec {
+            kernel: cfg.patch,
+            stride: cfg.patch,
+            padding: 0,
+            groups: 1,
+            bias: true,
+            init: Default::default(),
+        };
         let patch_embed = Conv2d::new(cfg.in_channels, d, spec, vb.pp("patch_embed.proj"))?;
         let tn = candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 };
         let cls_token = vb.get_with_hints((1, 1, d), "cls_token", tn)?;

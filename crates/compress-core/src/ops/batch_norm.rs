@@ -1,0 +1,363 @@
+//! Training-mode batch normalisation on the CPU as one fused op with its backward.
+//!
+//! candle-nn's BatchNorm composes about ten tensor passes (transpose, copy, means, broadcasts),
+//! each with its own backward, which costs more than the convolutions in a small CNN's step.
+//! Here, per channel `c` over the `M = N H W` values of the batch:
+//! - forward: `mu = mean(x)`, `var = mean((x - mu)^2)` (biased), `xhat = (x - mu) / sqrt(var + eps)`,
+//!   `y = gamma xhat + beta`;
+//! - backward: `dbeta = sum(dy)`, `dgamma = sum(dy xhat)`,
+//!   `dx = gamma / sqrt(var + eps) / M * (M dy - dbeta - xhat dgamma)`.
+//!
+//! [`batch_norm_train`] also returns the batch mean and biased variance so the caller can update
+//! its running statistics (PyTorch uses the unbiased variance there).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Per-channel statistics of one batch.
+#[derive(Debug, Clone)]
+struct Stats {
+    mean: Vec<f64>,
+    invstd: Vec<f64>,
+    var: Vec<f64>,
+}
+
+/// `(N, C, plane)` of an `[N, C, ...]` layout.
+fn ncp(l: &Layout) -> Result<(usize, usize, usize)> {
+    let d = l.dims();
+    if d.len() < 2 {
+        candle_core::bail!("batch_norm: input needs at least 2 dimensions, got {d:?}")
+    }
+    Ok((d[0], d[1], d[2..].iter().product()))
+}
+
+fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("batch_norm: operands must be contiguous"),
+    }
+}
+
+trait Float: Copy + Send + Sync + 'static {
+    fn f(self) -> f64;
+    fn of(v: f64) -> Self;
+}
+
+impl Float for f32 {
+    fn f(self) -> f64 {
+        f64::from(self)
+    }
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Float for f64 {
+    fn f(self) -> f64 {
+        self
+    }
+    fn of(v: f64) -> Self {
+        v
+    }
+}
+
+fn stats<T: Float>(x: &[T], n: usize, c: usize, p: usize, eps: f64) -> Stats {
+    let per: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let m = (n * p) as f64;
+            let mut s = 0.0;
+            for i in 0..n {
+                s += x[(i * c + ch) * p..][..p].iter().map(|v| v.f()).sum::<f64>();
+            }
+            let mean = s / m;
+            let mut q = 0.0;
+            for i in 0..n {
+                q += x[(i * c + ch) * p..][..p].iter().map(|v| (v.f() - mean).powi(2)).sum::<f64>();
+            }
+            (mean, q / m)
+        })
+        .collect();
+    Stats {
+        mean: per.iter().map(|s| s.0).collect(),
+        invstd: per.iter().map(|s| 1.0 / (s.1 + eps).sqrt()).collect(),
+        var: per.iter().map(|s| s.1).collect(),
+    }
+}
+
+/// `(x) -> [2, C]` mean and biased variance (no backward).
+struct StatsOp {
+    eps: f64,
+}
+
+impl CustomOp1 for StatsOp {
+    fn name(&self) -> &'static str {
+        "batch-norm-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, p) = ncp(l)?;
+        let st = match s {
+            CpuStorage::F32(v) => stats(contiguous(v, l)?, n, c, p, self.eps),
+            CpuStorage::F64(v) => stats(contiguous(v, l)?, n, c, p, self.eps),
+            _ => candle_core::bail!("batch_norm: only f32 and f64 are supported"),
+        };
+        let mut out = st.mean;
+        out.extend(st.var);
+        Ok((CpuStorage::F64(out), Shape::from((2, c))))
+    }
+}
+
+/// `(x, gamma, beta) -> y` with the batch statistics fixed in the op.
+struct Normalize {
+    st: Arc<Stats>,
+}
+
+fn normalize<T: Float>(x: &[T], g: &[T], b: &[T], st: &Stats, c: usize, p: usize) -> Vec<T> {
+    let mut y = vec![T::of(0.0); x.len()];
+    y.par_chunks_mut(p).zip(x.par_chunks(p)).enumerate().for_each(|(i, (yo, xi))| {
+        let ch = i % c;
+        let (m, s, gg, bb) = (st.mean[ch], st.invstd[ch], g[ch].f(), b[ch].f());
+        for (o, v) in yo.iter_mut().zip(xi) {
+            *o = T::of((v.f() - m) * s * gg + bb);
+        }
+    });
+    y
+}
+
+impl CustomOp3 for Normalize {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, p) = ncp(l1)?;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
+                CpuStorage::F32(normalize(contiguous(x, l1)?, contiguous(g, l2)?, contiguous(b, l3)?, &self.st, c, p))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
+                CpuStorage::F64(normalize(contiguous(x, l1)?, contiguous(g, l2)?, contiguous(b, l3)?, &self.st, c, p))
+            }
+            _ => candle_core::bail!("batch_norm: x, gamma and beta must all be f32 or all f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        // One op computes [dbeta; dgamma] per channel, another dx from them.
+        let sums = x.apply_op2_no_bwd(&dy, &Sums { st: self.st.clone() })?;
+        let c = g.dim(0)?;
+        let dbeta = sums.narrow(0, 0, 1)?.reshape(c)?.to_dtype(g.dtype())?;
+        let dgamma = sums.narrow(0, 1, 1)?.reshape(c)?.to_dtype(g.dtype())?;
+        let dx = x.apply_op3_no_bwd(
+            &dy,
+            g,
+            &InputGrad { st: self.st.clone(), sums: sums.to_dtype(candle_core::DType::F64)? },
+        )?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// `(x, dy) -> [2, C]`: `sum(dy)` and `sum(dy xhat)` per channel.
+struct Sums {
+    st: Arc<Stats>,
+}
+
+fn sums<T: Float>(x: &[T], dy: &[T], st: &Stats, n: usize, c: usize, p: usize) -> Vec<f64> {
+    let per: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (m, s) = (st.mean[ch], st.invstd[ch]);
+            let (mut a, mut b) = (0.0, 0.0);
+            for i in 0..n {
+                let o = (i * c + ch) * p;
+                for (xv, g) in x[o..o + p].iter().zip(&dy[o..o + p]) {
+                    a += g.f();
+                    b += g.f() * (xv.f() - m) * s;
+                }
+            }
+            (a, b)
+        })
+        .collect();
+    per.iter().map(|v| v.0).chain(per.iter().map(|v| v.1)).collect()
+}
+
+impl candle_core::CustomOp2 for Sums {
+    fn name(&self) -> &'static str {
+        "batch-norm-sums"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, p) = ncp(l1)?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(d)) => sums(contiguous(x, l1)?, contiguous(d, l2)?, &self.st, n, c, p),
+            (CpuStorage::F64(x), CpuStorage::F64(d)) => sums(contiguous(x, l1)?, contiguous(d, l2)?, &self.st, n, c, p),
+            _ => candle_core::bail!("batch_norm backward: only f32 and f64 are supported"),
+        };
+        Ok((CpuStorage::F64(out), Shape::from((2, c))))
+    }
+}
+
+/// `(x, dy, gamma) -> dx`.
+struct InputGrad {
+    st: Arc<Stats>,
+    sums: Tensor,
+}
+
+fn input_grad<T: Float>(x: &[T], dy: &[T], g: &[T], st: &Stats, sums: &[f64], c: usize, p: usize) -> Vec<T> {
+    // M = N * plane values per channel.
+    let m = (x.len() / c) as f64;
+    let mut dx = vec![T::of(0.0); x.len()];
+    dx.par_chunks_mut(p).enumerate().for_each(|(i, out)| {
+        let ch = i % c;
+        let (mu, s) = (st.mean[ch], st.invstd[ch]);
+        let (db, dg) = (sums[ch], sums[c + ch]);
+        let k = g[ch].f() * s / m;
+        let o = i * p;
+        for ((d, xv), gy) in out.iter_mut().zip(&x[o..o + p]).zip(&dy[o..o + p]) {
+            let xhat = (xv.f() - mu) * s;
+            *d = T::of(k * (m * gy.f() - db - xhat * dg));
+        }
+    });
+    dx
+}
+
+impl CustomOp3 for InputGrad {
+    fn name(&self) -> &'static str {
+        "batch-norm-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, p) = ncp(l1)?;
+        let sums: Vec<f64> = self.sums.flatten_all()?.to_vec1()?;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(d), CpuStorage::F32(g)) => CpuStorage::F32(input_grad(
+                contiguous(x, l1)?,
+                contiguous(d, l2)?,
+                contiguous(g, l3)?,
+                &self.st,
+                &sums,
+                c,
+                p,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(d), CpuStorage::F64(g)) => CpuStorage::F64(input_grad(
+                contiguous(x, l1)?,
+                contiguous(d, l2)?,
+                contiguous(g, l3)?,
+                &self.st,
+                &sums,
+                c,
+                p,
+            )),
+            _ => candle_core::bail!("batch_norm backward: only f32 and f64 are supported"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Training-mode batch norm of a contiguous CPU `[N, C, ...]` tensor: returns `y` and the batch
+/// `(mean, biased variance)` as `[C]` f64 tensors (for the running statistics).
+pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let x = x.contiguous()?;
+    let st_t = x.apply_op1_no_bwd(&StatsOp { eps })?;
+    let v: Vec<f64> = st_t.flatten_all()?.to_vec1()?;
+    let c = x.dim(1)?;
+    let st = Stats {
+        mean: v[..c].to_vec(),
+        invstd: v[c..].iter().map(|var| 1.0 / (var + eps).sqrt()).collect(),
+        var: v[c..].to_vec(),
+    };
+    let mean = Tensor::from_vec(st.mean.clone(), c, x.device())?;
+    let var = Tensor::from_vec(st.var.clone(), c, x.device())?;
+    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, Normalize { st: Arc::new(st) })?;
+    Ok((y, mean, var))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    fn values(n: usize, seed: u64) -> Vec<f64> {
+        (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 2001) as f64 / 1000.0) - 1.0).collect()
+    }
+
+    /// The composed definition, differentiated by candle's autograd.
+    fn reference(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64) -> Tensor {
+        let c = x.dim(1).expect("c");
+        let mut shape = vec![1; x.rank()];
+        shape[1] = c;
+        let dims: Vec<usize> = (0..x.rank()).filter(|d| *d != 1).collect();
+        let mean = x.mean_keepdim(dims.as_slice()).expect("mean");
+        let xc = x.broadcast_sub(&mean).expect("xc");
+        let var = xc.sqr().expect("s").mean_keepdim(dims.as_slice()).expect("var");
+        let xhat = xc.broadcast_div(&(var + eps).expect("e").sqrt().expect("sqrt")).expect("xhat");
+        xhat.broadcast_mul(&g.reshape(shape.as_slice()).expect("g"))
+            .expect("m")
+            .broadcast_add(&b.reshape(shape.as_slice()).expect("b"))
+            .expect("a")
+    }
+
+    #[test]
+    fn matches_the_composed_definition_forward_and_backward() {
+        for dims in [vec![4usize, 3, 5, 6], vec![8, 5], vec![2, 7, 3, 1]] {
+            let c = dims[1];
+            let n: usize = dims.iter().product();
+            let x = Var::from_vec(
+                values(n, 1).iter().map(|v| v * 3.0 + 0.5).collect::<Vec<_>>(),
+                dims.as_slice(),
+                &Device::Cpu,
+            )
+            .expect("x");
+            let g =
+                Var::from_vec(values(c, 2).iter().map(|v| v + 1.5).collect::<Vec<_>>(), c, &Device::Cpu).expect("g");
+            let b = Var::from_vec(values(c, 3), c, &Device::Cpu).expect("b");
+            let r = Tensor::from_vec(values(n, 4), dims.as_slice(), &Device::Cpu).expect("r");
+            let (y, mean, var) = batch_norm_train(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5).expect("ours");
+            let yr = reference(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5);
+            let diff = |a: &Tensor, b: &Tensor| {
+                (a - b).expect("d").abs().expect("a").max_all().expect("m").to_scalar::<f64>().expect("s")
+            };
+            assert!(diff(&y, &yr) < 1e-12, "forward {dims:?}");
+            assert_eq!(mean.dims(), &[c]);
+            assert!(var.to_vec1::<f64>().expect("v").iter().all(|v| *v > 0.0));
+            let g1 = (y * &r).expect("m").sum_all().expect("s").backward().expect("b");
+            let g2 = (yr * &r).expect("m").sum_all().expect("s").backward().expect("b");
+            for v in [x.as_tensor(), g.as_tensor(), b.as_tensor()] {
+                assert!(
+                    diff(g1.get(v).expect("ours"), g2.get(v).expect("ref")) < 1e-10,
+                    "gradient {:?} {dims:?}",
+                    v.dims()
+                );
+            }
+        }
+        let bad = Tensor::zeros(4, DType::F32, &Device::Cpu).expect("z");
+        assert!(batch_norm_train(&bad, &bad, &bad, 1e-5).is_err());
+    }
+}

@@ -1,0 +1,473 @@
+//! 2-D convolution on the CPU as im2col + one GEMM per sample and group, with a backward pass.
+//!
+//! candle 0.11's CPU convolution runs its forward on small tiles and its input gradient
+//! (`conv_transpose2d`) as a plain loop, about 7x and 12x slower than PyTorch here. This op
+//! computes, per sample `n` and group `g` (all matrices row-major):
+//! - forward: `Y[n,g] = W[g] . im2col(X[n,g])`, `W[g]: [cout_g, cin_g k k]`, cols `[cin_g k k, oh ow]`;
+//! - input gradient: `dX[n,g] = col2im(W[g]^T . dY[n,g])`;
+//! - weight gradient: `dW[g] = sum_n dY[n,g] . im2col(X[n,g])^T`.
+//!
+//! Samples run in parallel on the rayon pool, each with a single-threaded GEMM (the `gemm` crate,
+//! the one candle uses). Other devices, dtypes and dilations fall back to candle's `conv2d`.
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static USE_CANDLE: AtomicBool = AtomicBool::new(false);
+
+/// Routes every [`conv2d`] call to candle's own convolution (`true`) or to this op (`false`,
+/// the default). For benchmarks that compare the two in one process.
+pub fn use_candle_conv(on: bool) {
+    USE_CANDLE.store(on, Ordering::Relaxed);
+}
+
+/// Stride, padding and groups of a convolution (square kernels; dilation 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on each side.
+    pub padding: usize,
+    /// Channel groups.
+    pub groups: usize,
+}
+
+/// Element types the kernel runs on.
+trait Elem: Copy + Default + Send + Sync + 'static + std::ops::AddAssign + std::ops::Mul<Output = Self> {
+    const ONE: Self;
+}
+
+impl Elem for f32 {
+    const ONE: Self = 1.0;
+}
+
+impl Elem for f64 {
+    const ONE: Self = 1.0;
+}
+
+/// Shapes of one convolution call.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    oh: usize,
+    ow: usize,
+    geo: Conv2dGeometry,
+}
+
+impl Dims {
+    fn cin_g(&self) -> usize {
+        self.cin / self.geo.groups
+    }
+    fn cout_g(&self) -> usize {
+        self.cout / self.geo.groups
+    }
+    fn kk(&self) -> usize {
+        self.cin_g() * self.k * self.k
+    }
+    fn ohw(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// A 1x1, stride-1, unpadded conv reads its input directly as the column matrix.
+    fn pointwise(&self) -> bool {
+        self.k == 1 && self.geo.stride == 1 && self.geo.padding == 0
+    }
+}
+
+/// The output columns `ox` whose input column `ox s + kx - p` lies inside `0..w`.
+fn valid_range(kx: usize, s: usize, p: usize, w: usize, ow: usize) -> (usize, usize) {
+    // ox s + kx >= p  and  ox s + kx - p <= w - 1
+    let lo = if p > kx { (p - kx).div_ceil(s) } else { 0 };
+    let hi = if w + p > kx { ((w - 1 + p - kx) / s + 1).min(ow) } else { 0 };
+    (lo.min(hi), hi)
+}
+
+/// `cols[(c k + ky) k + kx, oy ow + ox] = x[c, oy s + ky - p, ox s + kx - p]` (0 outside).
+fn im2col<T: Elem>(x: &[T], d: &Dims, cols: &mut [T]) {
+    let (k, s, p) = (d.k, d.geo.stride, d.geo.padding);
+    for c in 0..d.cin_g() {
+        let plane = &x[c * d.h * d.w..(c + 1) * d.h * d.w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let (lo, hi) = valid_range(kx, s, p, d.w, d.ow);
+                let row = &mut cols[((c * k + ky) * k + kx) * d.ohw()..][..d.ohw()];
+                for oy in 0..d.oh {
+                    let iy = (oy * s + ky) as isize - p as isize;
+                    let out = &mut row[oy * d.ow..(oy + 1) * d.ow];
+                    if iy < 0 || iy >= d.h as isize {
+                        out.fill(T::default());
+                        continue;
+                    }
+                    let src = &plane[iy as usize * d.w..(iy as usize + 1) * d.w];
+                    out[..lo].fill(T::default());
+                    out[hi..].fill(T::default());
+                    if lo < hi {
+                        let first = lo * s + kx - p;
+                        if s == 1 {
+                            out[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                        } else {
+                            for (o, v) in out[lo..hi].iter_mut().zip(src[first..].iter().step_by(s)) {
+                                *o = *v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: `dx[c, iy, ix] += cols[...]`.
+fn col2im<T: Elem>(cols: &[T], d: &Dims, dx: &mut [T]) {
+    let (k, s, p) = (d.k, d.geo.stride, d.geo.padding);
+    for c in 0..d.cin_g() {
+        let plane = &mut dx[c * d.h * d.w..(c + 1) * d.h * d.w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let (lo, hi) = valid_range(kx, s, p, d.w, d.ow);
+                if lo >= hi {
+                    continue;
+                }
+                let row = &cols[((c * k + ky) * k + kx) * d.ohw()..][..d.ohw()];
+                for oy in 0..d.oh {
+                    let iy = (oy * s + ky) as isize - p as isize;
+                    if iy < 0 || iy >= d.h as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * d.w..(iy as usize + 1) * d.w];
+                    let first = lo * s + kx - p;
+                    let src = &row[oy * d.ow + lo..oy * d.ow + hi];
+                    if s == 1 {
+                        for (o, v) in dst[first..first + hi - lo].iter_mut().zip(src) {
+                            *o += *v;
+                        }
+                    } else {
+                        for (o, v) in dst[first..].iter_mut().step_by(s).zip(src) {
+                            *o += *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst (m x n) = [dst +] a (m x k) . b (k x n)`, with explicit row/column strides for a and b.
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: Elem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    acc: bool,
+    a: &[T],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[T],
+    b_rs: usize,
+    b_cs: usize,
+) {
+    // SAFETY: the slices cover every index the strides reach: dst m x n row-major, a reaches
+    // (m-1) a_rs + (k-1) a_cs, b reaches (k-1) b_rs + (n-1) b_cs, all checked by the callers'
+    // shapes; the pointers are not aliased (dst is a distinct mutable slice).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+fn forward<T: Elem>(x: &[T], w: &[T], d: &Dims) -> Vec<T> {
+    let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
+    let mut y = vec![T::default(); d.n * d.cout * ohw];
+    y.par_chunks_mut(d.cout * ohw).enumerate().for_each(|(n, yn)| {
+        let mut cols = if d.pointwise() { Vec::new() } else { vec![T::default(); kk * ohw] };
+        for g in 0..d.geo.groups {
+            let xg = &x[(n * d.cin + g * cin_g) * d.h * d.w..][..cin_g * d.h * d.w];
+            let c: &[T] = if d.pointwise() {
+                xg
+            } else {
+                im2col(xg, d, &mut cols);
+                &cols
+            };
+            let wg = &w[g * cout_g * kk..(g + 1) * cout_g * kk];
+            matmul(cout_g, ohw, kk, &mut yn[g * cout_g * ohw..(g + 1) * cout_g * ohw], false, wg, kk, 1, c, ohw, 1);
+        }
+    });
+    y
+}
+
+fn backward_input<T: Elem>(gy: &[T], w: &[T], d: &Dims) -> Vec<T> {
+    let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
+    let mut dx = vec![T::default(); d.n * d.cin * d.h * d.w];
+    dx.par_chunks_mut(d.cin * d.h * d.w).enumerate().for_each(|(n, dxn)| {
+        let mut dcols = vec![T::default(); kk * ohw];
+        for g in 0..d.geo.groups {
+            let wg = &w[g * cout_g * kk..(g + 1) * cout_g * kk];
+            let gyg = &gy[(n * d.cout + g * cout_g) * ohw..][..cout_g * ohw];
+            let dxg = &mut dxn[g * cin_g * d.h * d.w..(g + 1) * cin_g * d.h * d.w];
+            if d.pointwise() {
+                // W^T (kk x cout_g) . dY (cout_g x ohw) straight into dX.
+                matmul(kk, ohw, cout_g, dxg, false, wg, 1, kk, gyg, ohw, 1);
+            } else {
+                matmul(kk, ohw, cout_g, &mut dcols, false, wg, 1, kk, gyg, ohw, 1);
+                col2im(&dcols, d, dxg);
+            }
+        }
+    });
+    dx
+}
+
+fn backward_weight<T: Elem>(x: &[T], gy: &[T], d: &Dims) -> Vec<T> {
+    let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
+    let size = d.cout * kk;
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = d.n.div_ceil(threads).max(1);
+    let partials: Vec<Vec<T>> = (0..d.n.div_ceil(chunk))
+        .into_par_iter()
+        .map(|c| {
+            let mut dw = vec![T::default(); size];
+            let mut cols = if d.pointwise() { Vec::new() } else { vec![T::default(); kk * ohw] };
+            for n in c * chunk..((c + 1) * chunk).min(d.n) {
+                for g in 0..d.geo.groups {
+                    let xg = &x[(n * d.cin + g * cin_g) * d.h * d.w..][..cin_g * d.h * d.w];
+                    let cm: &[T] = if d.pointwise() {
+                        xg
+                    } else {
+                        im2col(xg, d, &mut cols);
+                        &cols
+                    };
+                    let gyg = &gy[(n * d.cout + g * cout_g) * ohw..][..cout_g * ohw];
+                    // dW (cout_g x kk) += dY (cout_g x ohw) . cols^T (ohw x kk)
+                    matmul(
+                        cout_g,
+                        kk,
+                        ohw,
+                        &mut dw[g * cout_g * kk..(g + 1) * cout_g * kk],
+                        true,
+                        gyg,
+                        ohw,
+                        1,
+                        cm,
+                        1,
+                        ohw,
+                    );
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut out = vec![T::default(); size];
+    for p in partials {
+        for (o, v) in out.iter_mut().zip(p) {
+            *o += v;
+        }
+    }
+    out
+}
+
+fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("conv2d: operands must be contiguous"),
+    }
+}
+
+/// The forward op: `(x, w) -> y`.
+#[derive(Debug, Clone, Copy)]
+struct Conv(Dims);
+
+/// `(dy, w) -> dx`.
+#[derive(Debug, Clone, Copy)]
+struct ConvInputGrad(Dims);
+
+/// `(x, dy) -> dw`.
+#[derive(Debug, Clone, Copy)]
+struct ConvWeightGrad(Dims);
+
+macro_rules! dispatch {
+    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $f:expr, $name:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32($f(slice(a, $l1)?, slice(b, $l2)?)),
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64($f(slice(a, $l1)?, slice(b, $l2)?)),
+            _ => candle_core::bail!("{}: only f32 and f64 are supported", $name),
+        }
+    };
+}
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "compress-conv2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = self.0;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(forward(slice(x, l1)?, slice(w, l2)?, &d)),
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(forward(slice(x, l1)?, slice(w, l2)?, &d)),
+            _ => candle_core::bail!("compress-conv2d: only f32 and f64 are supported"),
+        };
+        Ok((out, Shape::from((d.n, d.cout, d.oh, d.ow))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let gy = gy.contiguous()?;
+        let dx = gy.apply_op2_no_bwd(w, &ConvInputGrad(self.0))?;
+        let dw = x.apply_op2_no_bwd(&gy, &ConvWeightGrad(self.0))?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp2 for ConvInputGrad {
+    fn name(&self) -> &'static str {
+        "compress-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = self.0;
+        let out = dispatch!(s1, l1, s2, l2, |gy, w| backward_input(gy, w, &d), self.name());
+        Ok((out, Shape::from((d.n, d.cin, d.h, d.w))))
+    }
+}
+
+impl CustomOp2 for ConvWeightGrad {
+    fn name(&self) -> &'static str {
+        "compress-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = self.0;
+        let out = dispatch!(s1, l1, s2, l2, |x, gy| backward_weight(x, gy, &d), self.name());
+        Ok((out, Shape::from((d.cout, d.cin_g(), d.k, d.k))))
+    }
+}
+
+/// Convolution of NCHW `x` with `w: [cout, cin / groups, k, k]` (no bias): the im2col + GEMM op
+/// on the CPU for f32/f64 and square kernels, candle's `conv2d` elsewhere.
+pub fn conv2d(x: &Tensor, w: &Tensor, geo: Conv2dGeometry) -> Result<Tensor> {
+    let (n, cin, h, wd) = x.dims4()?;
+    let (cout, cin_g, kh, kw) = w.dims4()?;
+    if geo.groups == 0 || geo.stride == 0 || cin != cin_g * geo.groups || !cout.is_multiple_of(geo.groups) {
+        candle_core::bail!("conv2d: input {:?} and weight {:?} do not match groups {}", x.dims(), w.dims(), geo.groups)
+    }
+    let fast = !USE_CANDLE.load(Ordering::Relaxed)
+        && x.device().is_cpu()
+        && kh == kw
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && x.dtype() == w.dtype();
+    if !fast || h + 2 * geo.padding < kh || wd + 2 * geo.padding < kw {
+        return x.conv2d(w, geo.padding, geo.stride, 1, geo.groups);
+    }
+    let oh = (h + 2 * geo.padding - kh) / geo.stride + 1;
+    let ow = (wd + 2 * geo.padding - kw) / geo.stride + 1;
+    let d = Dims { n, cin, h, w: wd, cout, k: kh, oh, ow, geo };
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use proptest::prelude::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f64> {
+        (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 2001) as f64 / 1000.0) - 1.0).collect()
+    }
+
+    /// Forward against candle's conv2d; both gradients against central differences (exact up to
+    /// rounding: the loss `sum(conv(x, w) * r)` is linear in x and in w), in f64. candle's own
+    /// conv backward cannot be the reference: it fails with a shape mismatch whenever
+    /// `h + 2p - k` is not a multiple of the stride.
+    fn check(n: usize, cin: usize, cout: usize, h: usize, w: usize, k: usize, geo: Conv2dGeometry) {
+        let dev = Device::Cpu;
+        let xv = values(n * cin * h * w, 1);
+        let wv = values(cout * cin / geo.groups * k * k, 2);
+        let (xs, ws) = ((n, cin, h, w), (cout, cin / geo.groups, k, k));
+        let x = Var::from_vec(xv.clone(), xs, &dev).expect("x");
+        let wt = Var::from_vec(wv.clone(), ws, &dev).expect("w");
+        let ours = conv2d(x.as_tensor(), wt.as_tensor(), geo).expect("ours");
+        let theirs = x.as_tensor().conv2d(wt.as_tensor(), geo.padding, geo.stride, 1, geo.groups).expect("candle");
+        assert_eq!(ours.dims(), theirs.dims());
+        let d = (&ours - &theirs).expect("d").abs().expect("a").max_all().expect("m").to_scalar::<f64>().expect("s");
+        assert!(d < 1e-10, "forward differs by {d}");
+        let r = Tensor::from_vec(values(ours.elem_count(), 3), ours.shape(), &dev).expect("r");
+        let loss = |xv: &[f64], wv: &[f64]| -> f64 {
+            let x = Tensor::from_vec(xv.to_vec(), xs, &dev).expect("x");
+            let w = Tensor::from_vec(wv.to_vec(), ws, &dev).expect("w");
+            (conv2d(&x, &w, geo).expect("c") * &r).expect("m").sum_all().expect("s").to_scalar::<f64>().expect("v")
+        };
+        let g = (ours * &r).expect("m").sum_all().expect("s").backward().expect("backward");
+        let gx = g.get(x.as_tensor()).expect("dx").flatten_all().expect("f").to_vec1::<f64>().expect("v");
+        let gw = g.get(wt.as_tensor()).expect("dw").flatten_all().expect("f").to_vec1::<f64>().expect("v");
+        for i in 0..xv.len() {
+            let (mut a, mut b) = (xv.clone(), xv.clone());
+            a[i] += 0.5;
+            b[i] -= 0.5;
+            let fd = loss(&a, &wv) - loss(&b, &wv);
+            assert!((fd - gx[i]).abs() < 1e-9, "dx[{i}]: {} vs {fd}", gx[i]);
+        }
+        for i in 0..wv.len() {
+            let (mut a, mut b) = (wv.clone(), wv.clone());
+            a[i] += 0.5;
+            b[i] -= 0.5;
+            let fd = loss(&xv, &a) - loss(&xv, &b);
+            assert!((fd - gw[i]).abs() < 1e-9, "dw[{i}]: {} vs {fd}", gw[i]);
+        }
+    }
+
+    #[test]
+    fn matches_candle_on_the_zoo_shapes() {
+        let g = |stride, padding, groups| Conv2dGeometry { stride, padding, groups };
+        check(2, 3, 8, 9, 9, 3, g(1, 1, 1));
+        check(2, 8, 16, 9, 7, 3, g(2, 1, 1));
+        check(3, 8, 8, 6, 6, 3, g(1, 1, 8)); // depthwise
+        check(2, 8, 12, 5, 5, 1, g(1, 0, 1)); // pointwise
+        check(2, 8, 12, 7, 7, 1, g(2, 0, 1)); // strided projection
+        check(1, 2, 3, 11, 13, 7, g(2, 3, 1)); // ImageNet stem
+        check(2, 4, 6, 10, 10, 5, g(5, 0, 2)); // patch embedding-like, grouped
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn matches_candle_on_random_shapes(
+            n in 1usize..3, gi in 1usize..3, cin_g in 1usize..4, cout_g in 1usize..4,
+            h in 1usize..9, w in 1usize..9, k in prop::sample::select(vec![1usize, 2, 3, 5]),
+            stride in 1usize..4, padding in 0usize..3,
+        ) {
+            prop_assume!(h + 2 * padding >= k && w + 2 * padding >= k);
+            check(n, cin_g * gi, cout_g * gi, h, w, k, Conv2dGeometry { stride, padding, groups: gi });
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let x = Tensor::zeros((1, 3, 4, 4), DType::F32, &Device::Cpu).expect("x");
+        let w = Tensor::zeros((4, 2, 3, 3), DType::F32, &Device::Cpu).expect("w");
+        assert!(conv2d(&x, &w, Conv2dGeometry { stride: 1, padding: 1, groups: 1 }).is_err());
+        assert!(conv2d(&x, &w, Conv2dGeometry { stride: 0, padding: 1, groups: 1 }).is_err());
+    }
+}

@@ -1,0 +1,45 @@
+//! Whole-network gradients with the toolkit's CPU convolution equal those with candle's own
+//! up to f32 rounding through a deep network (on input sizes where candle's conv backward works: `h + 2p - k` divisible by the stride).
+mod common;
+
+use candle_core::Device;
+use compress_nn::zoo::{MobileNetV2, MobileNetV2Config, ResNetCifar, ResNetCifarConfig};
+use compress_nn::{ArchConfig, Architecture, Network};
+
+fn grads<A: Architecture>(cfg: A::Config, candle: bool) -> Vec<(String, Vec<f32>)> {
+    compress_core::ops::use_candle_conv(candle);
+    let net = Network::<A>::new(cfg.clone(), 4, &Device::Cpu).expect("net");
+    let x = common::input(&cfg, 4, 2);
+    let y = net.forward_t(&x, true).expect("fwd");
+    let g = y.sqr().expect("s").mean_all().expect("m").backward().expect("b");
+    compress_core::ops::use_candle_conv(false);
+    let data = net.varmap.data().lock().expect("lock");
+    let mut out: Vec<(String, Vec<f32>)> = data
+        .iter()
+        .filter_map(|(k, v)| {
+            g.get(v.as_tensor()).map(|t| (k.clone(), t.flatten_all().expect("f").to_vec1::<f32>().expect("v")))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn compare<A: Architecture>(cfg: A::Config) {
+    let (a, b) = (grads::<A>(cfg.clone(), false), grads::<A>(cfg, true));
+    assert_eq!(a.len(), b.len());
+    // Gradients that are mathematically zero (a shift before conv + train-mode BatchNorm) are
+    // f32 noise in both: measure against a hundredth of the largest gradient in the network.
+    let global = b.iter().flat_map(|(_, y)| y.iter()).fold(0f32, |m, v| m.max(v.abs()));
+    for ((n, x), (_, y)) in a.iter().zip(&b) {
+        let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(global * 1e-2);
+        let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(d / scale < 2e-2, "{n}: relative gradient difference {}", d / scale);
+    }
+}
+
+#[test]
+fn mobilenetv2_and_resnet_gradients_match_candles_convolution() {
+    compare::<MobileNetV2>(MobileNetV2Config::new(0.5, 10).expect("cfg").input(1, 33).small_input());
+    compare::<ResNetCifar>(ResNetCifarConfig::new(8, 10).expect("cfg").input(1, 33));
+    let _ = MobileNetV2Config::new(0.5, 10).expect("cfg").cost();
+}

@@ -1,0 +1,277 @@
+//! The dense baselines every method compresses, trained on the embedded datasets and cached
+//! under `runs/train/<name>/`:
+//! - `resnet20-mnist`: CIFAR-style ResNet-20 (option A) on mnist-5k, target >= 98 % top-1;
+//! - `mobilenetv2-mnist`: MobileNetV2 (width 0.5, stride-1 stem) on mnist-5k, target >= 98 % top-1;
+//! - `edsr-mini-photos`: EDSR with 4 blocks x 32 channels, x2, on photos-12, target: beat
+//!   bicubic upscaling by >= 1.0 dB PSNR-Y on the test images.
+
+use crate::engine::{NoHooks, TrainConfig};
+use crate::error::{Result, TrainError};
+use crate::optim::OptimizerKind;
+use crate::record::{Report, ReportRow, Run, Verdict};
+use crate::schedule::Schedule;
+use crate::{classify, super_resolution};
+use candle_core::Device;
+use compress_data::batch::{Augment, ImageDataset, PixelTransform};
+use compress_data::{embedded, mnist};
+use compress_nn::zoo::{EdsrConfig, MobileNetV2Config, ResNetCifarConfig};
+use compress_nn::{ArchConfig, Architecture, Network};
+use std::path::{Path, PathBuf};
+
+/// The baselines, by name.
+pub const BASELINES: [(&str, &str); 3] = [
+    ("resnet20-mnist", "ResNet-20 on mnist-5k (>= 98 % top-1)"),
+    ("mobilenetv2-mnist", "MobileNetV2 0.5 on mnist-5k (>= 98 % top-1)"),
+    ("edsr-mini-photos", "EDSR 4x32 x2 on photos-12 (>= bicubic + 1.0 dB PSNR-Y)"),
+];
+
+/// How long to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Seconds, on a subset: what tests run.
+    Smoke,
+    /// The full recipe (at most 5 minutes on 2 cores).
+    Full,
+}
+
+/// What a baseline run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// The trained weights (`model.safetensors` in the run folder).
+    pub weights: PathBuf,
+    /// The report.
+    pub report: Report,
+}
+
+/// The resolved configuration a run writes to `config.toml`.
+#[derive(serde::Serialize)]
+struct Resolved<'a, C> {
+    train: &'a TrainConfig,
+    model: &'a C,
+}
+
+/// MNIST normalisation (mean, std of the full training set).
+const MNIST_MEAN_STD: (f32, f32) = (0.1307, 0.3081);
+
+fn mnist(profile: Profile, train: bool) -> Result<ImageDataset> {
+    let split = if train { mnist::Split::Train } else { mnist::Split::Test };
+    let mut d = embedded::mnist_5k(split)?;
+    if profile == Profile::Smoke {
+        let n = if train { 256 } else { 128 };
+        d = d.subset(&(0..n).collect::<Vec<_>>())?;
+    }
+    let augment = if train { Augment::PadCrop { pad: 2 } } else { Augment::None };
+    Ok(d.with_transform(PixelTransform { augment, mean: vec![MNIST_MEAN_STD.0], std: vec![MNIST_MEAN_STD.1] })?)
+}
+
+/// Learning rate, weight decay and epochs of a classifier recipe.
+#[derive(Debug, Clone, Copy)]
+struct Recipe {
+    optimizer: OptimizerKind,
+    batch: usize,
+    lr: f64,
+    weight_decay: f64,
+    epochs: usize,
+}
+
+fn classifier_config(profile: Profile, epochs: Option<usize>, train_len: usize, r: Recipe) -> TrainConfig {
+    let epochs = epochs.unwrap_or(if profile == Profile::Smoke { 1 } else { r.epochs });
+    let batch = if profile == Profile::Smoke { 32 } else { r.batch };
+    let total = (epochs * (train_len / batch)) as u64;
+    TrainConfig {
+        epochs,
+        batch_size: batch,
+        accumulate: 1,
+        optimizer: r.optimizer,
+        weight_decay: r.weight_decay,
+        no_decay_on_norm_and_bias: true,
+        schedule: Schedule::cosine(r.lr, total, 0.0).with_warmup(total / 20, 0.1),
+        label_smoothing: 0.0,
+        seed: 0,
+        checkpoint_every: 0,
+        log_every: 10,
+        stop_after_steps: None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn classify_run<A: Architecture>(
+    name: &str,
+    config: A::Config,
+    recipe: Recipe,
+    profile: Profile,
+    epochs: Option<usize>,
+    runs: &Path,
+    resume: bool,
+    quiet: bool,
+) -> Result<Outcome>
+where
+    A::Config: serde::Serialize,
+{
+    let (train, test) = (mnist(profile, true)?, mnist(profile, false)?);
+    let cfg = classifier_config(profile, epochs, compress_data::batch::Dataset::len(&train), recipe);
+    let device = Device::Cpu;
+    let run_name = format!("train/{name}");
+    let mut run = match (resume, Run::newest(runs, &run_name)?) {
+        (true, Some(r)) => r,
+        _ => Run::create(runs, &run_name, &Resolved { train: &cfg, model: &config }, cfg.seed, "cpu")?,
+    };
+    run.quiet = quiet;
+    let net = Network::<A>::new(config, cfg.seed, &device)?;
+    let history = classify::fit(&net, &train, &test, &cfg, &mut run, resume, &mut NoHooks)?;
+    let last = history.last().ok_or_else(|| TrainError::Config("no epoch ran".into()))?;
+    let top1 = last["top1"].as_f64().unwrap_or(0.0);
+    let weights = run.dir().join("model.safetensors");
+    net.save(&weights)?;
+    let series = |key: &str| {
+        history
+            .iter()
+            .map(|h| (h["epoch"].as_f64().unwrap_or(0.0) + 1.0, h[key].as_f64().unwrap_or(f64::NAN)))
+            .collect()
+    };
+    run.plot("loss.svg", &format!("{name}: training loss"), "epoch", &[("train loss", series("loss"))])?;
+    run.plot("accuracy.svg", &format!("{name}: test top-1 (%)"), "epoch", &[("top-1", series("top1"))])?;
+    let cost = net.config.cost();
+    let report = Report {
+        title: format!("{name}: dense baseline ({} MACs, {} params)", cost.macs, cost.params),
+        command: format!("cargo xtask train {}", name.split('-').next().unwrap_or(name)),
+        rows: vec![
+            ReportRow {
+                setting: "test top-1 (%)".into(),
+                baseline: None,
+                method: Some(top1),
+                paper: None,
+                claim: "a dense baseline reaches >= 98 % top-1".into(),
+                verdict: if top1 >= 98.0 { Verdict::Holds } else { Verdict::Fails },
+            },
+            ReportRow {
+                setting: "test top-5 (%)".into(),
+                baseline: None,
+                method: last["top5"].as_f64(),
+                paper: None,
+                claim: "-".into(),
+                verdict: Verdict::Info,
+            },
+        ],
+    };
+    run.write_report(&report)?;
+    Ok(Outcome { dir: run.dir().to_path_buf(), weights, report })
+}
+
+fn edsr_run(profile: Profile, epochs: Option<usize>, runs: &Path, resume: bool, quiet: bool) -> Result<Outcome> {
+    let name = "edsr-mini-photos";
+    let (train, test) = (embedded::photos_12("train", 2)?, embedded::photos_12("test", 2)?);
+    let smoke = profile == Profile::Smoke;
+    let test = if smoke { compress_data::SrPairs { pairs: test.pairs[..1].to_vec(), scale: 2 } } else { test };
+    let rounds = epochs.unwrap_or(if smoke { 1 } else { 8 });
+    let steps = if smoke { 4 } else { 100 };
+    let total = (rounds * steps) as u64;
+    let cfg = TrainConfig {
+        epochs: rounds,
+        batch_size: if smoke { 4 } else { 16 },
+        accumulate: 1,
+        optimizer: OptimizerKind::adam(),
+        weight_decay: 0.0,
+        no_decay_on_norm_and_bias: false,
+        schedule: Schedule::cosine(1e-3, total, 1e-5),
+        label_smoothing: 0.0,
+        seed: 0,
+        checkpoint_every: 0,
+        log_every: 10,
+        stop_after_steps: None,
+    };
+    let config = EdsrConfig::new(2, 4, 32, 1.0)?;
+    let run_name = format!("train/{name}");
+    let mut run = match (resume, Run::newest(runs, &run_name)?) {
+        (true, Some(r)) => r,
+        _ => Run::create(runs, &run_name, &Resolved { train: &cfg, model: &config }, cfg.seed, "cpu")?,
+    };
+    run.quiet = quiet;
+    let net = Network::<compress_nn::zoo::Edsr>::new(config, cfg.seed, &Device::Cpu)?;
+    let patch = if smoke { 16 } else { 32 };
+    let history = super_resolution::fit(&net, &train, &test, patch, steps, &cfg, &mut run, resume, &mut NoHooks)?;
+    let bicubic = super_resolution::bicubic_score(&test)?;
+    let last = history.last().ok_or_else(|| TrainError::Config("no round ran".into()))?;
+    let (psnr, ssim) = (last["psnr_y"].as_f64().unwrap_or(0.0), last["ssim_y"].as_f64().unwrap_or(0.0));
+    let weights = run.dir().join("model.safetensors");
+    net.save(&weights)?;
+    let series = |key: &str| {
+        history.iter().map(|h| (h["step"].as_f64().unwrap_or(0.0), h[key].as_f64().unwrap_or(f64::NAN))).collect()
+    };
+    run.plot(
+        "psnr.svg",
+        "EDSR-mini x2 on photos-12 test: PSNR-Y (dB)",
+        "step",
+        &[
+            ("EDSR-mini", series("psnr_y")),
+            ("bicubic", history.iter().map(|h| (h["step"].as_f64().unwrap_or(0.0), bicubic.psnr)).collect()),
+        ],
+    )?;
+    run.plot("loss.svg", "EDSR-mini: training L1", "step", &[("L1", series("l1"))])?;
+    let report = Report {
+        title: "edsr-mini-photos: dense SR baseline (EDSR 4x32, x2)".into(),
+        command: "cargo xtask train edsr-mini".into(),
+        rows: vec![
+            ReportRow {
+                setting: "PSNR-Y x2, photos-12 test (dB)".into(),
+                baseline: Some(bicubic.psnr),
+                method: Some(psnr),
+                paper: None,
+                claim: "EDSR-mini beats bicubic by >= 1.0 dB".into(),
+                verdict: if psnr - bicubic.psnr >= 1.0 { Verdict::Holds } else { Verdict::Fails },
+            },
+            ReportRow {
+                setting: "SSIM-Y x2, photos-12 test".into(),
+                baseline: Some(bicubic.ssim),
+                method: Some(ssim),
+                paper: None,
+                claim: "-".into(),
+                verdict: Verdict::Info,
+            },
+        ],
+    };
+    run.write_report(&report)?;
+    Ok(Outcome { dir: run.dir().to_path_buf(), weights, report })
+}
+
+/// Trains baseline `name` (see [`BASELINES`]); `epochs` overrides the recipe's length.
+pub fn train(
+    name: &str,
+    profile: Profile,
+    epochs: Option<usize>,
+    runs: &Path,
+    resume: bool,
+    quiet: bool,
+) -> Result<Outcome> {
+    match name {
+        "resnet20-mnist" => {
+            let c = ResNetCifarConfig::new(20, 10)?.input(1, 28);
+            let r =
+                Recipe { optimizer: OptimizerKind::sgd(0.9, true), batch: 64, lr: 0.1, weight_decay: 5e-4, epochs: 10 };
+            classify_run::<compress_nn::zoo::ResNetCifar>(name, c, r, profile, epochs, runs, resume, quiet)
+        }
+        "mobilenetv2-mnist" => {
+            let c = MobileNetV2Config::new(0.5, 10)?.input(1, 28).small_input();
+            let r = Recipe {
+                optimizer: OptimizerKind::sgd(0.9, true),
+                batch: 64,
+                lr: 0.02,
+                weight_decay: 4e-5,
+                epochs: 14,
+            };
+            classify_run::<compress_nn::zoo::MobileNetV2>(name, c, r, profile, epochs, runs, resume, quiet)
+        }
+        "edsr-mini-photos" => edsr_run(profile, epochs, runs, resume, quiet),
+        _ => Err(TrainError::Config(format!(
+            "unknown baseline {name:?}; known: {}",
+            BASELINES.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// The weights of the newest finished run of baseline `name` under `runs`, if any.
+pub fn cached(name: &str, runs: &Path) -> Result<Option<PathBuf>> {
+    Ok(Run::newest(runs, &format!("train/{name}"))?.map(|r| r.dir().join("model.safetensors")).filter(|p| p.is_file()))
+}

@@ -1,0 +1,225 @@
+//! The loop machinery every trainer shares: configuration, optimizer set-up, resuming from the
+//! newest checkpoint, gradient accumulation, the non-finite-loss stop, checkpoint cadence and
+//! progress bars.
+
+use crate::checkpoint::{self, LoopState};
+use crate::error::{Result, TrainError};
+use crate::optim::{Optimizer, OptimizerKind, all_params, decay_and_no_decay};
+use crate::record::Run;
+use crate::schedule::Schedule;
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+/// Everything a training run is configured by (written to the run's `config.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Epochs (classification) or evaluation rounds (SR).
+    pub epochs: usize,
+    /// Micro-batch size.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    pub accumulate: usize,
+    /// Update rule.
+    pub optimizer: OptimizerKind,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Exempt biases and norm parameters from weight decay.
+    pub no_decay_on_norm_and_bias: bool,
+    /// Learning rate by optimizer step.
+    pub schedule: Schedule,
+    /// Label smoothing of the cross-entropy (classification).
+    pub label_smoothing: f64,
+    /// The run's seed: initialisation, shuffling, augmentation.
+    pub seed: u64,
+    /// Checkpoint every this many optimizer steps (0: only at epoch ends).
+    pub checkpoint_every: u64,
+    /// Log the loss every this many optimizer steps.
+    pub log_every: u64,
+    /// Stop (with a checkpoint) after this many optimizer steps: for testing resumption.
+    pub stop_after_steps: Option<u64>,
+}
+
+impl TrainConfig {
+    /// Checks the configuration is possible.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.accumulate == 0 || self.epochs == 0 {
+            return Err(TrainError::Config("epochs, batch size and accumulation must be at least 1".into()));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(TrainError::Config(format!("label smoothing {} is not in [0, 1)", self.label_smoothing)));
+        }
+        if self.schedule.base_lr.is_nan() || self.schedule.base_lr <= 0.0 {
+            return Err(TrainError::Config("the learning rate must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Callbacks a method uses to act inside the loop (apply masks, update scores, clamp bounds,
+/// switch phases). Every method has a default that does nothing.
+pub trait Hooks {
+    /// Before the first batch of `epoch`.
+    fn on_epoch_start(&mut self, _epoch: usize, _vars: &VarMap) -> Result<()> {
+        Ok(())
+    }
+    /// After optimizer step `step` (1-based) has updated the variables.
+    fn after_step(&mut self, _step: u64, _vars: &VarMap) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Hooks that do nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
+
+/// Loop state plus optimizer over a model's variables.
+pub struct Engine {
+    /// The configuration.
+    pub cfg: TrainConfig,
+    /// Loop position and history.
+    pub state: LoopState,
+    /// The optimizer.
+    pub opt: Optimizer,
+    vars: VarMap,
+    pending: Option<GradStore>,
+    micro: usize,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("cfg", &self.cfg).field("state", &self.state).finish()
+    }
+}
+
+impl Engine {
+    /// Sets up the optimizer over `vars`; with `resume`, restores the newest checkpoint of `run`.
+    pub fn new(vars: &VarMap, cfg: &TrainConfig, run: &Run, resume: bool, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let groups = if cfg.no_decay_on_norm_and_bias {
+            decay_and_no_decay(vars, cfg.weight_decay)?
+        } else {
+            all_params(vars, cfg.weight_decay)?
+        };
+        let mut e = Self {
+            cfg: cfg.clone(),
+            state: LoopState {
+                epoch: 0,
+                next_batch: 0,
+                step: 0,
+                seed: cfg.seed,
+                loss_sum: 0.0,
+                loss_count: 0,
+                history: Vec::new(),
+            },
+            opt: Optimizer::new(cfg.optimizer, groups)?,
+            vars: vars.clone(),
+            pending: None,
+            micro: 0,
+        };
+        if resume && let Some(ck) = checkpoint::latest(&run.checkpoints(), device)? {
+            let data = vars.data().lock().map_err(|_| TrainError::Config("VarMap lock poisoned".into()))?;
+            for (name, var) in data.iter() {
+                let t = ck
+                    .model
+                    .get(name)
+                    .ok_or_else(|| TrainError::Config(format!("checkpoint {} lacks {name}", ck.dir.display())))?;
+                var.set(t)?;
+            }
+            drop(data);
+            e.opt.load_state(&ck.optimizer, ck.state.step)?;
+            e.state = ck.state;
+        }
+        Ok(e)
+    }
+
+    /// Backpropagates one micro-batch's loss (scaled by `1 / accumulate`) and, every
+    /// `accumulate` micro-batches, applies the optimizer. Returns true when a step was taken.
+    /// A non-finite loss stops the run with [`TrainError::NonFinite`].
+    pub fn micro_batch(&mut self, loss: &Tensor, run: &Run) -> Result<bool> {
+        let value = loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite {
+                step: self.state.step,
+                epoch: self.state.epoch,
+                loss: value,
+                checkpoint: checkpoint::list(&run.checkpoints())?.pop(),
+            });
+        }
+        let scaled = if self.cfg.accumulate > 1 { (loss / self.cfg.accumulate as f64)? } else { loss.clone() };
+        let grads = scaled.backward()?;
+        self.pending = Some(match self.pending.take() {
+            None => grads,
+            Some(mut acc) => {
+                for g in self.opt.groups() {
+                    for (_, v) in &g.vars {
+                        if let Some(new) = grads.get(v.as_tensor()) {
+                            let sum = match acc.get(v.as_tensor()) {
+                                Some(old) => (old + new)?,
+                                None => new.clone(),
+                            };
+                            acc.insert(v.as_tensor(), sum);
+                        }
+                    }
+                }
+                acc
+            }
+        });
+        self.micro += 1;
+        if self.micro == self.cfg.accumulate { self.apply().map(|_| true) } else { Ok(false) }
+    }
+
+    /// Applies pending gradients (also at an epoch's end with fewer than `accumulate`).
+    pub fn apply(&mut self) -> Result<()> {
+        if let Some(g) = self.pending.take() {
+            let lr = self.cfg.schedule.lr(self.state.step);
+            self.opt.step(&g, lr)?;
+            self.state.step += 1;
+        }
+        self.micro = 0;
+        Ok(())
+    }
+
+    /// Learning rate of the next step.
+    pub fn lr(&self) -> f64 {
+        self.cfg.schedule.lr(self.state.step)
+    }
+
+    /// Writes a checkpoint of the current position.
+    pub fn checkpoint(&self, run: &Run) -> Result<std::path::PathBuf> {
+        let data = self.vars.data().lock().map_err(|_| TrainError::Config("VarMap lock poisoned".into()))?;
+        let model = data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        drop(data);
+        let (opt, _) = self.opt.state_tensors();
+        checkpoint::save(&run.checkpoints(), &model, &opt.into_iter().collect(), &self.state)
+    }
+
+    /// After a step: checkpoint on cadence, and stop if asked to.
+    pub fn after_step(&self, run: &Run) -> Result<()> {
+        let s = self.state.step;
+        if self.cfg.checkpoint_every > 0 && s.is_multiple_of(self.cfg.checkpoint_every) {
+            self.checkpoint(run)?;
+        }
+        if self.cfg.stop_after_steps == Some(s) {
+            self.checkpoint(run)?;
+            return Err(TrainError::Stopped(s));
+        }
+        Ok(())
+    }
+}
+
+/// A progress bar with rate and ETA, hidden when `quiet`.
+pub fn progress(quiet: bool, len: u64, what: &str) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    if let Ok(s) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}") {
+        pb.set_style(s);
+    }
+    pb.set_message(what.to_string());
+    pb
+}

@@ -1,0 +1,49 @@
+//! Errors of the training engine.
+
+/// A failure while training, evaluating or recording a run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The loss became NaN or infinite; the last good checkpoint is kept.
+    #[error("non-finite loss {loss} at step {step} (epoch {epoch}); the last good checkpoint is kept{}", checkpoint.as_ref().map(|c| format!(" at {}", c.display())).unwrap_or_default())]
+    NonFinite {
+        /// Global optimizer step.
+        step: u64,
+        /// Epoch.
+        epoch: usize,
+        /// The loss value.
+        loss: f32,
+        /// The newest checkpoint, if any.
+        checkpoint: Option<std::path::PathBuf>,
+    },
+    /// An impossible configuration.
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+    /// A file could not be read or written.
+    #[error("{path}: {msg}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
+    /// The run was stopped on purpose (`stop_after_steps`), to test resuming.
+    #[error("stopped after step {0} as requested")]
+    Stopped(u64),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// The model zoo failed.
+    #[error(transparent)]
+    Nn(#[from] compress_nn::NnError),
+    /// The data pipeline failed.
+    #[error(transparent)]
+    Data(#[from] compress_data::DataError),
+}
+
+/// Result alias of the training engine.
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// A [`TrainError::File`] from any displayable error.
+pub fn file_err(path: &std::path::Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::File { path: path.to_path_buf(), msg: e.to_string() }
+}

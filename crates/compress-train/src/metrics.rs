@@ -1,0 +1,120 @@
+//! Metrics: top-k accuracy; PSNR and SSIM on the BT.601 Y channel of 8-bit-rounded images with
+//! `shave` border pixels removed (the super-resolution convention of EDSR's evaluation).
+
+use candle_core::{D, DType, Result, Tensor};
+use compress_data::ycbcr::luma;
+
+/// Number of samples whose label is among the `k` largest logits.
+pub fn topk_correct(logits: &Tensor, labels: &Tensor, k: usize) -> Result<usize> {
+    let (b, classes) = logits.dims2()?;
+    let k = k.min(classes);
+    let order = logits.arg_sort_last_dim(false)?.narrow(D::Minus1, 0, k)?;
+    let hits = order.broadcast_eq(&labels.to_dtype(DType::U32)?.unsqueeze(1)?)?.to_dtype(DType::F32)?.sum_all()?;
+    let n = hits.to_scalar::<f32>()? as usize;
+    debug_assert!(n <= b);
+    Ok(n)
+}
+
+/// The Y channel (in [16, 235]) of an RGB `[1, 3, H, W]` or `[3, H, W]` image in [0, 1], after
+/// rounding each colour to 8 bits, as `H x W` values.
+fn y_plane(img: &Tensor) -> Result<(Vec<f64>, usize, usize)> {
+    let img = if img.rank() == 4 { img.squeeze(0)? } else { img.clone() };
+    let (c, h, w) = img.dims3()?;
+    let v: Vec<f32> = img.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let q = |x: f32| (f64::from(x) * 255.0).round().clamp(0.0, 255.0) / 255.0;
+    let y = (0..h * w)
+        .map(|i| if c == 1 { q(v[i]) * 255.0 } else { luma(q(v[i]), q(v[h * w + i]), q(v[2 * h * w + i])) })
+        .collect();
+    Ok((y, h, w))
+}
+
+fn shaved(p: &(Vec<f64>, usize, usize), s: usize) -> Result<(Vec<f64>, usize, usize)> {
+    let (v, h, w) = p;
+    if h <= &(2 * s) || w <= &(2 * s) {
+        candle_core::bail!("image {h}x{w} is too small to shave {s} pixels");
+    }
+    let (nh, nw) = (h - 2 * s, w - 2 * s);
+    let mut out = Vec::with_capacity(nh * nw);
+    for y in s..h - s {
+        out.extend_from_slice(&v[y * w + s..y * w + w - s]);
+    }
+    Ok((out, nh, nw))
+}
+
+/// PSNR (dB) of `sr` against `hr` on Y, peak 255, `shave` pixels removed from each border.
+pub fn psnr_y(sr: &Tensor, hr: &Tensor, shave: usize) -> Result<f64> {
+    let (a, _, _) = shaved(&y_plane(sr)?, shave)?;
+    let (b, _, _) = shaved(&y_plane(hr)?, shave)?;
+    if a.len() != b.len() {
+        candle_core::bail!("psnr: images differ in size");
+    }
+    let mse = a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64;
+    Ok(if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() })
+}
+
+/// SSIM of Wang et al. (2004) on Y: 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
+/// L = 255, averaged over the valid window positions (MATLAB `ssim_index`).
+pub fn ssim_y(sr: &Tensor, hr: &Tensor, shave: usize) -> Result<f64> {
+    let (a, h, w) = shaved(&y_plane(sr)?, shave)?;
+    let (b, _, _) = shaved(&y_plane(hr)?, shave)?;
+    if a.len() != b.len() || h < 11 || w < 11 {
+        candle_core::bail!("ssim: images differ in size or are smaller than the 11x11 window");
+    }
+    let g: Vec<f64> = (0..11).map(|i| (-((i as f64 - 5.0).powi(2)) / (2.0 * 1.5 * 1.5)).exp()).collect();
+    let gs: f64 = g.iter().sum();
+    let g: Vec<f64> = g.iter().map(|x| x / gs).collect();
+    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let mut total = 0.0;
+    let (oh, ow) = (h - 10, w - 10);
+    for y in 0..oh {
+        for x in 0..ow {
+            let (mut ma, mut mb, mut saa, mut sbb, mut sab) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            for (i, gi) in g.iter().enumerate() {
+                for (j, gj) in g.iter().enumerate() {
+                    let wgt = gi * gj;
+                    let (p, q) = (a[(y + i) * w + x + j], b[(y + i) * w + x + j]);
+                    ma += wgt * p;
+                    mb += wgt * q;
+                    saa += wgt * p * p;
+                    sbb += wgt * q * q;
+                    sab += wgt * p * q;
+                }
+            }
+            let (va, vb, cov) = (saa - ma * ma, sbb - mb * mb, sab - ma * mb);
+            total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+        }
+    }
+    Ok(total / (oh * ow) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn topk_counts() {
+        let l = Tensor::from_vec(vec![0.1f32, 0.7, 0.2, 0.5, 0.3, 0.2], (2, 3), &Device::Cpu).expect("l");
+        let y = Tensor::from_vec(vec![2u32, 0], 2, &Device::Cpu).expect("y");
+        assert_eq!(topk_correct(&l, &y, 1).expect("t1"), 1);
+        assert_eq!(topk_correct(&l, &y, 2).expect("t2"), 2);
+    }
+
+    #[test]
+    fn psnr_by_hand_and_ssim_bounds() {
+        // Grey images (Y = 16 + 219 v): a difference of 10/255 in every colour is 219 * 10 / 255
+        // in Y... computed exactly from the BT.601 weights.
+        let dev = Device::Cpu;
+        let a = Tensor::full(100f32 / 255.0, (1, 3, 16, 16), &dev).expect("a");
+        let b = Tensor::full(110f32 / 255.0, (1, 3, 16, 16), &dev).expect("b");
+        let dy = (65.481 + 128.553 + 24.966) * 10.0 / 255.0;
+        let want = 10.0 * (255.0f64 * 255.0 / (dy * dy)).log10();
+        let got = psnr_y(&a, &b, 2).expect("psnr");
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+        assert!(psnr_y(&a, &a, 2).expect("psnr").is_infinite());
+        assert!((ssim_y(&a, &a, 0).expect("ssim") - 1.0).abs() < 1e-12);
+        let s = ssim_y(&a, &b, 0).expect("ssim");
+        assert!(s < 1.0 && s > 0.9, "{s}");
+        assert!(psnr_y(&a, &b, 8).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! `cargo xtask bench train-step`: one training step (forward, backward, SGD update) of CIFAR
+//! ResNet-20, batch 128, 3x32x32, with the toolkit's convolution and with candle's, measured in
+//! the same process, with the share of forward, backward and update.
+
+use anyhow::{Result, bail};
+use candle_core::{DType, Device, Tensor};
+use compress_nn::Network;
+use compress_nn::zoo::{ResNetCifar, ResNetCifarConfig};
+use compress_train::loss::cross_entropy;
+use compress_train::optim::{Optimizer, OptimizerKind, all_params};
+use std::time::Instant;
+
+struct Timing {
+    fwd: f64,
+    bwd: f64,
+    upd: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn measure(batch: usize, steps: usize, candle_conv: bool) -> Result<Timing> {
+    compress_core::ops::use_candle_conv(candle_conv);
+    let dev = Device::Cpu;
+    let net = Network::<ResNetCifar>::new(
+        ResNetCifarConfig::new(20, 10)?.with_shortcut(compress_nn::zoo::Shortcut::B),
+        0,
+        &dev,
+    )?;
+    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9, false), all_params(&net.varmap, 5e-4)?)?;
+    let x = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), &dev)?;
+    let y = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, &dev)?;
+    let (mut f, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..steps + 2 {
+        let t0 = Instant::now();
+        let loss = cross_entropy(&net.forward_t(&x, true)?, &y, 0.0)?;
+        loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let t1 = Instant::now();
+        let g = loss.backward()?;
+        let t2 = Instant::now();
+        opt.step(&g, 0.01)?;
+        let t3 = Instant::now();
+        if i >= 2 {
+            f.push((t1 - t0).as_secs_f64());
+            b.push((t2 - t1).as_secs_f64());
+            u.push((t3 - t2).as_secs_f64());
+        }
+    }
+    compress_core::ops::use_candle_conv(false);
+    Ok(Timing { fwd: median(f), bwd: median(b), upd: median(u) })
+}
+
+/// One 3x3 conv layer at 128 x c x s x s: forward, input gradient and weight gradient.
+fn conv_layer(steps: usize) -> Result<()> {
+    use candle_core::Var;
+    let dev = Device::Cpu;
+    println!("| layer | conv | forward (ms) | backward (ms) |");
+    println!("| --- | --- | --- | --- |");
+    for (c, s) in [(16usize, 32usize), (32, 16), (64, 8)] {
+        for candle in [false, true] {
+            compress_core::ops::use_candle_conv(candle);
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (128, c, s, s), &dev)?)?;
+            let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (c, c, 3, 3), &dev)?)?;
+            let geo = compress_core::ops::Conv2dGeometry { stride: 1, padding: 1, groups: 1 };
+            let (mut f, mut b) = (Vec::new(), Vec::new());
+            for i in 0..steps + 1 {
+                let t0 = Instant::now();
+                let y = compress_core::ops::conv2d(x.as_tensor(), w.as_tensor(), geo)?;
+                let t1 = Instant::now();
+                let _g = y.sum_all()?.backward()?;
+                let t2 = Instant::now();
+                if i > 0 {
+                    f.push((t1 - t0).as_secs_f64());
+                    b.push((t2 - t1).as_secs_f64());
+                }
+            }
+            let name = if candle { "candle" } else { "ours" };
+            println!("| 128x{c}x{s}x{s} | {name} | {:.1} | {:.1} |", median(f) * 1e3, median(b) * 1e3);
+        }
+    }
+    compress_core::ops::use_candle_conv(false);
+    Ok(())
+}
+
+pub fn run(what: &str, steps: usize) -> Result<()> {
+    if what == "conv" {
+        return conv_layer(steps);
+    }
+    if what != "train-step" {
+        bail!("unknown bench {what:?}; benches: train-step, conv");
+    }
+    let threads = candle_core::utils::get_num_threads();
+    println!(
+        "ResNet-20 (option B) train step, batch 128, 3x32x32, {threads} threads, median of {steps} steps after 2 warm-ups"
+    );
+    println!("| convolution | step (ms) | forward | backward | SGD update |");
+    println!("| --- | --- | --- | --- | --- |");
+    let mut total = Vec::new();
+    for (name, candle) in [("compress-core im2col+GEMM", false), ("candle 0.11 conv2d", true)] {
+        let t = measure(128, steps, candle)?;
+        let s = t.fwd + t.bwd + t.upd;
+        total.push(s);
+        println!("| {name} | {:.0} | {:.0} | {:.0} | {:.1} |", s * 1e3, t.fwd * 1e3, t.bwd * 1e3, t.upd * 1e3);
+    }
+    println!("speed-up over candle's convolution: {:.2}x", total[1] / total[0]);
+    println!("PyTorch reference: python3 benches/reference/resnet20_step.py (same step, same session)");
+    Ok(())
+}
