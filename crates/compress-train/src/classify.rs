@@ -58,8 +58,7 @@ pub fn fit<A: Architecture, Tr: Dataset, Te: Dataset>(
                 e.state.next_batch = first + i + 1;
                 hooks.after_step(e.state.step, &net.varmap)?;
                 if cfg.log_every > 0 && e.state.step.is_multiple_of(cfg.log_every) {
-                    let avg = e.state.loss_sum / e.state.loss_count as f64;
-                    run.log(&json!({"epoch": epoch, "step": e.state.step, "loss": avg, "lr": e.lr()}))?;
+                    run.log(&json!({"epoch": epoch, "step": e.state.step, "loss": e.epoch_loss(), "lr": e.lr()}))?;
                 }
                 e.after_step(run)?;
             }
@@ -68,17 +67,11 @@ pub fn fit<A: Architecture, Tr: Dataset, Te: Dataset>(
         pb.finish_and_clear();
         let (top1, top5) = evaluate(net, test, 256)?;
         let rec = json!({
-            "epoch": epoch, "step": e.state.step, "loss": e.state.loss_sum / e.state.loss_count.max(1) as f64,
+            "epoch": epoch, "step": e.state.step, "loss": e.epoch_loss(),
             "top1": top1, "top5": top5,
             "lr": e.lr(), "seconds": start.elapsed().as_secs_f64(),
         });
-        run.log(&rec)?;
-        e.state.history.push(rec);
-        e.state.epoch += 1;
-        e.state.next_batch = 0;
-        e.state.loss_sum = 0.0;
-        e.state.loss_count = 0;
-        e.checkpoint(run)?;
+        e.end_epoch(rec, run)?;
     }
     Ok(e.state.history)
 }

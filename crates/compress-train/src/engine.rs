@@ -197,6 +197,23 @@ impl Engine {
         checkpoint::save(&run.checkpoints(), &model, &opt.into_iter().collect(), &self.state)
     }
 
+    /// Mean training loss of the epoch so far.
+    pub fn epoch_loss(&self) -> f64 {
+        self.state.loss_sum / self.state.loss_count.max(1) as f64
+    }
+
+    /// Closes an epoch: logs and keeps its record, moves to the next epoch, checkpoints.
+    pub fn end_epoch(&mut self, record: serde_json::Value, run: &mut Run) -> Result<()> {
+        run.log(&record)?;
+        self.state.history.push(record);
+        self.state.epoch += 1;
+        self.state.next_batch = 0;
+        self.state.loss_sum = 0.0;
+        self.state.loss_count = 0;
+        self.checkpoint(run)?;
+        Ok(())
+    }
+
     /// After a step: checkpoint on cadence, and stop if asked to.
     pub fn after_step(&self, run: &Run) -> Result<()> {
         let s = self.state.step;

@@ -92,25 +92,18 @@ pub fn fit<A: Architecture>(
             pb.inc(1);
             hooks.after_step(e.state.step, &net.varmap)?;
             if cfg.log_every > 0 && e.state.step.is_multiple_of(cfg.log_every) {
-                let avg = e.state.loss_sum / e.state.loss_count.max(1) as f64;
-                run.log(&json!({"epoch": epoch, "step": e.state.step, "l1": avg, "lr": e.lr()}))?;
+                run.log(&json!({"epoch": epoch, "step": e.state.step, "l1": e.epoch_loss(), "lr": e.lr()}))?;
             }
             e.after_step(run)?;
         }
         pb.finish_and_clear();
         let sc = evaluate(net, test)?;
         let rec = json!({
-            "epoch": epoch, "step": e.state.step, "l1": e.state.loss_sum / e.state.loss_count.max(1) as f64,
+            "epoch": epoch, "step": e.state.step, "l1": e.epoch_loss(),
             "psnr_y": sc.psnr, "ssim_y": sc.ssim, "lr": e.lr(), "seconds": start.elapsed().as_secs_f64(),
             "micro_batches": micro_per_round,
         });
-        run.log(&rec)?;
-        e.state.history.push(rec);
-        e.state.epoch += 1;
-        e.state.next_batch = 0;
-        e.state.loss_sum = 0.0;
-        e.state.loss_count = 0;
-        e.checkpoint(run)?;
+        e.end_epoch(rec, run)?;
     }
     Ok(e.state.history)
 }

@@ -68,6 +68,29 @@ fn up_groups(s: &SrSetting, widths: &Widths, convs: &[String], consumers: &[Stri
         .collect()
 }
 
+/// Names of the upsampler convs (`conv(k)` for stage `k`) and of the layer that consumes each
+/// one's output: the next upsampler conv, then `last`.
+fn up_chain(s: &SrSetting, conv: impl Fn(usize) -> String, last: &str) -> (Vec<String>, Vec<String>) {
+    let convs: Vec<String> = (0..s.stages().len()).map(conv).collect();
+    let mut consumers: Vec<String> = convs[1..].to_vec();
+    consumers.push(last.to_string());
+    (convs, consumers)
+}
+
+/// Widths of a residual SR body: `features`, one `body.{i}.inner` per block, one `up{k}` per
+/// upsampling stage, all `feats`.
+fn residual_widths(s: &SrSetting, blocks: usize, feats: usize) -> Widths {
+    let mut widths = Widths::new();
+    widths.insert("features".into(), feats);
+    for i in 0..blocks {
+        widths.insert(format!("body.{i}.inner"), feats);
+    }
+    for k in 0..s.stages().len() {
+        widths.insert(format!("up{k}"), feats);
+    }
+    widths
+}
+
 /// Cost of the upsampler from `cin` channels at the LR side, and the side it ends at.
 fn up_cost(s: &SrSetting, widths: &Widths, mut cin: usize, k: usize) -> (Cost, usize, usize) {
     let mut side = s.lr_size;
@@ -118,14 +141,7 @@ impl EdsrConfig {
             return Err(config_err("EDSR needs at least one block and one feature"));
         }
         let setting = SrSetting::new(scale)?;
-        let mut widths = Widths::new();
-        widths.insert("features".into(), feats);
-        for i in 0..blocks {
-            widths.insert(format!("body.{i}.inner"), feats);
-        }
-        for k in 0..setting.stages().len() {
-            widths.insert(format!("up{k}"), feats);
-        }
+        let widths = residual_widths(&setting, blocks, feats);
         Ok(Self { setting, n_resblocks: blocks, res_scale, widths })
     }
 
@@ -147,11 +163,7 @@ impl EdsrConfig {
     }
 
     fn tail_names(&self) -> (Vec<String>, Vec<String>) {
-        let n = self.setting.stages().len();
-        let convs: Vec<String> = (0..n).map(|k| format!("tail.0.{}", 2 * k)).collect();
-        let mut consumers: Vec<String> = convs[1..].to_vec();
-        consumers.push("tail.1".into());
-        (convs, consumers)
+        up_chain(&self.setting, |k| format!("tail.0.{}", 2 * k), "tail.1")
     }
 }
 
@@ -272,14 +284,7 @@ impl SrResNetConfig {
             return Err(config_err("SRResNet needs at least one block and one feature"));
         }
         let setting = SrSetting::new(scale)?;
-        let mut widths = Widths::new();
-        widths.insert("features".into(), feats);
-        for i in 0..blocks {
-            widths.insert(format!("body.{i}.inner"), feats);
-        }
-        for k in 0..setting.stages().len() {
-            widths.insert(format!("up{k}"), feats);
-        }
+        let widths = residual_widths(&setting, blocks, feats);
         Ok(Self { setting, n_blocks: blocks, widths })
     }
 
@@ -289,11 +294,7 @@ impl SrResNetConfig {
     }
 
     fn up_names(&self) -> (Vec<String>, Vec<String>) {
-        let n = self.setting.stages().len();
-        let convs: Vec<String> = (0..n).map(|k| format!("up.{k}.conv")).collect();
-        let mut consumers: Vec<String> = convs[1..].to_vec();
-        consumers.push("conv_last".into());
-        (convs, consumers)
+        up_chain(&self.setting, |k| format!("up.{k}.conv"), "conv_last")
     }
 }
 
@@ -461,11 +462,8 @@ impl RdnConfig {
     }
 
     fn up_names(&self) -> (Vec<String>, Vec<String>) {
-        let n = self.setting.stages().len();
-        let convs: Vec<String> = (0..n).map(|k| format!("UPNet.{}", 2 * k)).collect();
-        let mut consumers: Vec<String> = convs[1..].to_vec();
-        consumers.push(format!("UPNet.{}", 2 * n));
-        (convs, consumers)
+        let last = format!("UPNet.{}", 2 * self.setting.stages().len());
+        up_chain(&self.setting, |k| format!("UPNet.{}", 2 * k), &last)
     }
 }
 
