@@ -153,8 +153,13 @@ impl Optimizer {
         for g in &self.groups {
             let (lr, wd) = (lr * g.lr_scale, g.weight_decay);
             for (name, var) in &g.vars {
-                let Some(grad) = grads.get(var.as_tensor()) else { continue };
-                let p = var.as_tensor();
+                // candle returns a leaf's gradient without detaching it (it can still reference
+                // the forward graph): detach, or the state would keep every past graph alive.
+                let Some(grad) = grads.get(var.as_tensor()).map(|g| g.detach()) else { continue };
+                let grad = &grad;
+                // Detached: optimizer arithmetic must not join the autograd graph, or every
+                // momentum buffer would keep the whole history of updates alive.
+                let p = &var.as_tensor().detach();
                 match self.kind {
                     OptimizerKind::Sgd { momentum, dampening, nesterov } => {
                         let mut d = if wd != 0.0 { (grad + p.affine(wd, 0.0)?)? } else { grad.clone() };
@@ -264,6 +269,24 @@ mod tests {
         // AdamW with wd 0.1: w = 1 * (1 - 0.1 * 0.1) - 0.1 = 0.89.
         let w = run(OptimizerKind::adamw(), 0.1, 1);
         assert!((w[0] - 0.89).abs() < 1e-7, "{w:?}");
+    }
+
+    #[test]
+    fn optimizer_state_never_joins_the_autograd_graph() {
+        // With weight decay the update reads the parameter; a buffer that tracked that op would
+        // chain every past step together (a leak of one parameter copy per step).
+        for kind in [OptimizerKind::sgd(0.9, true), OptimizerKind::adamw(), OptimizerKind::adam()] {
+            let map = VarMap::new();
+            let v = Var::from_vec(vec![1.0f32, -2.0], 2, &Device::Cpu).expect("v");
+            map.data().lock().expect("lock").insert("w".into(), v.clone());
+            let mut opt = Optimizer::new(kind, all_params(&map, 0.1).expect("g")).expect("o");
+            for _ in 0..3 {
+                let g = v.as_tensor().sqr().expect("s").sum_all().expect("s").backward().expect("b");
+                opt.step(&g, 0.1).expect("step");
+            }
+            let (state, _) = opt.state_tensors();
+            assert!(state.values().all(|t| !t.track_op()), "{kind:?}: optimizer state tracks an op");
+        }
     }
 
     #[test]

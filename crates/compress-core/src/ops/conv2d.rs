@@ -73,6 +73,10 @@ impl Dims {
     fn ohw(&self) -> usize {
         self.oh * self.ow
     }
+    /// One input and one output channel per group.
+    fn depthwise(&self) -> bool {
+        self.cin_g() == 1 && self.cout_g() == 1 && self.geo.groups > 1
+    }
     /// A 1x1, stride-1, unpadded conv reads its input directly as the column matrix.
     fn pointwise(&self) -> bool {
         self.k == 1 && self.geo.stride == 1 && self.geo.padding == 0
@@ -200,7 +204,101 @@ fn matmul<T: Elem>(
     }
 }
 
+/// Depthwise convolutions (one input and one output channel per group) run as direct loops:
+/// a GEMM per channel would be a 1 x (k k) by (k k) x (oh ow) product, all call overhead.
+mod depthwise {
+    use super::{Dims, Elem, valid_range};
+    use rayon::prelude::*;
+
+    /// Calls `f(oy, iy, lo, hi, first)` for every output row `oy` whose input row `iy` exists,
+    /// with the valid output columns `lo..hi` and the input column `first` of output `lo`.
+    fn rows(d: &Dims, ky: usize, kx: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+        let (s, p) = (d.geo.stride, d.geo.padding);
+        let (lo, hi) = valid_range(kx, s, p, d.w, d.ow);
+        if lo >= hi {
+            return;
+        }
+        let first = lo * s + kx - p;
+        for oy in 0..d.oh {
+            let iy = (oy * s + ky) as isize - p as isize;
+            if iy >= 0 && iy < d.h as isize {
+                f(oy, iy as usize, lo, hi, first);
+            }
+        }
+    }
+
+    /// `y[n, c] = sum_{ky, kx} w[c, ky, kx] x[n, c, shifted]`.
+    pub(super) fn forward<T: Elem>(x: &[T], w: &[T], d: &Dims) -> Vec<T> {
+        let (k, s, hw, ohw) = (d.k, d.geo.stride, d.h * d.w, d.ohw());
+        let mut y = vec![T::default(); d.n * d.cout * ohw];
+        y.par_chunks_mut(ohw).enumerate().for_each(|(i, yp)| {
+            let (xp, wk) = (&x[i * hw..(i + 1) * hw], &w[(i % d.cout) * k * k..][..k * k]);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let wv = wk[ky * k + kx];
+                    rows(d, ky, kx, |oy, iy, lo, hi, first| {
+                        let src = xp[iy * d.w + first..].iter().step_by(s);
+                        for (o, v) in yp[oy * d.ow + lo..oy * d.ow + hi].iter_mut().zip(src) {
+                            *o += wv * *v;
+                        }
+                    });
+                }
+            }
+        });
+        y
+    }
+
+    /// `dx[n, c, shifted] += w[c, ky, kx] dy[n, c]`.
+    pub(super) fn input_grad<T: Elem>(gy: &[T], w: &[T], d: &Dims) -> Vec<T> {
+        let (k, s, hw, ohw) = (d.k, d.geo.stride, d.h * d.w, d.ohw());
+        let mut dx = vec![T::default(); d.n * d.cin * hw];
+        dx.par_chunks_mut(hw).enumerate().for_each(|(i, dp)| {
+            let (gp, wk) = (&gy[i * ohw..(i + 1) * ohw], &w[(i % d.cout) * k * k..][..k * k]);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let wv = wk[ky * k + kx];
+                    rows(d, ky, kx, |oy, iy, lo, hi, first| {
+                        let dst = dp[iy * d.w + first..].iter_mut().step_by(s);
+                        for (o, g) in dst.zip(&gp[oy * d.ow + lo..oy * d.ow + hi]) {
+                            *o += wv * *g;
+                        }
+                    });
+                }
+            }
+        });
+        dx
+    }
+
+    /// `dw[c, ky, kx] = sum_n sum_o dy[n, c, o] x[n, c, shifted]`.
+    pub(super) fn weight_grad<T: Elem>(x: &[T], gy: &[T], d: &Dims) -> Vec<T> {
+        let (k, s, hw, ohw) = (d.k, d.geo.stride, d.h * d.w, d.ohw());
+        let mut dw = vec![T::default(); d.cout * k * k];
+        dw.par_chunks_mut(k * k).enumerate().for_each(|(c, wk)| {
+            for n in 0..d.n {
+                let i = n * d.cout + c;
+                let (xp, gp) = (&x[i * hw..(i + 1) * hw], &gy[i * ohw..(i + 1) * ohw]);
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let mut acc = T::default();
+                        rows(d, ky, kx, |oy, iy, lo, hi, first| {
+                            let src = xp[iy * d.w + first..].iter().step_by(s);
+                            for (g, v) in gp[oy * d.ow + lo..oy * d.ow + hi].iter().zip(src) {
+                                acc += *g * *v;
+                            }
+                        });
+                        wk[ky * k + kx] += acc;
+                    }
+                }
+            }
+        });
+        dw
+    }
+}
+
 fn forward<T: Elem>(x: &[T], w: &[T], d: &Dims) -> Vec<T> {
+    if d.depthwise() {
+        return depthwise::forward(x, w, d);
+    }
     let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
     let mut y = vec![T::default(); d.n * d.cout * ohw];
     y.par_chunks_mut(d.cout * ohw).enumerate().for_each(|(n, yn)| {
@@ -221,6 +319,9 @@ fn forward<T: Elem>(x: &[T], w: &[T], d: &Dims) -> Vec<T> {
 }
 
 fn backward_input<T: Elem>(gy: &[T], w: &[T], d: &Dims) -> Vec<T> {
+    if d.depthwise() {
+        return depthwise::input_grad(gy, w, d);
+    }
     let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
     let mut dx = vec![T::default(); d.n * d.cin * d.h * d.w];
     dx.par_chunks_mut(d.cin * d.h * d.w).enumerate().for_each(|(n, dxn)| {
@@ -242,6 +343,9 @@ fn backward_input<T: Elem>(gy: &[T], w: &[T], d: &Dims) -> Vec<T> {
 }
 
 fn backward_weight<T: Elem>(x: &[T], gy: &[T], d: &Dims) -> Vec<T> {
+    if d.depthwise() {
+        return depthwise::weight_grad(x, gy, d);
+    }
     let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
     let size = d.cout * kk;
     let threads = rayon::current_num_threads().max(1);
@@ -444,6 +548,8 @@ mod tests {
         check(2, 3, 8, 9, 9, 3, g(1, 1, 1));
         check(2, 8, 16, 9, 7, 3, g(2, 1, 1));
         check(3, 8, 8, 6, 6, 3, g(1, 1, 8)); // depthwise
+        check(2, 6, 6, 7, 9, 3, g(2, 1, 6)); // strided depthwise, ragged
+        check(2, 4, 4, 5, 5, 5, g(1, 2, 4)); // 5x5 depthwise
         check(2, 8, 12, 5, 5, 1, g(1, 0, 1)); // pointwise
         check(2, 8, 12, 7, 7, 1, g(2, 0, 1)); // strided projection
         check(1, 2, 3, 11, 13, 7, g(2, 3, 1)); // ImageNet stem
