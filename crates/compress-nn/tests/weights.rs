@@ -5,6 +5,10 @@ use compress_nn::zoo::{MobileNetV2, MobileNetV2Config, ResNetCifar, ResNetCifarC
 use compress_nn::{ArchConfig, Network, NnError};
 use std::collections::HashMap;
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).expect("d").abs().expect("abs").max_all().expect("m").to_scalar::<f32>().expect("s")
+}
+
 fn cfg() -> ResNetCifarConfig {
     ResNetCifarConfig::new(8, 10).expect("cfg").input(1, 12)
 }
@@ -18,15 +22,7 @@ fn save_load_roundtrip_is_exact_and_atomic() {
     assert!(!dir.path().join("m.safetensors.tmp").exists());
     let back = Network::<ResNetCifar>::load(cfg(), &path, &Device::Cpu).expect("load");
     let x = Tensor::ones((2, 1, 12, 12), DType::F32, &Device::Cpu).expect("x");
-    let d = (net.forward_t(&x, false).expect("a") - back.forward_t(&x, false).expect("b"))
-        .expect("d")
-        .abs()
-        .expect("abs")
-        .max_all()
-        .expect("m")
-        .to_scalar::<f32>()
-        .expect("s");
-    assert_eq!(d, 0.0);
+    assert_eq!(max_abs_diff(&net.forward_t(&x, false).expect("a"), &back.forward_t(&x, false).expect("b")), 0.0);
 }
 
 fn write(tensors: &HashMap<String, Tensor>, dir: &std::path::Path) -> std::path::PathBuf {
@@ -94,15 +90,7 @@ fn pretrained_weights_load_through_hf_hub_cache_with_timm_names() {
     )
     .expect("from cache");
     let x = Tensor::ones((1, 3, 32, 32), DType::F32, &Device::Cpu).expect("x");
-    let d = (src.forward_t(&x, false).expect("a") - net.forward_t(&x, false).expect("b"))
-        .expect("d")
-        .abs()
-        .expect("abs")
-        .max_all()
-        .expect("m")
-        .to_scalar::<f32>()
-        .expect("s");
-    assert_eq!(d, 0.0);
+    assert_eq!(max_abs_diff(&src.forward_t(&x, false).expect("a"), &net.forward_t(&x, false).expect("b")), 0.0);
     assert_eq!(net.config.widths(), config.widths());
 
     // Not in the cache and no network: a clear error naming the repository.

@@ -23,6 +23,21 @@ struct Stats {
     var: Vec<f64>,
 }
 
+/// Runs `$f` on the three contiguous operands when all are f32 or all f64.
+macro_rules! dispatch3 {
+    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, $f:expr, $name:expr) => {
+        match ($s1, $s2, $s3) {
+            (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+                CpuStorage::F32($f(contiguous(a, $l1)?, contiguous(b, $l2)?, contiguous(c, $l3)?))
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+                CpuStorage::F64($f(contiguous(a, $l1)?, contiguous(b, $l2)?, contiguous(c, $l3)?))
+            }
+            _ => candle_core::bail!("{}: operands must all be f32 or all f64", $name),
+        }
+    };
+}
+
 /// `(N, C, plane)` of an `[N, C, ...]` layout.
 fn ncp(l: &Layout) -> Result<(usize, usize, usize)> {
     let d = l.dims();
@@ -141,15 +156,7 @@ impl CustomOp3 for Normalize {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, p) = ncp(l1)?;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
-                CpuStorage::F32(normalize(contiguous(x, l1)?, contiguous(g, l2)?, contiguous(b, l3)?, &self.st, c, p))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
-                CpuStorage::F64(normalize(contiguous(x, l1)?, contiguous(g, l2)?, contiguous(b, l3)?, &self.st, c, p))
-            }
-            _ => candle_core::bail!("batch_norm: x, gamma and beta must all be f32 or all f64"),
-        };
+        let out = dispatch3!(s1, l1, s2, l2, s3, l3, |x, g, b| normalize(x, g, b, &self.st, c, p), "batch_norm");
         Ok((out, l1.shape().clone()))
     }
 
@@ -256,27 +263,16 @@ impl CustomOp3 for InputGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, p) = ncp(l1)?;
         let sums: Vec<f64> = self.sums.flatten_all()?.to_vec1()?;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(d), CpuStorage::F32(g)) => CpuStorage::F32(input_grad(
-                contiguous(x, l1)?,
-                contiguous(d, l2)?,
-                contiguous(g, l3)?,
-                &self.st,
-                &sums,
-                c,
-                p,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(d), CpuStorage::F64(g)) => CpuStorage::F64(input_grad(
-                contiguous(x, l1)?,
-                contiguous(d, l2)?,
-                contiguous(g, l3)?,
-                &self.st,
-                &sums,
-                c,
-                p,
-            )),
-            _ => candle_core::bail!("batch_norm backward: only f32 and f64 are supported"),
-        };
+        let out = dispatch3!(
+            s1,
+            l1,
+            s2,
+            l2,
+            s3,
+            l3,
+            |x, d, g| input_grad(x, d, g, &self.st, &sums, c, p),
+            "batch_norm backward"
+        );
         Ok((out, l1.shape().clone()))
     }
 }

@@ -429,11 +429,7 @@ impl CustomOp2 for Conv {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let d = self.0;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(forward(slice(x, l1)?, slice(w, l2)?, &d)),
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(forward(slice(x, l1)?, slice(w, l2)?, &d)),
-            _ => candle_core::bail!("compress-conv2d: only f32 and f64 are supported"),
-        };
+        let out = dispatch!(s1, l1, s2, l2, |x, w| forward(x, w, &d), self.name());
         Ok((out, Shape::from((d.n, d.cout, d.oh, d.ow))))
     }
 
