@@ -108,7 +108,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from(std::iter::once("xtask".to_string()).chain(rest));
     let quiet = cli.quiet || std::env::var_os("CI").is_some() || !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let result = match cli.task {
-        Task::Reproduce { method, profile, device, resume } => tasks::reproduce(&method, &profile, &device, resume),
+        Task::Reproduce { method, profile, device, resume } => {
+            tasks::reproduce(&method, &profile, &device, resume, quiet)
+        }
         Task::Fetch { dataset, list, cache } => tasks::fetch(dataset.as_deref(), list, cache, quiet),
         Task::Data => tasks::data(quiet),
         Task::Zoo => zoo::cost_table(),

@@ -31,6 +31,38 @@ pub trait Architecture: ModuleT + Sized {
     fn build(cfg: &Self::Config, vb: VarBuilder) -> candle_core::Result<Self>;
 }
 
+/// Whether a variable is a buffer (state, not a parameter): BatchNorm running statistics and any
+/// variable whose last name segment starts with `buffer_` (e.g. DCFF's fusion matrix). No
+/// optimizer touches buffers; checkpoints save and restore them.
+pub fn is_buffer(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    last == "running_mean" || last == "running_var" || last.starts_with("buffer_")
+}
+
+/// What a training loop needs of a model: its variables, its device and a forward pass. The
+/// zoo's [`Network`] is one; a method's training-time wrapper (e.g. DCFF's fused network) is
+/// another.
+pub trait Model {
+    /// Every variable, parameters and buffers (see [`is_buffer`]).
+    fn varmap(&self) -> &VarMap;
+    /// The device the variables live on.
+    fn device(&self) -> &Device;
+    /// Forward pass (`train`: BatchNorm batch statistics, running ones updated).
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+}
+
+impl<A: Architecture> Model for Network<A> {
+    fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.model.forward_t(x, train)?)
+    }
+}
+
 /// Replaces widths in `base` with `new`, rejecting unknown names and zero widths.
 pub fn replace_widths(base: &Widths, new: Widths) -> Result<Widths> {
     let mut out = base.clone();
@@ -125,11 +157,7 @@ impl<A: Architecture> Network<A> {
     /// Parameters counted from the variables (BatchNorm running statistics excluded).
     pub fn count_params(&self) -> Result<u64> {
         let data = self.varmap.data().lock().map_err(|_| config_err("VarMap lock poisoned"))?;
-        Ok(data
-            .iter()
-            .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
-            .map(|(_, v)| v.elem_count() as u64)
-            .sum())
+        Ok(data.iter().filter(|(k, _)| !is_buffer(k)).map(|(_, v)| v.elem_count() as u64).sum())
     }
 
     /// Cost measured by a counting forward pass on one zero sample, in eval mode.

@@ -12,6 +12,16 @@ fn published_costs() {
     // VGG-16 (CIFAR, HRank/DCFF tables): 313.73 M MACs, 14.98 M params.
     let v = common::cost_is_consistent::<Vgg>(VggConfig::vgg16(10).expect("cfg"));
     assert!(close(v.macs, 313.73e6, 0.005) && close(v.params, 14.98e6, 0.005), "{v:?}");
+    // VGG-16 with one linear head (DCFF / CLR-RNF READMEs): 14.73 M params and 314.04 M "FLOPs",
+    // which are MACs plus bias and BatchNorm element-wise operations (Cost::pruning_flops).
+    let cfg = VggConfig::vgg16(10).expect("cfg").single_linear();
+    let v = common::cost_is_consistent::<Vgg>(cfg.clone());
+    assert!(close(v.macs, 313.2e6, 0.001) && close(v.params, 14.73e6, 0.001), "{v:?}");
+    let counted = compress_nn::Network::<Vgg>::new(cfg, 0, &candle_core::Device::Cpu)
+        .expect("net")
+        .counted_cost()
+        .expect("count");
+    assert!(close(counted.pruning_flops(), 314.04e6, 0.0001), "{counted:?}");
     // ResNet-50 (torchvision, 224): 4.11 G MACs ("4.1 GFLOPs" in the papers), 25.56 M params.
     let r = common::cost_is_consistent::<ResNet>(ResNetConfig::resnet50(1000).expect("cfg"));
     assert!(close(r.macs, 4.11e9, 0.01) && close(r.params, 25.557e6, 0.001), "{r:?}");
@@ -21,6 +31,8 @@ fn published_costs() {
     // MobileNetV2 1.0: 300 M MACs, 3.50 M params.
     let m = common::cost_is_consistent::<MobileNetV2>(MobileNetV2Config::new(1.0, 1000).expect("cfg"));
     assert!(close(m.macs, 300.8e6, 0.01) && close(m.params, 3.505e6, 0.001), "{m:?}");
+    // The small-input variant (stride-1 stem) counts what it computes.
+    common::cost_is_consistent::<MobileNetV2>(MobileNetV2Config::new(0.5, 10).expect("cfg").input(1, 28).small_input());
     // MobileNetV1 1.0: 569 M MACs, 4.2 M params (4.23 M).
     let m = common::cost_is_consistent::<MobileNetV1>(MobileNetV1Config::new(1.0, 1000).expect("cfg"));
     assert!(close(m.macs, 569e6, 0.01) && close(m.params, 4.23e6, 0.01), "{m:?}");
@@ -30,6 +42,7 @@ fn published_costs() {
 fn vgg_masked_equals_pruned() {
     common::masked_equals_pruned::<Vgg>(VggConfig::vgg16(10).expect("cfg"), 1);
     common::masked_equals_pruned::<Vgg>(VggConfig::vgg19(10).expect("cfg"), 1);
+    common::masked_equals_pruned::<Vgg>(VggConfig::vgg16(10).expect("cfg").single_linear(), 1);
 }
 
 #[test]

@@ -6,11 +6,11 @@ use crate::loss::cross_entropy;
 use crate::metrics::topk_correct;
 use crate::record::Run;
 use compress_data::batch::{Batcher, Dataset};
-use compress_nn::{Architecture, Network};
+use compress_nn::Model;
 use serde_json::json;
 
 /// Top-1 and top-5 accuracy (%) of `net` on `data`, in eval mode.
-pub fn evaluate<A: Architecture, D: Dataset>(net: &Network<A>, data: &D, batch: usize) -> Result<(f64, f64)> {
+pub fn evaluate<M: Model + ?Sized, D: Dataset>(net: &M, data: &D, batch: usize) -> Result<(f64, f64)> {
     let b = Batcher::new(batch, false, 0, net.device().clone())?;
     let (mut t1, mut t5, mut n) = (0usize, 0usize, 0usize);
     for batch in b.epoch(data, 0, 0)? {
@@ -27,8 +27,8 @@ pub fn evaluate<A: Architecture, D: Dataset>(net: &Network<A>, data: &D, batch: 
 /// checkpointing at every epoch end (and every `checkpoint_every` steps). With `resume`, it
 /// continues from the newest checkpoint of `run` and ends as an uninterrupted run would.
 /// Returns the per-epoch records (`epoch`, `loss`, `top1`, `top5`, `lr`, `seconds`).
-pub fn fit<A: Architecture, Tr: Dataset, Te: Dataset>(
-    net: &Network<A>,
+pub fn fit<M: Model + ?Sized, Tr: Dataset, Te: Dataset>(
+    net: &M,
     train: &Tr,
     test: &Te,
     cfg: &TrainConfig,
@@ -36,11 +36,11 @@ pub fn fit<A: Architecture, Tr: Dataset, Te: Dataset>(
     resume: bool,
     hooks: &mut dyn Hooks,
 ) -> Result<Vec<serde_json::Value>> {
-    let mut e = Engine::new(&net.varmap, cfg, run, resume, net.device())?;
+    let mut e = Engine::new(net.varmap(), cfg, run, resume, net.device())?;
     let batcher = Batcher::new(cfg.batch_size, true, cfg.seed, net.device().clone())?.drop_last(true);
     while e.state.epoch < cfg.epochs {
         let epoch = e.state.epoch;
-        hooks.on_epoch_start(epoch, &net.varmap)?;
+        hooks.on_epoch_start(epoch, net.varmap())?;
         let start = std::time::Instant::now();
         let n = batcher.num_batches(train.len());
         let pb = progress(run.quiet, n as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs));
@@ -56,7 +56,7 @@ pub fn fit<A: Architecture, Tr: Dataset, Te: Dataset>(
             pb.inc(1);
             if stepped {
                 e.state.next_batch = first + i + 1;
-                hooks.after_step(e.state.step, &net.varmap)?;
+                hooks.after_step(e.state.step, net.varmap())?;
                 if cfg.log_every > 0 && e.state.step.is_multiple_of(cfg.log_every) {
                     run.log(&json!({"epoch": epoch, "step": e.state.step, "loss": e.epoch_loss(), "lr": e.lr()}))?;
                 }

@@ -78,14 +78,10 @@ pub struct ParamGroup {
     pub weight_decay: f64,
 }
 
-fn is_statistic(name: &str) -> bool {
-    name.ends_with("running_mean") || name.ends_with("running_var")
-}
-
 fn trainable(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
     let data = varmap.data().lock().map_err(|_| TrainError::Config("VarMap lock poisoned".into()))?;
     let mut v: Vec<(String, Var)> =
-        data.iter().filter(|(k, _)| !is_statistic(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        data.iter().filter(|(k, _)| !compress_nn::is_buffer(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(v)
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 
 const COLOURS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
 
-/// Draws named series of `(x, y)` points as lines on one chart.
+/// Draws named series of `(x, y)` points as lines with point markers on one chart (a series of
+/// one point is a marker: accuracy-vs-FLOPs charts).
 pub fn line_plot(path: &Path, title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
     let pts = series.iter().flat_map(|(_, s)| s.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -36,6 +37,7 @@ pub fn line_plot(path: &Path, title: &str, x_label: &str, series: &[(&str, Vec<(
                 .draw_series(LineSeries::new(s.iter().copied(), &c))?
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+            chart.draw_series(s.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
         }
         chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
         root.present()?;

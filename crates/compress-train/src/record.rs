@@ -202,8 +202,10 @@ impl Report {
         let mut s = format!("# {}\n\nCommand: `{}`\n\n", self.title, self.command);
         s += "| setting | baseline | method | paper | delta | claim | verdict |\n| --- | --- | --- | --- | --- | --- | --- |\n";
         for r in &self.rows {
-            let delta = match (r.method, r.baseline) {
-                (Some(m), Some(b)) => format!("{:+.2}", m - b),
+            // Against the baseline where there is one, else against the paper.
+            let delta = match (r.method, r.baseline, r.paper) {
+                (Some(m), Some(b), _) => format!("{:+.2}", m - b),
+                (Some(m), None, Some(p)) => format!("{:+.2} vs paper", m - p),
                 _ => "-".into(),
             };
             s += &format!(

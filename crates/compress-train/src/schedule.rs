@@ -23,12 +23,17 @@ pub enum Decay {
         /// Factor.
         gamma: f64,
     },
-    /// `min + (base - min) (1 + cos(pi t / total)) / 2` (PyTorch `CosineAnnealingLR`).
+    /// `min + (base - min) (1 + cos(pi (t - start) / (total - start))) / 2` (PyTorch
+    /// `CosineAnnealingLR`; `start > 0` begins the cosine after a warm-up, as DCFF's ImageNet
+    /// "cos" schedule does).
     Cosine {
-        /// Steps to reach the minimum.
+        /// Step at which the minimum is reached.
         total: u64,
         /// Final learning rate.
         min_lr: f64,
+        /// Step at which the cosine starts (the base rate before it).
+        #[serde(default)]
+        start: u64,
     },
 }
 
@@ -53,7 +58,7 @@ impl Schedule {
 
     /// Cosine decay to `min_lr` over `total` steps.
     pub fn cosine(base_lr: f64, total: u64, min_lr: f64) -> Self {
-        Self { base_lr, decay: Decay::Cosine { total, min_lr }, warmup_steps: 0, warmup_start: 1.0 }
+        Self { base_lr, decay: Decay::Cosine { total, min_lr, start: 0 }, warmup_steps: 0, warmup_start: 1.0 }
     }
 
     /// The same schedule with a linear warm-up over `steps` from `start * base_lr`.
@@ -72,8 +77,9 @@ impl Schedule {
             Decay::MultiStep { milestones, gamma } => {
                 self.base_lr * gamma.powi(milestones.iter().filter(|m| step >= **m).count() as i32)
             }
-            Decay::Cosine { total, min_lr } => {
-                let t = (step.min(*total)) as f64 / (*total).max(1) as f64;
+            Decay::Cosine { total, min_lr, start } => {
+                let span = total.saturating_sub(*start).max(1);
+                let t = step.clamp(*start, *total).saturating_sub(*start) as f64 / span as f64;
                 min_lr + (self.base_lr - min_lr) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0
             }
         };
@@ -104,6 +110,8 @@ mod tests {
         assert_eq!((m.lr(4), m.lr(5), m.lr(8)), (1.0, 0.5, 0.25));
         let c = Schedule::cosine(1.0, 100, 0.0);
         assert!((c.lr(0) - 1.0).abs() < 1e-12 && (c.lr(50) - 0.5).abs() < 1e-12 && c.lr(100).abs() < 1e-12);
+        let late = Schedule { decay: Decay::Cosine { total: 110, min_lr: 0.0, start: 10 }, ..c.clone() };
+        assert!(late.lr(5) == 1.0 && (late.lr(60) - 0.5).abs() < 1e-12 && late.lr(110).abs() < 1e-12);
         let w = Schedule::constant(1.0).with_warmup(4, 0.2);
         assert!((w.lr(0) - 0.2).abs() < 1e-12 && (w.lr(2) - 0.6).abs() < 1e-12 && w.lr(4) == 1.0);
     }

@@ -18,12 +18,26 @@ impl Linear {
     /// Builds the layer (PyTorch initialisation: uniform +-1/sqrt(fin) for weight and bias).
     pub fn new(fin: usize, fout: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
         let b = 1.0 / (fin as f64).sqrt();
-        let w = vb.get_with_hints((fout, fin), "weight", candle_nn::Init::Uniform { lo: -b, up: b })?;
-        let bias_t = if bias {
-            Some(vb.get_with_hints(fout, "bias", candle_nn::Init::Uniform { lo: -b, up: b })?)
-        } else {
-            None
-        };
+        let u = candle_nn::Init::Uniform { lo: -b, up: b };
+        Self::with_init(fin, fout, bias, u, u, vb)
+    }
+
+    /// Weight `N(0, std^2)`, bias 0: torchvision's classifier initialisation (MobileNetV2).
+    pub fn normal(fin: usize, fout: usize, std: f64, vb: VarBuilder) -> Result<Self> {
+        let w = candle_nn::Init::Randn { mean: 0.0, stdev: std };
+        Self::with_init(fin, fout, true, w, candle_nn::Init::Const(0.0), vb)
+    }
+
+    fn with_init(
+        fin: usize,
+        fout: usize,
+        bias: bool,
+        w_init: candle_nn::Init,
+        b_init: candle_nn::Init,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let w = vb.get_with_hints((fout, fin), "weight", w_init)?;
+        let bias_t = if bias { Some(vb.get_with_hints(fout, "bias", b_init)?) } else { None };
         Ok(Self { inner: candle_nn::Linear::new(w, bias_t), fin, fout, bias })
     }
 
@@ -36,7 +50,8 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let tokens = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1) / x.dim(0)?.max(1);
-        record(cost::linear(self.fin, self.fout, tokens, self.bias));
+        let bias_adds = if self.bias { (tokens * self.fout) as u64 } else { 0 };
+        record(cost::linear(self.fin, self.fout, tokens, self.bias) + cost::elementwise(bias_adds));
         self.inner.forward(x)
     }
 }

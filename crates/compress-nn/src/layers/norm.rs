@@ -40,7 +40,9 @@ impl BatchNorm2d {
 
 impl ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        record(cost::norm(self.c));
+        // Scale and shift of every element of one sample.
+        let per_sample = (x.elem_count() / x.dim(0)?.max(1)) as u64;
+        record(cost::norm(self.c) + cost::elementwise(2 * per_sample));
         let fused = train && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
         if !fused {
             return self.inner.forward_t(x, train);

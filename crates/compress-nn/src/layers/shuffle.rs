@@ -29,7 +29,7 @@ impl PRelu {
 
 impl Module for PRelu {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::count::record(compress_core::cost::Cost { macs: 0, params: 1 });
+        crate::count::record(compress_core::cost::Cost { macs: 0, params: 1, elementwise: 0 });
         let neg = x.minimum(0f32)?.broadcast_mul(&self.a)?;
         x.relu()? + neg
     }

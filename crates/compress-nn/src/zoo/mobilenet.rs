@@ -428,7 +428,7 @@ impl Architecture for MobileNetV2 {
         let stem = ConvBn::new(
             cfg.in_channels,
             stem_w,
-            fan_out(3).stride(2),
+            fan_out(3).stride(cfg.stem_stride),
             r6,
             vb.pp("features.0.0"),
             vb.pp("features.0.1"),
@@ -460,7 +460,8 @@ impl Architecture for MobileNetV2 {
             vb.pp(format!("features.{h}.0")),
             vb.pp(format!("features.{h}.1")),
         )?;
-        let classifier = Linear::new(head_w, cfg.num_classes, true, vb.pp("classifier.1"))?;
+        // torchvision: classifier weight N(0, 0.01^2), bias 0.
+        let classifier = Linear::normal(head_w, cfg.num_classes, 0.01, vb.pp("classifier.1"))?;
         Ok(Self { stem, blocks, head, classifier })
     }
 }

@@ -9,7 +9,7 @@ pub mod vgg;
 pub mod vit;
 
 pub use mobilenet::{MobileNetV1, MobileNetV1Config, MobileNetV2, MobileNetV2Config};
-pub use resnet::{ResNet, ResNetConfig};
+pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use resnet_cifar::{ResNetCifar, ResNetCifarConfig, Shortcut};
 pub use sr::{Edsr, EdsrConfig, Rdn, RdnConfig, SrResNet, SrResNetConfig};
 pub use vgg::{Vgg, VggConfig};

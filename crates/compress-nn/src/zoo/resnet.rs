@@ -230,7 +230,7 @@ impl Block {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        (h + skip)?.relu()
+        Activation::Relu.apply(&(h + skip)?)
     }
 }
 

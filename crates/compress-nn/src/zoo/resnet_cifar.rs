@@ -202,7 +202,7 @@ impl BasicBlock {
             Skip::Pad { stride, lo, hi } => pad_channels(&subsample(x, *stride)?, *lo, *hi)?,
             Skip::Conv(c, bn) => bn.forward_t(&c.forward(x)?, train)?,
         };
-        (y + s)?.relu()
+        Activation::Relu.apply(&(y + s)?)
     }
 }
 

@@ -252,7 +252,7 @@ impl ModuleT for Edsr {
         let h = self.head.forward(&mean_shift(x, &self.setting, -1.0)?)?;
         let mut r = h.clone();
         for (a, b) in &self.blocks {
-            let y = b.forward(&a.forward(&r)?.relu()?)?;
+            let y = b.forward(&Activation::Relu.apply(&a.forward(&r)?)?)?;
             r = (r + y.affine(self.res_scale, 0.0)?)?;
         }
         let mut y = (self.body_end.forward(&r)? + h)?;
@@ -338,15 +338,17 @@ impl ArchConfig for SrResNetConfig {
 
     fn cost(&self) -> Cost {
         let (s, f, nc) = (self.setting.lr_size, self.widths["features"], self.setting.n_colors);
-        let mut c = cost::conv2d(nc, f, 9, 1, s, s, true) + Cost { macs: 0, params: 1 };
+        let mut c = cost::conv2d(nc, f, 9, 1, s, s, true) + Cost { macs: 0, params: 1, elementwise: 0 };
         for i in 0..self.n_blocks {
             let inner = self.widths[&format!("body.{i}.inner")];
-            c += cost::conv2d(f, inner, 3, 1, s, s, true) + cost::norm(inner) + Cost { macs: 0, params: 1 };
+            c += cost::conv2d(f, inner, 3, 1, s, s, true)
+                + cost::norm(inner)
+                + Cost { macs: 0, params: 1, elementwise: 0 };
             c += cost::conv2d(inner, f, 3, 1, s, s, true) + cost::norm(f);
         }
         c += cost::conv2d(f, f, 3, 1, s, s, true) + cost::norm(f);
         let (up, last, side) = up_cost(&self.setting, &self.widths, f, 3);
-        let prelus = Cost { macs: 0, params: self.setting.stages().len() as u64 };
+        let prelus = Cost { macs: 0, params: self.setting.stages().len() as u64, elementwise: 0 };
         c + up + prelus + cost::conv2d(last, nc, 9, 1, side, side, true)
     }
 }
@@ -590,7 +592,7 @@ impl ModuleT for Rdn {
         for b in &self.rdbs {
             let mut cat = h.clone();
             for conv in &b.convs {
-                let y = conv.forward(&cat)?.relu()?;
+                let y = Activation::Relu.apply(&conv.forward(&cat)?)?;
                 cat = Tensor::cat(&[&cat, &y], 1)?;
             }
             h = (b.lff.forward(&cat)? + &h)?;

@@ -1,7 +1,9 @@
-//! VGG-16/19 for CIFAR as the pruning papers use it (HRank, DCFF, CLR-RNF): 3x3 convs with bias,
-//! each followed by BatchNorm and ReLU, 2x2 max pooling after each of the five stages, then a
-//! 512-wide classifier `linear1 -> BatchNorm1d -> ReLU -> linear2`. Names:
-//! `features.conv{i}`, `features.norm{i}`, `classifier.linear1|norm1|linear2`.
+//! VGG-16/19 for CIFAR as the pruning papers use it: 3x3 convs with bias, each followed by
+//! BatchNorm and ReLU, 2x2 max pooling after each of the five stages, then either HRank's
+//! 512-wide classifier `linear1 -> BatchNorm1d -> ReLU -> linear2` or, with
+//! [`VggConfig::single_linear`], the one `Linear(C_last * s * s -> classes)` of DCFF and CLR-RNF.
+//! Names: `features.conv{i}`, `features.norm{i}`, `classifier.linear1|norm1|linear2` (or
+//! `classifier.linear` for the single linear head).
 
 use crate::error::{Result, config_err};
 use crate::layers::{Activation, BatchNorm2d, ConvBn, ConvSpec, Linear, max_pool2d};
@@ -28,7 +30,14 @@ pub struct VggConfig {
     pub image_size: usize,
     /// Classes.
     pub num_classes: usize,
+    /// Whether the classifier has a hidden layer (`widths["hidden"]`).
+    #[serde(default = "hidden_default")]
+    pub hidden_classifier: bool,
     widths: Widths,
+}
+
+fn hidden_default() -> bool {
+    true
 }
 
 impl VggConfig {
@@ -51,7 +60,7 @@ impl VggConfig {
             return Err(config_err("VGG needs at least one conv and one class"));
         }
         widths.insert("hidden".into(), 512);
-        let c = Self { pools, in_channels: 3, image_size: 32, num_classes, widths };
+        let c = Self { pools, in_channels: 3, image_size: 32, num_classes, hidden_classifier: true, widths };
         c.final_side()?;
         Ok(c)
     }
@@ -72,6 +81,18 @@ impl VggConfig {
         self.image_size = size;
         self.final_side()?;
         Ok(self)
+    }
+
+    /// The same network with one linear layer as its classifier (DCFF's and CLR-RNF's VGG).
+    pub fn single_linear(mut self) -> Self {
+        self.hidden_classifier = false;
+        self.widths.remove("hidden");
+        self
+    }
+
+    /// Number of convolutions.
+    pub fn num_convs(&self) -> usize {
+        self.pools.len()
     }
 
     fn conv(&self, i: usize) -> usize {
@@ -112,16 +133,19 @@ impl ArchConfig for VggConfig {
                     g.consumed_by(&format!("features.conv{}", i + 1))
                 } else {
                     // Flattened C x s x s features: channel c owns s*s consecutive inputs.
-                    g.with(Member::consume("classifier.linear1.weight").unit(last_side * last_side))
+                    let head = if self.hidden_classifier { "linear1" } else { "linear" };
+                    g.with(Member::consume(format!("classifier.{head}.weight")).unit(last_side * last_side))
                 }
             })
             .collect();
-        out.push(
-            ChannelGroup::new("hidden", self.widths["hidden"])
-                .produced_by("classifier.linear1", true)
-                .batch_norm("classifier.norm1")
-                .consumed_by("classifier.linear2"),
-        );
+        if let Some(&h) = self.widths.get("hidden") {
+            out.push(
+                ChannelGroup::new("hidden", h)
+                    .produced_by("classifier.linear1", true)
+                    .batch_norm("classifier.norm1")
+                    .consumed_by("classifier.linear2"),
+            );
+        }
         out
     }
 
@@ -138,18 +162,27 @@ impl ArchConfig for VggConfig {
             cin = self.conv(i);
         }
         let s = self.final_side().unwrap_or(1);
-        let h = self.widths["hidden"];
-        c + cost::linear(cin * s * s, h, 1, true) + cost::norm(h) + cost::linear(h, self.num_classes, 1, true)
+        match self.widths.get("hidden") {
+            Some(&h) => {
+                c + cost::linear(cin * s * s, h, 1, true) + cost::norm(h) + cost::linear(h, self.num_classes, 1, true)
+            }
+            None => c + cost::linear(cin * s * s, self.num_classes, 1, true),
+        }
     }
+}
+
+/// The classifier of a VGG.
+#[derive(Debug, Clone)]
+enum Head {
+    Hidden { linear1: Linear, norm1: BatchNorm2d, linear2: Linear },
+    Single(Linear),
 }
 
 /// A CIFAR VGG.
 #[derive(Debug, Clone)]
 pub struct Vgg {
     convs: Vec<(ConvBn, bool)>,
-    linear1: Linear,
-    norm1: BatchNorm2d,
-    linear2: Linear,
+    head: Head,
 }
 
 impl Architecture for Vgg {
@@ -176,13 +209,15 @@ impl Architecture for Vgg {
         }
         let s = cfg.final_side().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let c = vb.pp("classifier");
-        let h = cfg.widths["hidden"];
-        Ok(Self {
-            convs,
-            linear1: Linear::new(cin * s * s, h, true, c.pp("linear1"))?,
-            norm1: BatchNorm2d::new(h, c.pp("norm1"))?,
-            linear2: Linear::new(h, cfg.num_classes, true, c.pp("linear2"))?,
-        })
+        let head = match cfg.widths.get("hidden") {
+            Some(&h) => Head::Hidden {
+                linear1: Linear::new(cin * s * s, h, true, c.pp("linear1"))?,
+                norm1: BatchNorm2d::new(h, c.pp("norm1"))?,
+                linear2: Linear::new(h, cfg.num_classes, true, c.pp("linear2"))?,
+            },
+            None => Head::Single(Linear::new(cin * s * s, cfg.num_classes, true, c.pp("linear"))?),
+        };
+        Ok(Self { convs, head })
     }
 }
 
@@ -195,8 +230,12 @@ impl ModuleT for Vgg {
                 h = max_pool2d(&h, 2, 2, 0)?;
             }
         }
-        let h = self.linear1.forward(&h.flatten_from(1)?)?;
-        let h = self.norm1.forward_t(&h, train)?.relu()?;
-        self.linear2.forward(&h)
+        let h = h.flatten_from(1)?;
+        match &self.head {
+            Head::Hidden { linear1, norm1, linear2 } => {
+                linear2.forward(&Activation::Relu.apply(&norm1.forward_t(&linear1.forward(&h)?, train)?)?)
+            }
+            Head::Single(linear) => linear.forward(&h),
+        }
     }
 }

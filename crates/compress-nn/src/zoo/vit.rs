@@ -160,11 +160,11 @@ impl ArchConfig for VitConfig {
     fn cost(&self) -> Cost {
         let (d, t, g) = (self.embed(), self.tokens(), self.grid());
         let mut c = cost::conv2d(self.in_channels, d, self.patch, 1, g, g, true);
-        c += Cost { macs: 0, params: (d + t * d) as u64 };
+        c += Cost { macs: 0, params: (d + t * d) as u64, elementwise: 0 };
         for i in 0..self.depth {
             let inner = self.heads(i) * self.head_dim;
             c += cost::norm(d) + cost::linear(d, 3 * inner, t, true);
-            c += Cost { macs: 2 * (t * t * inner) as u64, params: 0 };
+            c += Cost { macs: 2 * (t * t * inner) as u64, params: 0, elementwise: 0 };
             c += cost::linear(inner, d, t, true) + cost::norm(d);
             c += cost::linear(d, self.mlp(i), t, true) + cost::linear(self.mlp(i), d, t, true);
         }
@@ -193,7 +193,7 @@ impl Block {
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let attn = candle_nn::ops::softmax(&q.matmul(&k.t()?)?, D::Minus1)?;
-        record(Cost { macs: 2 * (t * t * h * hd) as u64, params: 0 });
+        record(Cost { macs: 2 * (t * t * h * hd) as u64, params: 0, elementwise: 0 });
         let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * hd))?;
         self.proj.forward(&y)
     }
@@ -268,7 +268,7 @@ impl Vit {
         let p = self.patch_embed.forward(x)?;
         let b = p.dim(0)?;
         let p = p.flatten_from(2)?.transpose(1, 2)?;
-        record(Cost { macs: 0, params: (self.embed + self.pos_embed.elem_count()) as u64 });
+        record(Cost { macs: 0, params: (self.embed + self.pos_embed.elem_count()) as u64, elementwise: 0 });
         let cls = self.cls_token.broadcast_as((b, 1, self.embed))?;
         let mut h = Tensor::cat(&[&cls, &p], 1)?.broadcast_add(&self.pos_embed)?;
         for blk in &self.blocks {

@@ -1,0 +1,445 @@
+//! `cargo xtask reproduce dcff`: the spec's section 9 experiment (mini profile, embedded MNIST)
+//! and the paper's settings (paper profile).
+//!
+//! Arms (mini): (a) DCFF from scratch (official KL rule), (b) the same compact network trained
+//! from scratch, (c) magnitude pruning on the same budget (train the full net, L1-prune, fine-tune),
+//! plus (a') DCFF with the stable KL rule and the dense network, both for information.
+
+use crate::error::{DcffError, Result};
+use crate::fused::{EpochRefresh, FusedNetwork};
+use crate::hooks::Refresher;
+use crate::presets::paper_settings;
+use crate::proxy::KlMode;
+use crate::temperature::TemperatureSchedule;
+use candle_core::Device;
+use compress_data::batch::{Augment, Dataset, ImageDataset, PixelTransform};
+use compress_data::{embedded, mnist};
+use compress_nn::zoo::{Vgg, VggConfig};
+use compress_nn::{Architecture, Model, Network};
+use compress_prune::{LayerwiseRates, Reduction, compact_config, magnitude_kept, measured_cost};
+use compress_train::optim::OptimizerKind;
+use compress_train::schedule::{Decay, Schedule};
+use compress_train::{NoHooks, Report, ReportRow, Run, TrainConfig, Verdict, classify};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// How much to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Seconds, on a subset, one seed: what tests run.
+    Smoke,
+    /// The spec's section 9 on the embedded MNIST (minutes on 2 cores).
+    Mini,
+    /// The paper's settings: checks every compact model's size against the paper's table (and
+    /// trains them where the datasets are present: see the crate README).
+    Paper,
+}
+
+/// The mini experiment's settings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MiniSettings {
+    /// The full network.
+    pub model: VggConfig,
+    /// Per-layer rates.
+    pub rates: Vec<f64>,
+    /// Epochs of every arm.
+    pub epochs: usize,
+    /// Epochs the magnitude arm trains the full net before pruning.
+    pub pretrain_epochs: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Epochs at the end run at `lr / 10`.
+    pub decayed_epochs: usize,
+    /// Weight decay (on every parameter, as PyTorch's SGD in the official code).
+    pub weight_decay: f64,
+    /// Seeds.
+    pub seeds: Vec<u64>,
+    /// Train / test subset sizes (`None`: all 4,000 / 1,000).
+    pub subset: Option<(usize, usize)>,
+}
+
+impl MiniSettings {
+    /// Section 9: mini-VGG 16-32 pruned to 4-8, 6 epochs, SGD 0.05 (x0.1 for the last epoch),
+    /// batch 64, weight decay 5e-4, seeds 0-2.
+    pub fn mini() -> Result<Self> {
+        Ok(Self {
+            model: VggConfig::new(&[16, 0, 32, 0], 10)?.input(1, 28)?.single_linear(),
+            rates: vec![0.75, 0.75],
+            epochs: 6,
+            pretrain_epochs: 4,
+            batch: 64,
+            lr: 0.05,
+            decayed_epochs: 1,
+            weight_decay: 5e-4,
+            seeds: vec![0, 1, 2],
+            subset: None,
+        })
+    }
+
+    /// A seconds-long version for tests: 3 epochs on 512 / 256 images, one seed.
+    pub fn smoke() -> Result<Self> {
+        Ok(Self { epochs: 3, pretrain_epochs: 2, seeds: vec![0], subset: Some((512, 256)), ..Self::mini()? })
+    }
+
+    fn train_config(&self, seed: u64, epochs: usize, first_epoch: usize, steps_per_epoch: usize) -> TrainConfig {
+        // The decay milestone in this phase's own step count.
+        let milestone = (self.epochs - self.decayed_epochs).saturating_sub(first_epoch) * steps_per_epoch;
+        TrainConfig {
+            epochs,
+            batch_size: self.batch,
+            accumulate: 1,
+            optimizer: OptimizerKind::sgd(0.9, false),
+            weight_decay: self.weight_decay,
+            no_decay_on_norm_and_bias: false,
+            schedule: Schedule {
+                base_lr: self.lr,
+                decay: Decay::MultiStep { milestones: vec![milestone as u64], gamma: 0.1 },
+                warmup_steps: 0,
+                warmup_start: 1.0,
+            },
+            label_smoothing: 0.0,
+            seed,
+            checkpoint_every: 0,
+            log_every: 10,
+            stop_after_steps: None,
+        }
+    }
+}
+
+const MNIST_MEAN_STD: (f32, f32) = (0.1307, 0.3081);
+
+fn mnist(train: bool, subset: Option<(usize, usize)>) -> Result<ImageDataset> {
+    let split = if train { mnist::Split::Train } else { mnist::Split::Test };
+    let mut d = embedded::mnist_5k(split)?;
+    if let Some((tr, te)) = subset {
+        let n = if train { tr } else { te };
+        d = d.subset(&(0..n.min(compress_data::batch::Dataset::len(&d))).collect::<Vec<_>>())?;
+    }
+    let t = PixelTransform { augment: Augment::None, mean: vec![MNIST_MEAN_STD.0], std: vec![MNIST_MEAN_STD.1] };
+    Ok(d.with_transform(t)?)
+}
+
+/// One arm's outcome on one seed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArmOutcome {
+    /// Arm name.
+    pub arm: String,
+    /// Seed.
+    pub seed: u64,
+    /// Final-epoch test top-1 (%).
+    pub top1: f64,
+    /// Test top-1 after every epoch.
+    pub curve: Vec<f64>,
+}
+
+fn top1_curve(history: &[serde_json::Value]) -> Vec<f64> {
+    history.iter().map(|h| h["top1"].as_f64().unwrap_or(f64::NAN)).collect()
+}
+
+fn device_name(d: &Device) -> String {
+    format!("{:?}", d.location())
+}
+
+/// The run `root/<name>/<timestamp>/` of one arm: the newest one when resuming (and whether it has
+/// a checkpoint to resume from), else a new one.
+pub(crate) fn arm_run(
+    root: &Path,
+    name: &str,
+    cfg: &TrainConfig,
+    resume: bool,
+    quiet: bool,
+    dev: &Device,
+) -> Result<(Run, bool)> {
+    let mut run = match (resume, Run::newest(root, name)?) {
+        (true, Some(r)) => r,
+        _ => Run::create(root, name, cfg, cfg.seed, &device_name(dev))?,
+    };
+    run.quiet = quiet;
+    let resuming = resume && run.checkpoints().is_dir();
+    Ok((run, resuming))
+}
+
+fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(v).map_err(|e| DcffError::Io(e.to_string()))?;
+    compress_train::record::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// What the DCFF arm adds: the refresh log and the extraction check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DcffExtras {
+    /// The refreshes this process ran.
+    pub refreshes: Vec<EpochRefresh>,
+    /// Top-1 of the extracted compact network (%).
+    pub compact_top1: f64,
+    /// Max |logit difference| between the fused and the compact network on the test set.
+    pub max_logit_diff: f64,
+}
+
+/// Trains DCFF on `train`, evaluating on `test`; returns the outcome and what the refreshes found.
+#[allow(clippy::too_many_arguments)]
+pub fn train_dcff<A: Architecture, Tr: Dataset, Te: Dataset>(
+    original: &A::Config,
+    rates: &[f64],
+    mode: KlMode,
+    cfg: &TrainConfig,
+    train: &Tr,
+    test: &Te,
+    run: &mut Run,
+    resume: bool,
+    device: &Device,
+) -> Result<(ArmOutcome, DcffExtras, Network<A>)>
+where
+    A::Config: LayerwiseRates,
+{
+    let net = FusedNetwork::<A>::new(original.clone(), rates, mode, cfg.seed, device)?;
+    let mut hooks = Refresher::new(&net, TemperatureSchedule::official(cfg.epochs));
+    let history = classify::fit(&net, train, test, cfg, run, resume, &mut hooks)?;
+    let refreshes = hooks.log;
+    let compact = net.to_compact()?;
+    let (compact_top1, _) = classify::evaluate(&compact, test, 256)?;
+    let mut max_diff = 0f64;
+    let b = compress_data::Batcher::new(256, false, 0, device.clone())?;
+    for batch in b.epoch(test, 0, 0)? {
+        let x = batch?.images;
+        let d = (Model::forward_t(&net, &x, false)? - compact.forward_t(&x, false)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        max_diff = max_diff.max(f64::from(d));
+    }
+    write_json(&run.dir().join("refreshes.json"), &refreshes)?;
+    compact.save(&run.dir().join("compact.safetensors"))?;
+    let curve = top1_curve(&history);
+    let top1 = curve.last().copied().unwrap_or(f64::NAN);
+    let arm = ArmOutcome { arm: "dcff".into(), seed: cfg.seed, top1, curve };
+    Ok((arm, DcffExtras { refreshes, compact_top1, max_logit_diff: max_diff }, compact))
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Runs the mini (or smoke) experiment under `root` and returns its report.
+pub fn mini(
+    settings: &MiniSettings,
+    root: &Path,
+    resume: bool,
+    quiet: bool,
+    device: &Device,
+) -> Result<(PathBuf, Report)> {
+    let train = mnist(true, settings.subset)?;
+    let test = mnist(false, settings.subset)?;
+    let steps = compress_data::batch::Dataset::len(&train) / settings.batch;
+    let mut exp = match (resume, Run::newest(root, "dcff/mini")?) {
+        (true, Some(r)) => r,
+        _ => Run::create(root, "dcff/mini", settings, 0, &device_name(device))?,
+    };
+    exp.quiet = quiet;
+    let arms = exp.dir().join("arms");
+    let full = settings.model.clone();
+    let compact = compact_config(&full, &settings.rates)?;
+    let (mut a, mut a_stable, mut b, mut c, mut dense) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut extras: Vec<DcffExtras> = Vec::new();
+    let mut stable_changes = 0usize;
+    for &seed in &settings.seeds {
+        let cfg = settings.train_config(seed, settings.epochs, 0, steps);
+        // (a) DCFF, official KL rule.
+        let (mut run, r) = arm_run(&arms, &format!("a-dcff-seed{seed}"), &cfg, resume, quiet, device)?;
+        let (out, ex, _) = train_dcff::<Vgg, _, _>(
+            &full,
+            &settings.rates,
+            KlMode::Official,
+            &cfg,
+            &train,
+            &test,
+            &mut run,
+            r,
+            device,
+        )?;
+        exp.log(&json!({"arm": "a", "seed": seed, "top1": out.top1, "compact_top1": ex.compact_top1,
+            "max_logit_diff": ex.max_logit_diff}))?;
+        a.push(out);
+        extras.push(ex);
+        // (a') DCFF, stable KL rule.
+        let (mut run, r) = arm_run(&arms, &format!("a-stable-seed{seed}"), &cfg, resume, quiet, device)?;
+        let (out, ex, _) =
+            train_dcff::<Vgg, _, _>(&full, &settings.rates, KlMode::Stable, &cfg, &train, &test, &mut run, r, device)?;
+        stable_changes += ex.refreshes.iter().flat_map(|e| &e.layers).filter(|l| l.changed).count();
+        a_stable.push(out);
+        // (b) The compact network from scratch.
+        let (mut run, r) = arm_run(&arms, &format!("b-scratch-seed{seed}"), &cfg, resume, quiet, device)?;
+        let net = Network::<Vgg>::new(compact.clone(), seed, device)?;
+        let h = classify::fit(&net, &train, &test, &cfg, &mut run, r, &mut NoHooks)?;
+        let curve = top1_curve(&h);
+        b.push(ArmOutcome { arm: "scratch".into(), seed, top1: curve.last().copied().unwrap_or(f64::NAN), curve });
+        // (c) Magnitude pruning: full net for `pretrain_epochs`, L1-prune, fine-tune the rest.
+        let pre = settings.train_config(seed, settings.pretrain_epochs, 0, steps);
+        let (mut run, r) = arm_run(&arms, &format!("c-pretrain-seed{seed}"), &pre, resume, quiet, device)?;
+        let net = Network::<Vgg>::new(full.clone(), seed, device)?;
+        let h1 = classify::fit(&net, &train, &test, &pre, &mut run, r, &mut NoHooks)?;
+        let pruned = net.prune(&magnitude_kept(&net, &compact)?)?;
+        let ft_epochs = settings.epochs - settings.pretrain_epochs;
+        let ft = settings.train_config(seed, ft_epochs, settings.pretrain_epochs, steps);
+        let (mut run, r) = arm_run(&arms, &format!("c-finetune-seed{seed}"), &ft, resume, quiet, device)?;
+        let h2 = classify::fit(&pruned, &train, &test, &ft, &mut run, r, &mut NoHooks)?;
+        let mut curve = top1_curve(&h1);
+        curve.extend(top1_curve(&h2));
+        c.push(ArmOutcome { arm: "magnitude".into(), seed, top1: curve.last().copied().unwrap_or(f64::NAN), curve });
+        // The dense network, for reference.
+        let (mut run, r) = arm_run(&arms, &format!("dense-seed{seed}"), &cfg, resume, quiet, device)?;
+        let net = Network::<Vgg>::new(full.clone(), seed, device)?;
+        let h = classify::fit(&net, &train, &test, &cfg, &mut run, r, &mut NoHooks)?;
+        let curve = top1_curve(&h);
+        dense.push(ArmOutcome { arm: "dense".into(), seed, top1: curve.last().copied().unwrap_or(f64::NAN), curve });
+    }
+    let m = |v: &[ArmOutcome]| mean(&v.iter().map(|o| o.top1).collect::<Vec<_>>());
+    let (ma, mb, mc, md, ms) = (m(&a), m(&b), m(&c), m(&dense), m(&a_stable));
+    // Claim 3: every layer's scores turn non-finite at epoch 1 and S never changes after epoch 0.
+    let frozen_layers: Vec<bool> = extras
+        .iter()
+        .flat_map(|ex| {
+            let later: Vec<&EpochRefresh> = ex.refreshes.iter().filter(|e| e.epoch >= 1).collect();
+            let n = ex.refreshes.first().map_or(0, |e| e.layers.len());
+            (0..n)
+                .map(move |l| !later.is_empty() && later.iter().all(|e| !e.layers[l].finite && !e.layers[l].changed))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let frozen_pct = 100.0 * frozen_layers.iter().filter(|f| **f).count() as f64 / frozen_layers.len().max(1) as f64;
+    let extraction_gap = extras.iter().zip(&a).map(|(ex, o)| (ex.compact_top1 - o.top1).abs()).fold(0.0, f64::max);
+    let logit_gap = extras.iter().map(|e| e.max_logit_diff).fold(0.0, f64::max);
+    let cost_full = measured_cost::<Vgg>(&full)?;
+    let cost_compact = measured_cost::<Vgg>(&compact)?;
+    let red = Reduction { base: cost_full, pruned: cost_compact };
+    let verdict = |ok: bool| if ok { Verdict::Holds } else { Verdict::Fails };
+    let n = settings.seeds.len();
+    let rows = vec![
+        ReportRow {
+            setting: format!("top-1 (%), mean of {n} seeds: (c) magnitude prune+fine-tune vs (a) DCFF"),
+            baseline: Some(mc),
+            method: Some(ma),
+            paper: None,
+            claim: "(1) DCFF from scratch beats pretrain-prune-fine-tune on the same budget".into(),
+            verdict: verdict(ma > mc),
+        },
+        ReportRow {
+            setting: format!("top-1 (%), mean of {n} seeds: (b) compact from scratch vs (a) DCFF"),
+            baseline: Some(mb),
+            method: Some(ma),
+            paper: None,
+            claim: "(2) |DCFF - scratch| <= 1 pp (fusion acts in epoch 0 only)".into(),
+            verdict: verdict((ma - mb).abs() <= 1.0),
+        },
+        ReportRow {
+            setting: "layers whose scores are NaN from epoch 1 and whose S never changes (%)".into(),
+            baseline: None,
+            method: Some(frozen_pct),
+            paper: Some(100.0),
+            claim: "(3) the official KL rule freezes the epoch-0 selection".into(),
+            verdict: verdict(frozen_pct == 100.0),
+        },
+        ReportRow {
+            setting: "max |top-1(compact) - top-1(fused)| (pp)".into(),
+            baseline: None,
+            method: Some(extraction_gap),
+            paper: Some(0.0),
+            claim: format!("(4) the extracted compact model equals the fused one (max logit diff {logit_gap:.2e})"),
+            verdict: verdict(extraction_gap == 0.0 && logit_gap < 1e-4),
+        },
+        ReportRow {
+            setting: format!("top-1 (%): dense vs (a') DCFF with the stable KL rule ({stable_changes} S changes)"),
+            baseline: Some(md),
+            method: Some(ms),
+            paper: None,
+            claim: "-".into(),
+            verdict: Verdict::Info,
+        },
+        ReportRow {
+            setting: format!("FLOPs (papers' counter) dense -> compact, reduction {:.1} %", red.flops_percent()),
+            baseline: Some(cost_full.pruning_flops() as f64),
+            method: Some(cost_compact.pruning_flops() as f64),
+            paper: None,
+            claim: "-".into(),
+            verdict: Verdict::Info,
+        },
+        ReportRow {
+            setting: format!("params dense -> compact, reduction {:.1} %", red.params_percent()),
+            baseline: Some(cost_full.params as f64),
+            method: Some(cost_compact.params as f64),
+            paper: None,
+            claim: "-".into(),
+            verdict: Verdict::Info,
+        },
+    ];
+    let report = Report {
+        title: format!("DCFF mini: mini-VGG 16-32 -> 4-8 on mnist-5k, {} epochs, {n} seeds", settings.epochs),
+        command: "cargo xtask reproduce dcff".into(),
+        rows,
+    };
+    write_json(&exp.dir().join("arms.json"), &json!({"a": a, "a_stable": a_stable, "b": b, "c": c, "dense": dense}))?;
+    let f = |x: Cost| x.pruning_flops() as f64 / 1e6;
+    type Cost = compress_core::cost::Cost;
+    exp.plot(
+        "accuracy_vs_flops.svg",
+        "DCFF mini: test top-1 (%) vs MFLOPs (mean of seeds)",
+        "MFLOPs (MACs + bias and BN ops)",
+        &[
+            ("dense", vec![(f(cost_full), md)]),
+            ("(a) DCFF", vec![(f(cost_compact), ma)]),
+            ("(b) scratch", vec![(f(cost_compact), mb)]),
+            ("(c) magnitude", vec![(f(cost_compact), mc)]),
+        ],
+    )?;
+    let epochs_curve = |v: &[ArmOutcome]| -> Vec<(f64, f64)> {
+        (0..settings.epochs)
+            .map(|e| (e as f64 + 1.0, mean(&v.iter().filter_map(|o| o.curve.get(e).copied()).collect::<Vec<_>>())))
+            .collect()
+    };
+    exp.plot(
+        "accuracy.svg",
+        "DCFF mini: test top-1 (%) by epoch (mean of seeds)",
+        "epoch",
+        &[
+            ("(a) DCFF", epochs_curve(&a)),
+            ("(b) scratch", epochs_curve(&b)),
+            ("(c) magnitude", epochs_curve(&c)),
+            ("dense", epochs_curve(&dense)),
+        ],
+    )?;
+    exp.write_report(&report)?;
+    Ok((exp.dir().to_path_buf(), report))
+}
+
+/// Runs `profile` under `root` (`runs/`); returns the run folder and the report.
+pub fn reproduce(
+    profile: Profile,
+    root: &Path,
+    resume: bool,
+    quiet: bool,
+    device: &Device,
+) -> Result<(PathBuf, Report)> {
+    match profile {
+        Profile::Smoke => mini(&MiniSettings::smoke()?, &root.join("smoke"), resume, quiet, device),
+        Profile::Mini => mini(&MiniSettings::mini()?, root, resume, quiet, device),
+        Profile::Paper => {
+            let rows = crate::paper::paper_rows(&root.join("dcff/paper-runs"), resume, quiet, device)?;
+            #[derive(serde::Serialize)]
+            struct Settings {
+                rows: Vec<crate::presets::PaperSetting>,
+            }
+            let cfg = Settings { rows: paper_settings()? };
+            let run = Run::create(root, "dcff/paper", &cfg, 0, &device_name(device))?;
+            let report = Report {
+                title: "DCFF paper profile: the paper's table, sizes counted by our cost code, top-1 where the data is cached"
+                    .into(),
+                command: "cargo xtask reproduce dcff --profile paper".into(),
+                rows,
+            };
+            run.write_report(&report)?;
+            Ok((run.dir().to_path_buf(), report))
+        }
+    }
+}
