@@ -91,7 +91,10 @@ fn valid_range(kx: usize, s: usize, p: usize, w: usize, ow: usize) -> (usize, us
     (lo.min(hi), hi)
 }
 
-/// `cols[(c k + ky) k + kx, oy ow + ox] = x[c, oy s + ky - p, ox s + kx - p]` (0 outside).
+/// `cols[(c k + ky) k + kx, oy ow + ox] = x[c, oy s + ky - p, ox s + kx - p]`, writing only the
+/// entries inside the input. The entries outside (the zero padding) sit at the same positions
+/// for every sample and channel, so a buffer that starts zeroed and is only ever filled by this
+/// function keeps them zero: callers allocate `cols` zeroed once per thread and reuse it.
 fn im2col<T: Elem>(x: &[T], d: &Dims, cols: &mut [T]) {
     let (k, s, p) = (d.k, d.geo.stride, d.geo.padding);
     for c in 0..d.cin_g() {
@@ -99,25 +102,25 @@ fn im2col<T: Elem>(x: &[T], d: &Dims, cols: &mut [T]) {
         for ky in 0..k {
             for kx in 0..k {
                 let (lo, hi) = valid_range(kx, s, p, d.w, d.ow);
+                if lo >= hi {
+                    continue;
+                }
                 let row = &mut cols[((c * k + ky) * k + kx) * d.ohw()..][..d.ohw()];
+                let first = lo * s + kx - p;
                 for oy in 0..d.oh {
                     let iy = (oy * s + ky) as isize - p as isize;
-                    let out = &mut row[oy * d.ow..(oy + 1) * d.ow];
                     if iy < 0 || iy >= d.h as isize {
-                        out.fill(T::default());
                         continue;
                     }
-                    let src = &plane[iy as usize * d.w..(iy as usize + 1) * d.w];
-                    out[..lo].fill(T::default());
-                    out[hi..].fill(T::default());
-                    if lo < hi {
-                        let first = lo * s + kx - p;
-                        if s == 1 {
-                            out[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
-                        } else {
-                            for (o, v) in out[lo..hi].iter_mut().zip(src[first..].iter().step_by(s)) {
-                                *o = *v;
-                            }
+                    let src = &plane[iy as usize * d.w + first..];
+                    let out = &mut row[oy * d.ow + lo..oy * d.ow + hi];
+                    if s == 1 {
+                        for (o, v) in out.iter_mut().zip(src) {
+                            *o = *v;
+                        }
+                    } else {
+                        for (o, v) in out.iter_mut().zip(src.iter().step_by(s)) {
+                            *o = *v;
                         }
                     }
                 }
@@ -301,15 +304,16 @@ fn forward<T: Elem>(x: &[T], w: &[T], d: &Dims) -> Vec<T> {
     }
     let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
     let mut y = vec![T::default(); d.n * d.cout * ohw];
-    y.par_chunks_mut(d.cout * ohw).enumerate().for_each(|(n, yn)| {
-        let mut cols = if d.pointwise() { Vec::new() } else { vec![T::default(); kk * ohw] };
+    let buffer = || if d.pointwise() { Vec::new() } else { vec![T::default(); kk * ohw] };
+    // One zeroed column buffer per worker, reused across samples (see `im2col`).
+    y.par_chunks_mut(d.cout * ohw).enumerate().for_each_init(buffer, |cols, (n, yn)| {
         for g in 0..d.geo.groups {
             let xg = &x[(n * d.cin + g * cin_g) * d.h * d.w..][..cin_g * d.h * d.w];
             let c: &[T] = if d.pointwise() {
                 xg
             } else {
-                im2col(xg, d, &mut cols);
-                &cols
+                im2col(xg, d, cols);
+                cols
             };
             let wg = &w[g * cout_g * kk..(g + 1) * cout_g * kk];
             matmul(cout_g, ohw, kk, &mut yn[g * cout_g * ohw..(g + 1) * cout_g * ohw], false, wg, kk, 1, c, ohw, 1);
@@ -324,8 +328,9 @@ fn backward_input<T: Elem>(gy: &[T], w: &[T], d: &Dims) -> Vec<T> {
     }
     let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
     let mut dx = vec![T::default(); d.n * d.cin * d.h * d.w];
-    dx.par_chunks_mut(d.cin * d.h * d.w).enumerate().for_each(|(n, dxn)| {
-        let mut dcols = vec![T::default(); kk * ohw];
+    // The GEMM overwrites every entry of `dcols`: one buffer per worker.
+    let buffer = || if d.pointwise() { Vec::new() } else { vec![T::default(); kk * ohw] };
+    dx.par_chunks_mut(d.cin * d.h * d.w).enumerate().for_each_init(buffer, |dcols, (n, dxn)| {
         for g in 0..d.geo.groups {
             let wg = &w[g * cout_g * kk..(g + 1) * cout_g * kk];
             let gyg = &gy[(n * d.cout + g * cout_g) * ohw..][..cout_g * ohw];
@@ -334,8 +339,8 @@ fn backward_input<T: Elem>(gy: &[T], w: &[T], d: &Dims) -> Vec<T> {
                 // W^T (kk x cout_g) . dY (cout_g x ohw) straight into dX.
                 matmul(kk, ohw, cout_g, dxg, false, wg, 1, kk, gyg, ohw, 1);
             } else {
-                matmul(kk, ohw, cout_g, &mut dcols, false, wg, 1, kk, gyg, ohw, 1);
-                col2im(&dcols, d, dxg);
+                matmul(kk, ohw, cout_g, dcols, false, wg, 1, kk, gyg, ohw, 1);
+                col2im(dcols, d, dxg);
             }
         }
     });
