@@ -1,0 +1,179 @@
+//! Integer export of a fake-quantized tensor: `b`-bit codes (packed 8 / 4 / 2 / 1 per byte for
+//! 1, 2, 4 and 8 bits, one byte each otherwise), per-tensor or per-channel (axis 0) `s` and zero
+//! point, with `value = (code - zero_point) / s`, the very operation the fake quantizer ends
+//! with, so `dequantize` reproduces it bit for bit.
+
+use super::affine::AffineGrid;
+use super::{QuantError, Result, check_bits};
+use candle_core::{DType, Device, Tensor};
+
+/// Codes, scales and zero points of a quantized tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedTensor {
+    /// Shape of the tensor.
+    pub shape: Vec<usize>,
+    /// Bits per code.
+    pub bits: u32,
+    /// Packed codes, row-major.
+    pub codes: Vec<u8>,
+    /// `s` (levels per unit) per tensor (one entry) or per channel of axis 0.
+    pub scale: Vec<f32>,
+    /// Zero point per tensor or per channel: the code of the value 0.
+    pub zero_point: Vec<i32>,
+}
+
+fn per_byte(bits: u32) -> usize {
+    if 8 % bits == 0 { (8 / bits) as usize } else { 1 }
+}
+
+fn pack(codes: &[u8], bits: u32) -> Vec<u8> {
+    let k = per_byte(bits);
+    let width = if k == 1 { 8 } else { bits };
+    codes.chunks(k).map(|c| c.iter().enumerate().fold(0u8, |b, (i, &v)| b | (v << (i as u32 * width)))).collect()
+}
+
+fn unpack(bytes: &[u8], bits: u32, n: usize) -> Vec<u8> {
+    let k = per_byte(bits);
+    if k == 1 {
+        return bytes[..n].to_vec();
+    }
+    let mask = ((1u16 << bits) - 1) as u8;
+    (0..n).map(|i| (bytes[i / k] >> ((i % k) as u32 * bits)) & mask).collect()
+}
+
+impl QuantizedTensor {
+    /// Exports `x` quantized with the affine grid of `lower < upper` (one bound per tensor, or
+    /// `[C, 1, ...]` bounds per channel of axis 0).
+    pub fn affine(x: &Tensor, lower: &Tensor, upper: &Tensor, bits: u32) -> Result<Self> {
+        let grid = AffineGrid::new(&x.detach(), &lower.detach(), &upper.detach(), bits)?;
+        let channels = grid.s.elem_count();
+        let dims = x.dims().to_vec();
+        if channels != 1 && (dims.is_empty() || dims[0] != channels) {
+            return Err(QuantError::Malformed(format!("{channels} bounds for a tensor of shape {dims:?}")));
+        }
+        let k: Vec<f32> = grid.k.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let k_min: Vec<f32> = grid.k_min.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let scale: Vec<f32> = grid.s.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let per = k.len() / channels.max(1);
+        let max = (1u32 << bits) - 1;
+        let mut codes = Vec::with_capacity(k.len());
+        for (i, v) in k.iter().enumerate() {
+            let c = v - k_min[i / per.max(1)];
+            if !(0.0..=max as f32).contains(&c) {
+                // Both s l and s u on a .5 tie rounding outwards give 2^b + 1 levels: the fake
+                // quantizer (like the official code) has one level more than b bits can hold.
+                return Err(QuantError::Malformed(format!(
+                    "code {c} outside 0..={max}: the bounds put both ends of the grid on a rounding tie, \
+                     giving 2^{bits} + 1 levels"
+                )));
+            }
+            codes.push(c as u8);
+        }
+        let zero_point = k_min.iter().map(|m| -(*m as i32)).collect();
+        Ok(Self { shape: dims, bits, codes: pack(&codes, bits), scale, zero_point })
+    }
+
+    /// Checks sizes and code ranges (data read from a file must pass before use).
+    pub fn validate(&self) -> Result<()> {
+        check_bits(self.bits)?;
+        let n: usize = self.shape.iter().product();
+        let k = per_byte(self.bits);
+        if self.codes.len() != n.div_ceil(k) {
+            return Err(QuantError::Malformed(format!("{} code bytes for {n} values", self.codes.len())));
+        }
+        let ch = self.scale.len();
+        if ch == 0 || ch != self.zero_point.len() || (ch > 1 && self.shape.first() != Some(&ch)) {
+            return Err(QuantError::Malformed(format!("{ch} scales, {} zero points", self.zero_point.len())));
+        }
+        if self.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(QuantError::Malformed("scales must be finite and positive".into()));
+        }
+        if k == 1 && self.codes.iter().any(|c| u32::from(*c) >= 1 << self.bits) {
+            return Err(QuantError::Malformed(format!("a code exceeds {} bits", self.bits)));
+        }
+        Ok(())
+    }
+
+    /// The codes, unpacked.
+    pub fn unpacked(&self) -> Result<Vec<u8>> {
+        self.validate()?;
+        Ok(unpack(&self.codes, self.bits, self.shape.iter().product()))
+    }
+
+    /// `(code - zero_point) / s` as an f32 tensor on `device`.
+    pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
+        let codes = self.unpacked()?;
+        let per = codes.len() / self.scale.len();
+        let v: Vec<f32> = codes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let ch = i / per.max(1);
+                (i32::from(*c) - self.zero_point[ch]) as f32 / self.scale[ch]
+            })
+            .collect();
+        Ok(Tensor::from_vec(v, self.shape.clone(), device)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::affine_fake_quant;
+
+    fn data(n: usize) -> Tensor {
+        let v: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.4) * 3.0).collect();
+        Tensor::from_vec(v, (4, n / 4), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn dequantize_reproduces_the_fake_quantized_values_exactly() {
+        let x = data(400);
+        for bits in 1..=8 {
+            let (l, u) = (Tensor::new(-0.7f32, &Device::Cpu).unwrap(), Tensor::new(1.9f32, &Device::Cpu).unwrap());
+            let q = QuantizedTensor::affine(&x, &l, &u, bits).unwrap();
+            assert_eq!(q.codes.len(), 400usize.div_ceil(per_byte(bits)), "{bits} bits packing");
+            let fake: Vec<f32> = affine_fake_quant(&x, &l, &u, bits).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let back: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(fake, back, "{bits} bits");
+            // Per channel.
+            let l = Tensor::new(&[[-0.5f32], [-1.0], [-0.2], [-0.9]], &Device::Cpu).unwrap();
+            let u = Tensor::new(&[[1.0f32], [0.4], [2.0], [1.1]], &Device::Cpu).unwrap();
+            let q = QuantizedTensor::affine(&x, &l, &u, bits).unwrap();
+            let fake: Vec<f32> = affine_fake_quant(&x, &l, &u, bits).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let back: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(fake, back, "{bits} bits per channel");
+        }
+    }
+
+    #[test]
+    fn a_grid_with_both_ends_on_ties_does_not_fit_its_bits() {
+        // 3 bits on [-1, 1]: s = 3.5, s l = -3.5 and s u = 3.5 both round outwards: 9 levels.
+        let x = data(16);
+        let (l, u) = (Tensor::new(-1f32, &Device::Cpu).unwrap(), Tensor::new(1f32, &Device::Cpu).unwrap());
+        let mut v: Vec<f32> = affine_fake_quant(&x, &l, &u, 3).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        v.sort_by(f32::total_cmp);
+        v.dedup();
+        assert_eq!((v[0], v[v.len() - 1]), (-4.0 / 3.5, 4.0 / 3.5));
+        assert!(matches!(QuantizedTensor::affine(&x, &l, &u, 3), Err(QuantError::Malformed(_))));
+    }
+
+    #[test]
+    fn malformed_exports_are_errors() {
+        let x = data(16);
+        let (l, u) = (Tensor::new(-1f32, &Device::Cpu).unwrap(), Tensor::new(1.3f32, &Device::Cpu).unwrap());
+        let good = QuantizedTensor::affine(&x, &l, &u, 3).unwrap();
+        let mut bad = good.clone();
+        bad.codes.pop();
+        assert!(bad.dequantize(&Device::Cpu).is_err());
+        let mut bad = good.clone();
+        bad.codes[0] = 8;
+        assert!(bad.validate().is_err());
+        let mut bad = good.clone();
+        bad.scale[0] = 0.0;
+        assert!(bad.validate().is_err());
+        let mut bad = good;
+        bad.zero_point.push(0);
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! Uniform fake quantization with straight-through estimators, the weight-range rules of the
+//! quantization papers, and an integer export of any fake-quantized tensor.
+//!
+//! - [`round`] holds round-half-to-even (PyTorch's `torch.round`; candle's rounds half away
+//!   from zero) and its straight-through form `x + stopgrad(round(x) - x)`.
+//! - [`affine`] is the zero-anchored asymmetric quantizer with bounds `l < u` (DDTB's 2.1):
+//!   both rounds straight-through, so gradients reach the bounds; per tensor, per channel or per
+//!   sample by broadcasting the bounds.
+//! - [`symmetric`] quantizes on `[-alpha, alpha]` with `2^(b-1) - 1` positive levels (PAMS).
+//! - [`weight`] chooses per-tensor weight ranges (percentile, min/max, symmetric max-abs) or
+//!   ternary levels.
+//! - [`export`] gives codes (packed for 1, 2 and 4 bits), scale and zero point; `dequantize`
+//!   reproduces the fake-quantized values bit for bit.
+
+pub mod affine;
+pub mod export;
+pub mod round;
+pub mod symmetric;
+pub mod weight;
+
+pub use affine::{AffineGrid, affine_fake_quant};
+pub use export::QuantizedTensor;
+pub use round::{round_half_even, ste_round};
+pub use symmetric::symmetric_fake_quant;
+pub use weight::{WeightQuantizer, percentile};
+
+/// A quantizer configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QuantError {
+    /// Bits outside `1..=8`.
+    #[error("{0} bits: a quantizer needs 1 to 8 bits")]
+    Bits(u32),
+    /// `lower >= upper` (or a non-finite bound).
+    #[error("quantizer bounds must satisfy lower < upper, got [{lower}, {upper}]")]
+    Bounds {
+        /// Lower bound.
+        lower: f64,
+        /// Upper bound.
+        upper: f64,
+    },
+    /// A percentile outside `0..=100`, or `lo > hi`.
+    #[error("percentiles must satisfy 0 <= lo <= hi <= 100, got ({lo}, {hi})")]
+    Percentile {
+        /// Lower percentile.
+        lo: f64,
+        /// Upper percentile.
+        hi: f64,
+    },
+    /// An empty tensor has no range.
+    #[error("cannot quantize an empty tensor")]
+    Empty,
+    /// Malformed export data.
+    #[error("malformed quantized tensor: {0}")]
+    Malformed(String),
+    /// A tensor operation failed.
+    #[error("{0}")]
+    Tensor(String),
+}
+
+impl From<candle_core::Error> for QuantError {
+    fn from(e: candle_core::Error) -> Self {
+        QuantError::Tensor(e.to_string())
+    }
+}
+
+/// Result with [`QuantError`].
+pub type Result<T> = std::result::Result<T, QuantError>;
+
+/// Checks `bits` is in `1..=8`.
+pub fn check_bits(bits: u32) -> Result<()> {
+    if (1..=8).contains(&bits) { Ok(()) } else { Err(QuantError::Bits(bits)) }
+}

@@ -1,0 +1,58 @@
+//! Round-half-to-even and its straight-through estimator.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+/// `round(x)` with ties to even (PyTorch's `torch.round`, IEEE `roundTiesToEven`), no gradient.
+pub fn round_half_even(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() {
+        return x.contiguous()?.apply_op1_no_bwd(&RoundHalfEven);
+    }
+    // Elsewhere from candle's half-away rounding: a tie that went to an odd value steps back.
+    let r = x.detach().round()?;
+    let tie = (&r - &x.detach())?.abs()?.eq(0.5)?.to_dtype(x.dtype())?;
+    let half = (&r * 0.5)?;
+    let odd = (&half - half.floor()?)?.abs()?.ne(0.0)?.to_dtype(x.dtype())?;
+    r - (x.detach().sign()? * tie * odd)?
+}
+
+/// `x + stopgrad(round_half_even(x) - x)`: the rounded value forward, gradient 1 backward.
+pub fn ste_round(x: &Tensor) -> candle_core::Result<Tensor> {
+    x + (round_half_even(x)? - x)?.detach()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RoundHalfEven;
+
+impl CustomOp1 for RoundHalfEven {
+    fn name(&self) -> &'static str {
+        "round-half-even"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("round: not contiguous".into()))?;
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(v[a..b].iter().map(|x| x.round_ties_even()).collect()),
+            CpuStorage::F64(v) => CpuStorage::F64(v[a..b].iter().map(|x| x.round_ties_even()).collect()),
+            _ => candle_core::bail!("round_half_even: f32 or f64 only"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn ties_go_to_even_and_the_gradient_passes_straight() {
+        let v = [0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49, 2.51, 3.0];
+        let x = Var::from_slice(&v, 9, &Device::Cpu).unwrap();
+        let r: Vec<f32> = round_half_even(x.as_tensor()).unwrap().to_vec1().unwrap();
+        assert_eq!(r, vec![0.0, 2.0, 2.0, -0.0, -2.0, -2.0, 0.0, 3.0, 3.0]);
+        let y = ste_round(x.as_tensor()).unwrap();
+        assert_eq!(y.to_vec1::<f32>().unwrap(), r);
+        let g = (y * 3.0).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![3.0; 9]);
+    }
+}
