@@ -1,0 +1,55 @@
+//! Convolution (forward + backward) and ReLU6 (forward + backward) on ResNet-20 / MobileNetV2
+//! layer shapes at batch 128: the toolkit's op and candle's, same inputs, same run.
+
+use candle_core::{Device, Tensor, Var};
+use compress_core::ops::{Conv2dGeometry, clamp_activation, conv2d, use_candle_conv};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn input(shape: &[usize]) -> Var {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) * 4.0).collect();
+    Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).expect("input")).expect("var")
+}
+
+fn conv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv3x3 fwd+bwd, batch 128");
+    g.sample_size(10);
+    for (ch, side) in [(16usize, 32usize), (32, 16), (64, 8)] {
+        let x = input(&[128, ch, side, side]);
+        let w = input(&[ch, ch, 3, 3]);
+        let geo = Conv2dGeometry { stride: 1, padding: 1, groups: 1 };
+        for (name, candle) in [("ours", false), ("candle", true)] {
+            g.bench_function(format!("{name} {ch}x{side}x{side}"), |b| {
+                use_candle_conv(candle);
+                b.iter(|| {
+                    let y = conv2d(x.as_tensor(), w.as_tensor(), geo).expect("conv");
+                    y.sum_all().expect("sum").backward().expect("backward")
+                });
+                use_candle_conv(false);
+            });
+        }
+    }
+    g.finish();
+}
+
+fn relu6(c: &mut Criterion) {
+    let mut g = c.benchmark_group("relu6 fwd+bwd, 128x96x14x14");
+    g.sample_size(20);
+    let x = input(&[128, 96, 14, 14]);
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            let y = clamp_activation(x.as_tensor(), 0.0, 6.0).expect("clamp");
+            y.sum_all().expect("sum").backward().expect("backward")
+        })
+    });
+    g.bench_function("candle clamp", |b| {
+        b.iter(|| {
+            let y = x.as_tensor().clamp(0f32, 6f32).expect("clamp");
+            y.sum_all().expect("sum").backward().expect("backward")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conv, relu6);
+criterion_main!(benches);
