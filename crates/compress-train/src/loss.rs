@@ -79,4 +79,13 @@ mod tests {
         assert!(l1(&a, &b).expect("l1").to_scalar::<f64>().expect("v") > 0.0);
         assert!(mse(&a, &a).expect("mse").to_scalar::<f64>().expect("v") == 0.0);
     }
+
+    #[test]
+    fn attention_transfer_worked_example_of_the_ddtb_spec() {
+        // F_s: 1 x 2 x 1 x 2 with channels (1, 2) and (3, 4); F_t all ones: AT = 0.051317.
+        let fs = Tensor::new(&[[[[1f32, 2.0]], [[3.0, 4.0]]]], &Device::Cpu).expect("fs");
+        let ft = Tensor::ones((1, 2, 1, 2), candle_core::DType::F32, &Device::Cpu).expect("ft");
+        let at = attention_transfer(&fs, &ft).expect("at").to_scalar::<f32>().expect("v");
+        assert!((at - 0.051317).abs() < 1e-6, "{at}");
+    }
 }

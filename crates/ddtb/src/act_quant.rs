@@ -1,0 +1,250 @@
+//! The dual-bound activation quantizer (spec 2.1, 2.5, 2.7): trainable bounds `l < u`, the
+//! zero-anchored affine grid, and in the dynamic layers per-sample bounds `f_u u`, `f_l l` from
+//! the [`DynamicGate`]. Its phase follows the training schedule: calibration (full precision,
+//! range statistics recorded), static bounds, gate warm-up (gate logits computed for the
+//! regulariser but not applied), dynamic.
+
+use crate::error::{DdtbError, Result};
+use crate::gate::DynamicGate;
+use crate::intensity::RangeStats;
+use candle_core::{DType, Tensor, Var};
+use candle_nn::VarBuilder;
+use compress_core::quant::{affine_fake_quant, percentile};
+use std::sync::Mutex;
+
+/// Where the quantizer is in the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Phase {
+    /// Full precision; `max(x)` and `min(x)` recorded per batch (spec 2.4).
+    Calibrate,
+    /// Static bounds (stage 1 for non-dynamic layers, and everything without a gate).
+    Static,
+    /// Static bounds; the gate's logits are computed and kept for `R_gate` (stage 1).
+    GateWarmup,
+    /// Per-sample bounds from the gate (stage 2 and inference).
+    Dynamic,
+}
+
+/// How the bounds start (spec 2.5).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum BoundInit {
+    /// Official: 2-bit quantizers take `u = P_M(x)`, `l = P_(100-M)(x)` of the first training
+    /// batch; 3 and 4 bits keep the starting `[-10, 10]` and learn.
+    PercentileIf2Bit {
+        /// `M` (99 for EDSR and SRResNet, 95 for RDN).
+        percentile: f64,
+    },
+    /// Percentile initialisation at every bit-width.
+    Percentile {
+        /// `M`.
+        percentile: f64,
+    },
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    stats: RangeStats,
+    initialised: bool,
+    logits: Option<Tensor>,
+}
+
+/// A DDTB activation quantizer: `lower`, `upper` are trainable (the bounds learning-rate group).
+#[derive(Debug)]
+pub struct DualBoundActQuant {
+    /// `l`.
+    pub lower: Var,
+    /// `u`.
+    pub upper: Var,
+    /// Bits.
+    pub bits: u32,
+    /// Bound initialisation.
+    pub init: BoundInit,
+    gate: Option<DynamicGate>,
+    state: Mutex<State>,
+}
+
+impl DualBoundActQuant {
+    /// Bounds `lower`/`upper` under `vb`, starting at `[-10, 10]`, in the calibration phase.
+    pub fn new(bits: u32, init: BoundInit, vb: VarBuilder) -> Result<Self> {
+        compress_core::quant::check_bits(bits)?;
+        let m = match init {
+            BoundInit::PercentileIf2Bit { percentile } | BoundInit::Percentile { percentile } => percentile,
+        };
+        if !(50.0..=100.0).contains(&m) {
+            return Err(DdtbError::Config(format!("bound percentile {m} is not in [50, 100]")));
+        }
+        let var = |name: &str, v: f64| -> Result<Var> {
+            let t = vb.get_with_hints((), name, candle_nn::Init::Const(v))?;
+            Ok(Var::from_tensor(&t)?)
+        };
+        Ok(Self {
+            lower: var("lower", -10.0)?,
+            upper: var("upper", 10.0)?,
+            bits,
+            init,
+            gate: None,
+            state: Mutex::new(State {
+                phase: Phase::Calibrate,
+                stats: RangeStats::default(),
+                initialised: false,
+                logits: None,
+            }),
+        })
+    }
+
+    /// Makes the quantizer dynamic with `gate`.
+    pub fn with_gate(mut self, gate: DynamicGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Whether it has a gate.
+    pub fn is_dynamic(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, State>> {
+        self.state.lock().map_err(|_| DdtbError::Config("quantizer state poisoned".into()))
+    }
+
+    /// Moves to `phase`.
+    pub fn set_phase(&self, phase: Phase) -> Result<()> {
+        self.state()?.phase = phase;
+        Ok(())
+    }
+
+    /// The calibration statistics so far.
+    pub fn stats(&self) -> Result<RangeStats> {
+        Ok(self.state()?.stats.clone())
+    }
+
+    /// The gate logits of the last forward pass in `GateWarmup` or `Dynamic` (for `R_gate`).
+    pub fn last_logits(&self) -> Result<Option<Tensor>> {
+        Ok(self.state()?.logits.clone())
+    }
+
+    fn initialise(&self, x: &Tensor) -> Result<()> {
+        let m = match self.init {
+            BoundInit::PercentileIf2Bit { percentile } if self.bits == 2 => percentile,
+            BoundInit::PercentileIf2Bit { .. } => return Ok(()),
+            BoundInit::Percentile { percentile } => percentile,
+        };
+        let v: Vec<f32> = x.detach().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let (u, l) = (percentile(&v, m)?, percentile(&v, 100.0 - m)?);
+        let l = if l < u { l } else { u - 1e-3 };
+        self.upper.set(&Tensor::new(u as f32, x.device())?)?;
+        self.lower.set(&Tensor::new(l as f32, x.device())?)?;
+        Ok(())
+    }
+
+    /// Quantizes `x` (`[N, C, H, W]`) as the current phase says.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut st = self.state()?;
+        if st.phase == Phase::Calibrate {
+            let d = x.detach();
+            let (max, min) = (d.max_all()?.to_scalar::<f32>()?, d.min_all()?.to_scalar::<f32>()?);
+            st.stats.record(f64::from(max), f64::from(min));
+            return Ok(x.clone());
+        }
+        if !st.initialised {
+            self.initialise(x)?;
+            st.initialised = true;
+        }
+        let (l, u) = (self.lower.as_tensor(), self.upper.as_tensor());
+        let logits = match (&self.gate, st.phase) {
+            (Some(g), Phase::GateWarmup | Phase::Dynamic) => Some(g.logits(x, train)?),
+            _ => None,
+        };
+        st.logits = logits.clone();
+        match (logits, st.phase) {
+            (Some(z), Phase::Dynamic) => {
+                let (fu, fl) = DynamicGate::factors(&z)?;
+                let n = x.dim(0)?;
+                let per_sample = |f: &Tensor, b: &Tensor| -> Result<Tensor> {
+                    let mut shape = vec![1usize; x.rank()];
+                    shape[0] = n;
+                    Ok(f.broadcast_mul(b)?.reshape(shape)?)
+                };
+                Ok(affine_fake_quant(x, &per_sample(&fl, l)?, &per_sample(&fu, u)?, self.bits)?)
+            }
+            _ => Ok(affine_fake_quant(x, l, u, self.bits)?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    fn quantizer(bits: u32, map: &VarMap) -> DualBoundActQuant {
+        let vb = VarBuilder::from_varmap(map, DType::F32, &Device::Cpu);
+        DualBoundActQuant::new(bits, BoundInit::PercentileIf2Bit { percentile: 99.0 }, vb.pp("q")).unwrap()
+    }
+
+    fn batch() -> Tensor {
+        let v: Vec<f32> = (0..2 * 4 * 5 * 5).map(|i| (i as f32 * 0.37).sin() * 3.0 + 0.5).collect();
+        Tensor::from_vec(v, (2, 4, 5, 5), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn calibration_is_full_precision_and_records_ranges() {
+        let map = VarMap::new();
+        let q = quantizer(2, &map);
+        let x = batch();
+        let y = q.forward_t(&x, false).unwrap();
+        assert_eq!((y - &x).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        let s = q.stats().unwrap();
+        assert_eq!(s.maxes.len(), 1);
+        assert!((s.maxes[0] - f64::from(x.max_all().unwrap().to_scalar::<f32>().unwrap())).abs() < 1e-9);
+    }
+
+    #[test]
+    fn two_bit_bounds_start_at_percentiles_three_bit_at_ten() {
+        let x = batch();
+        let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let map = VarMap::new();
+        let q2 = quantizer(2, &map);
+        q2.set_phase(Phase::Static).unwrap();
+        q2.forward_t(&x, true).unwrap();
+        let u = f64::from(q2.upper.as_tensor().to_scalar::<f32>().unwrap());
+        assert!((u - percentile(&v, 99.0).unwrap()).abs() < 1e-5);
+        let map = VarMap::new();
+        let q3 = quantizer(3, &map);
+        q3.set_phase(Phase::Static).unwrap();
+        q3.forward_t(&x, true).unwrap();
+        assert_eq!(q3.upper.as_tensor().to_scalar::<f32>().unwrap(), 10.0);
+        assert_eq!(q3.lower.as_tensor().to_scalar::<f32>().unwrap(), -10.0);
+    }
+
+    #[test]
+    fn a_gate_with_zero_logits_changes_nothing_and_warmup_does_not_apply_it() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let gate = DynamicGate::new(4, 32, false, vb.pp("gate")).unwrap();
+        let q = quantizer(2, &map).with_gate(gate);
+        let x = batch();
+        q.set_phase(Phase::Static).unwrap();
+        let stat = q.forward_t(&x, true).unwrap();
+        q.set_phase(Phase::GateWarmup).unwrap();
+        let warm = q.forward_t(&x, true).unwrap();
+        let d = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(d(&stat, &warm), 0.0, "gate warm-up keeps the static bounds");
+        assert!(q.last_logits().unwrap().is_some());
+        // W2 = 0: logits 0, factors exactly 1, dynamic output = static output.
+        map.data().lock().unwrap()["gate.w2"].set(&Tensor::zeros((2, 32), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        q.set_phase(Phase::Dynamic).unwrap();
+        let dynamic = q.forward_t(&x, false).unwrap();
+        assert_eq!(d(&stat, &dynamic), 0.0);
+    }
+
+    #[test]
+    fn bad_configs_are_errors() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        assert!(DualBoundActQuant::new(0, BoundInit::Percentile { percentile: 99.0 }, vb.pp("a")).is_err());
+        assert!(DualBoundActQuant::new(2, BoundInit::Percentile { percentile: 120.0 }, vb.pp("b")).is_err());
+    }
+}
