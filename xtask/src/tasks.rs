@@ -207,16 +207,13 @@ pub fn report() -> Result<()> {
     for (path, r) in reports {
         let run = path.parent().and_then(|p| p.parent()).map(|p| p.display().to_string()).unwrap_or_default();
         for row in r.rows {
-            let delta = match (row.method, row.baseline) {
-                (Some(m), Some(b)) => format!("{:+.2}", m - b),
-                _ => "-".into(),
-            };
             println!(
-                "| {run} | {} | {} | {} | {} | {delta} | {} | {:?} |",
+                "| {run} | {} | {} | {} | {} | {} | {} | {:?} |",
                 row.setting,
                 f(row.baseline),
                 f(row.method),
                 f(row.paper),
+                row.delta(),
                 row.claim,
                 row.verdict
             );

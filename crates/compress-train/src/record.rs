@@ -184,6 +184,17 @@ pub struct ReportRow {
     pub verdict: Verdict,
 }
 
+impl ReportRow {
+    /// `method - baseline` where there is a baseline, else `method - paper` (marked so).
+    pub fn delta(&self) -> String {
+        match (self.method, self.baseline, self.paper) {
+            (Some(m), Some(b), _) => format!("{:+.2}", m - b),
+            (Some(m), None, Some(p)) => format!("{:+.2} vs paper", m - p),
+            _ => "-".into(),
+        }
+    }
+}
+
 /// A run's report: a title, rows, the command that produced it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -202,12 +213,7 @@ impl Report {
         let mut s = format!("# {}\n\nCommand: `{}`\n\n", self.title, self.command);
         s += "| setting | baseline | method | paper | delta | claim | verdict |\n| --- | --- | --- | --- | --- | --- | --- |\n";
         for r in &self.rows {
-            // Against the baseline where there is one, else against the paper.
-            let delta = match (r.method, r.baseline, r.paper) {
-                (Some(m), Some(b), _) => format!("{:+.2}", m - b),
-                (Some(m), None, Some(p)) => format!("{:+.2} vs paper", m - p),
-                _ => "-".into(),
-            };
+            let delta = r.delta();
             s += &format!(
                 "| {} | {} | {} | {} | {} | {} | {:?} |\n",
                 r.setting,

@@ -44,7 +44,7 @@ impl FusedLayer {
 }
 
 /// What one layer's refresh found.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LayerRefresh {
     /// The convolution.
     pub conv: String,
@@ -57,7 +57,7 @@ pub struct LayerRefresh {
 }
 
 /// What the refresh at the start of an epoch found.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochRefresh {
     /// The epoch.
     pub epoch: usize,

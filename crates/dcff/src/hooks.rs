@@ -7,6 +7,9 @@ use candle_nn::VarMap;
 use compress_nn::Architecture;
 use compress_prune::LayerwiseRates;
 use compress_train::Hooks;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// Refreshes `net` at each epoch start and keeps what each refresh found.
 #[derive(Debug)]
@@ -15,13 +18,35 @@ pub struct Refresher<'a, A: Architecture> {
     schedule: TemperatureSchedule,
     /// One entry per refresh this process ran.
     pub log: Vec<EpochRefresh>,
+    journal: Option<PathBuf>,
 }
 
 impl<'a, A: Architecture> Refresher<'a, A> {
     /// Refreshes `net` with temperatures from `schedule`.
     pub fn new(net: &'a FusedNetwork<A>, schedule: TemperatureSchedule) -> Self {
-        Self { net, schedule, log: Vec::new() }
+        Self { net, schedule, log: Vec::new(), journal: None }
     }
+
+    /// Also appends every refresh as a JSON line to `path`, so that the record of an
+    /// interrupted and resumed run is whole (read it back with [`read_journal`]).
+    pub fn journal(mut self, path: PathBuf) -> Self {
+        self.journal = Some(path);
+        self
+    }
+}
+
+/// The refreshes of a journal, one per epoch (the last one written wins: a run resumed from a
+/// checkpoint older than a refresh repeats that refresh).
+pub fn read_journal(path: &Path) -> std::io::Result<Vec<EpochRefresh>> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let mut by_epoch = BTreeMap::new();
+    for line in std::fs::read_to_string(path)?.lines().filter(|l| !l.trim().is_empty()) {
+        let r: EpochRefresh = serde_json::from_str(line).map_err(std::io::Error::other)?;
+        by_epoch.insert(r.epoch, r);
+    }
+    Ok(by_epoch.into_values().collect())
 }
 
 impl<A: Architecture> Hooks for Refresher<'_, A>
@@ -35,6 +60,12 @@ where
                 .net
                 .refresh(epoch, self.schedule.at(epoch))
                 .map_err(|e| compress_train::TrainError::Config(e.to_string()))?;
+            if let Some(path) = &self.journal {
+                let err = |e: std::io::Error| compress_train::TrainError::Config(format!("{}: {e}", path.display()));
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
+                let line = serde_json::to_string(&r).map_err(|e| err(std::io::Error::other(e)))?;
+                writeln!(f, "{line}").map_err(err)?;
+            }
             self.log.push(r);
         }
         Ok(())

@@ -170,7 +170,7 @@ fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
 /// What the DCFF arm adds: the refresh log and the extraction check.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DcffExtras {
-    /// The refreshes this process ran.
+    /// Every epoch's refresh (from the run's journal, so a resumed run's record is whole).
     pub refreshes: Vec<EpochRefresh>,
     /// Top-1 of the extracted compact network (%).
     pub compact_top1: f64,
@@ -195,9 +195,11 @@ where
     A::Config: LayerwiseRates,
 {
     let net = FusedNetwork::<A>::new(original.clone(), rates, mode, cfg.seed, device)?;
-    let mut hooks = Refresher::new(&net, TemperatureSchedule::official(cfg.epochs));
+    let journal = run.dir().join("refreshes.jsonl");
+    let mut hooks = Refresher::new(&net, TemperatureSchedule::official(cfg.epochs)).journal(journal.clone());
     let history = classify::fit(&net, train, test, cfg, run, resume, &mut hooks)?;
-    let refreshes = hooks.log;
+    // The whole record, including refreshes made before an interruption.
+    let refreshes = crate::hooks::read_journal(&journal).map_err(|e| DcffError::Io(e.to_string()))?;
     let compact = net.to_compact()?;
     let (compact_top1, _) = classify::evaluate(&compact, test, 256)?;
     let mut max_diff = 0f64;
@@ -210,7 +212,6 @@ where
             .to_scalar::<f32>()?;
         max_diff = max_diff.max(f64::from(d));
     }
-    write_json(&run.dir().join("refreshes.json"), &refreshes)?;
     compact.save(&run.dir().join("compact.safetensors"))?;
     let curve = top1_curve(&history);
     let top1 = curve.last().copied().unwrap_or(f64::NAN);

@@ -43,7 +43,7 @@ fn an_interrupted_dcff_run_resumes_to_the_same_result() {
 
     let mut whole = Run::create(root.path(), "whole", &cfg, 0, "cpu").unwrap();
     whole.quiet = true;
-    let (a, _, ca) =
+    let (a, ea, ca) =
         train_dcff::<Vgg, _, _>(&model, &s.rates, KlMode::Stable, &cfg, &train, &test, &mut whole, false, &dev)
             .unwrap();
 
@@ -57,9 +57,12 @@ fn an_interrupted_dcff_run_resumes_to_the_same_result() {
     assert!(matches!(e, DcffError::Train(TrainError::Stopped(12))), "{e}");
     let mut again = Run::newest(root.path(), "part").unwrap().unwrap();
     again.quiet = true;
-    let (b, _, cb) =
+    let (b, eb, cb) =
         train_dcff::<Vgg, _, _>(&model, &s.rates, KlMode::Stable, &cfg, &train, &test, &mut again, true, &dev).unwrap();
     assert_eq!(a.curve, b.curve);
+    assert_eq!(ea.refreshes, eb.refreshes);
+    let epochs: Vec<usize> = eb.refreshes.iter().map(|r| r.epoch).collect();
+    assert_eq!(epochs, vec![0, 1, 2], "the refresh record spans the interruption");
     let (ta, tb) = (ca.tensors().unwrap(), cb.tensors().unwrap());
     for (k, t) in &ta {
         let d = (t - &tb[k]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
