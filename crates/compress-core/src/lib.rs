@@ -6,3 +6,4 @@ pub mod cost;
 pub mod ops;
 pub mod quant;
 pub mod rng;
+pub mod sparse;

@@ -229,6 +229,46 @@ impl<A: Architecture> Network<A> {
         Self::from_tensors(self.config.clone(), &tensors, &self.device)
     }
 
+    /// The same function with the channels of group `group` reordered: new channel `i` is old
+    /// channel `perm[i]` in every tied tensor (producer rows, biases, norms and statistics,
+    /// depthwise convs, consumer columns), as 1xN filter rearrangement needs. Groups that are
+    /// not prunable (tied by position, e.g. zero-padding shortcuts) cannot be permuted.
+    pub fn permuted(&self, group: &str, perm: &[usize]) -> Result<Self> {
+        let g = self
+            .config
+            .groups()
+            .into_iter()
+            .find(|g| g.name == group)
+            .ok_or_else(|| config_err(format!("no channel group {group:?}")))?;
+        if !g.prunable {
+            return Err(config_err(format!("group {group} is tied by position and cannot be permuted")));
+        }
+        let mut seen = vec![false; g.width];
+        if perm.len() != g.width || perm.iter().any(|&p| p >= g.width || std::mem::replace(&mut seen[p], true)) {
+            return Err(config_err(format!("{perm:?} is not a permutation of the {} channels of {group}", g.width)));
+        }
+        let mut tensors = self.tensors()?;
+        for m in &g.members {
+            let t = tensors
+                .get(&m.tensor)
+                .ok_or_else(|| NnError::MissingTensor { name: m.tensor.clone(), context: None })?;
+            let n = t.dim(m.axis)?;
+            let mut src: Vec<u32> = (0..n as u32).collect();
+            for (i, &p) in perm.iter().enumerate() {
+                for (dst, from) in m.indices(i).zip(m.indices(p)) {
+                    if dst >= n || from >= n {
+                        return Err(config_err(format!("group {group} maps past {} axis {}", m.tensor, m.axis)));
+                    }
+                    src[dst] = from as u32;
+                }
+            }
+            let idx = Tensor::from_vec(src, n, t.device())?;
+            let permuted = t.index_select(&idx, m.axis)?;
+            tensors.insert(m.tensor.clone(), permuted);
+        }
+        Self::from_tensors(self.config.clone(), &tensors, &self.device)
+    }
+
     /// Saves every variable to a safetensors file, atomically (temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         crate::weights::save_atomic(&self.tensors()?, path)

@@ -68,3 +68,43 @@ fn every_cnn_trains_a_step_on_mnist_shape() {
     common::trains_a_step::<MobileNetV2>(MobileNetV2Config::new(0.5, 10).expect("cfg").input(1, 28), t);
     assert!(VggConfig::vgg16(10).expect("cfg").input(1, 28).is_err(), "28 does not survive 5 pools");
 }
+
+/// Permuting every prunable group's channels leaves the function unchanged (1xN filter
+/// rearrangement's deployment step), on MobileNetV2 (depthwise convs between producer and
+/// consumer) and ResNet-50 (residual stages with projections).
+fn permutation_is_invariant<A: compress_nn::Architecture>(cfg: A::Config) {
+    use compress_nn::ArchConfig;
+    let net = compress_nn::Network::<A>::new(cfg.clone(), 5, &candle_core::Device::Cpu).expect("net");
+    let x = common::input(&cfg, 2, 3);
+    net.forward_t(&x, true).expect("train-mode pass moves the statistics");
+    let before = net.forward_t(&x, false).expect("fwd");
+    assert!(net.permuted("none", &[]).is_err(), "unknown group");
+    let mut current =
+        compress_nn::Network::<A>::from_tensors(cfg.clone(), &net.tensors().expect("t"), &candle_core::Device::Cpu)
+            .expect("copy");
+    for (p, g) in (1..).zip(cfg.groups().into_iter().filter(|g| g.prunable)) {
+        // A fixed pseudo-random permutation per group.
+        let mut perm: Vec<usize> = (0..g.width).collect();
+        perm.sort_by_key(|&i| (i * 7919 + p) % (g.width * 13 + 1));
+        current = current.permuted(&g.name, &perm).expect("permute");
+    }
+    let (t0, t1) = (net.tensors().expect("t"), current.tensors().expect("t"));
+    let moved = t0.iter().filter(|(k, v)| {
+        let d = (*v - &t1[*k]).expect("d").abs().expect("a").sum_all().expect("s").to_scalar::<f32>().expect("v");
+        d > 0.0
+    });
+    assert!(moved.count() > 10, "the permutations must move weights");
+    let after = current.forward_t(&x, false).expect("fwd");
+    let d = (before - after).expect("d").abs().expect("a").max_all().expect("m").to_scalar::<f32>().expect("s");
+    assert!(d < 1e-4, "permuted network differs by {d}");
+}
+
+#[test]
+fn channel_permutations_leave_the_function_unchanged() {
+    permutation_is_invariant::<MobileNetV2>(MobileNetV2Config::new(0.5, 10).expect("cfg").input(3, 32));
+    permutation_is_invariant::<ResNet>(ResNetConfig::resnet50(10).expect("cfg").input(3, 64));
+    let net =
+        compress_nn::Network::<ResNet>::new(ResNetConfig::resnet18(10).expect("cfg"), 0, &candle_core::Device::Cpu)
+            .expect("net");
+    assert!(net.permuted("stage1", &[0, 0]).is_err(), "not a permutation");
+}
