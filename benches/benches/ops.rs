@@ -51,5 +51,32 @@ fn relu6(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conv, relu6);
+/// 1x1 convolutions of ResNet-50 at batch 8, NCHW: candle's dense conv2d, the toolkit's dense
+/// GEMM path, and the packed 1xN kernel at p = 0.5 / 0.75 and N = 4 / 8 / 16 (ideal speed-up
+/// over dense: 1 / (1 - p)).
+fn onexn(c: &mut Criterion) {
+    use compress_core::sparse::{BlockOrder, Bsr1xN, block_mask, conv1x1_nchw};
+    for (cin, cout, side) in [(64usize, 256usize, 56usize), (256, 1024, 14), (512, 2048, 7)] {
+        let mut g = c.benchmark_group(format!("1x1 conv {cin}->{cout} at {side}x{side}, batch 8"));
+        g.sample_size(10);
+        let x = input(&[8, cin, side, side]);
+        let xv: Vec<f32> = x.as_tensor().flatten_all().expect("x").to_vec1().expect("x");
+        let w = input(&[cout, cin, 1, 1]);
+        let geo = Conv2dGeometry { stride: 1, padding: 0, groups: 1 };
+        g.bench_function("dense candle", |b| b.iter(|| x.as_tensor().conv2d(w.as_tensor(), 0, 1, 1, 1).expect("conv")));
+        g.bench_function("dense ours", |b| b.iter(|| conv2d(x.as_tensor(), w.as_tensor(), geo).expect("conv")));
+        for rate in [0.5, 0.75] {
+            for n in [4usize, 8, 16] {
+                let mask = block_mask(w.as_tensor(), n, rate, BlockOrder::Strict).expect("mask");
+                let packed = Bsr1xN::from_dense(&(w.as_tensor() * mask).expect("wm"), n).expect("pack");
+                g.bench_function(format!("1x{n} p={rate}"), |b| {
+                    b.iter(|| conv1x1_nchw(&packed, &xv, side * side, None).expect("sparse"))
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, conv, relu6, onexn);
 criterion_main!(benches);

@@ -5,11 +5,15 @@
 //! - [`bsr`] holds `Bsr1xN`, the block-sparse row format of 1xN pruning (N output channels
 //!   contiguous per kept block, `K_h K_w` taps per block), built from a masked dense weight,
 //!   validated on load, round-tripping exactly, saved to safetensors.
+//! - [`kernel`] runs 1x1 convolutions over the packed format (NCHW and NHWC), SIMD picked at
+//!   run time.
 
 pub mod bsr;
+pub mod kernel;
 pub mod mask;
 
 pub use bsr::Bsr1xN;
+pub use kernel::{conv1x1_nchw, conv1x1_nhwc, simd_level};
 pub use mask::{BlockOrder, block_mask, block_scores, filter_l1_perm, filter_mask, n_m_mask, weight_mask};
 
 /// An impossible sparsity request or malformed packed data.
