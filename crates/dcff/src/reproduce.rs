@@ -331,7 +331,7 @@ pub fn mini(
             baseline: Some(mb),
             method: Some(ma),
             paper: None,
-            claim: "(2) |DCFF - scratch| <= 1 pp (fusion acts in epoch 0 only)".into(),
+            claim: "(2) DCFF within 1 pp of scratch (fusion acts in epoch 0 only)".into(),
             verdict: verdict((ma - mb).abs() <= 1.0),
         },
         ReportRow {
@@ -343,7 +343,7 @@ pub fn mini(
             verdict: verdict(frozen_pct == 100.0),
         },
         ReportRow {
-            setting: "max |top-1(compact) - top-1(fused)| (pp)".into(),
+            setting: "largest top-1 gap, compact vs fused (pp)".into(),
             baseline: None,
             method: Some(extraction_gap),
             paper: None,
