@@ -330,6 +330,34 @@ mod tests {
         }
     }
 
+    /// Every micro-kernel this CPU can run equals the portable tile (the dispatcher only ever
+    /// picks the widest, so the narrower ones are checked here directly).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_micro_kernel_equals_the_portable_tile() {
+        let (c_in, p) = (13, 37); // ragged: 37 = 2 x 16 + 5 = 4 x 8 + 5
+        let x = values(c_in * p, 3);
+        macro_rules! check {
+            ($f:ident, $feature:expr, $($n:literal),*) => {$(
+                if $feature {
+                    let w = Tensor::from_vec(values($n * 2 * c_in, $n), ($n * 2, c_in, 1, 1), &Device::Cpu).unwrap();
+                    let wm = (&w * block_mask(&w, $n, 0.4, BlockOrder::Strict).unwrap()).unwrap();
+                    let b = Bsr1xN::from_dense(&wm, $n).unwrap();
+                    for g in 0..2 {
+                        let (mut want, mut got) = (vec![0f32; $n * p], vec![0f32; $n * p]);
+                        generic_tile(&b, g, &x, p, 0, p, &mut want);
+                        // SAFETY: feature detected; whole sample, validated format.
+                        unsafe { x86::$f::<$n>(&b, g, &x, p, 0, p, &mut got) };
+                        assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "{} N={}", stringify!($f), $n);
+                    }
+                }
+            )*};
+        }
+        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        check!(avx2, avx2, 1, 2, 4, 8);
+        check!(avx512, std::arch::is_x86_feature_detected!("avx512f"), 1, 2, 4, 8, 16);
+    }
+
     #[test]
     fn bad_inputs_are_errors() {
         let w = Tensor::from_vec(values(8 * 4, 0), (8, 4, 1, 1), &Device::Cpu).unwrap();
