@@ -122,7 +122,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     macro_rules! micro {
-        ($name:ident, $feat:literal, $lanes:expr, $vec:ty, $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident) => {
+        ($name:ident, $feat:literal, $lanes:expr, $vec:ty, $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident, $tail:ident) => {
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn $name<const N: usize>(
                 w: &Bsr1xN,
@@ -153,22 +153,69 @@ mod x86 {
                     q += $lanes;
                 }
                 if q < len {
-                    // The ragged pixels: scalar.
-                    for i in 0..N {
-                        out[i * len + q..(i + 1) * len].fill(0.0);
-                    }
-                    for e in lo..hi {
-                        let base = w.indices[e] as usize * p + start;
-                        for i in 0..N {
-                            let di = w.data[e * N + i];
-                            for t in q..len {
-                                out[i * len + t] += di * x[base + t];
-                            }
-                        }
-                    }
+                    // SAFETY: as above, for the ragged pixels q..len.
+                    unsafe { $tail::<N>(w, lo, hi, x, p, start, q, len, out) };
                 }
             }
         };
+    }
+
+    /// The ragged pixels `q..len` of a tile, scalar.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tail_scalar<const N: usize>(
+        w: &Bsr1xN,
+        lo: usize,
+        hi: usize,
+        x: &[f32],
+        p: usize,
+        start: usize,
+        q: usize,
+        len: usize,
+        out: &mut [f32],
+    ) {
+        for i in 0..N {
+            out[i * len + q..(i + 1) * len].fill(0.0);
+        }
+        for e in lo..hi {
+            let base = w.indices[e] as usize * p + start;
+            for i in 0..N {
+                let di = w.data[e * N + i];
+                for t in q..len {
+                    out[i * len + t] += di * x[base + t];
+                }
+            }
+        }
+    }
+
+    /// The ragged pixels `q..len` (fewer than 16) with masked AVX-512 loads and stores.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tail_avx512<const N: usize>(
+        w: &Bsr1xN,
+        lo: usize,
+        hi: usize,
+        x: &[f32],
+        p: usize,
+        start: usize,
+        q: usize,
+        len: usize,
+        out: &mut [f32],
+    ) {
+        let mask: __mmask16 = ((1u32 << (len - q)) - 1) as __mmask16;
+        let mut acc: [__m512; N] = [_mm512_setzero_ps(); N];
+        for e in lo..hi {
+            let base = w.indices[e] as usize * p + start + q;
+            // SAFETY: masked-off lanes are not read; the others lie before base + len - q <= x.len().
+            let xv = unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr().add(base)) };
+            let d = &w.data[e * N..(e + 1) * N];
+            for i in 0..N {
+                acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(d[i]), xv, acc[i]);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            // SAFETY: only the len - q unmasked lanes are written, inside row i of out.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(i * len + q), mask, *a) };
+        }
     }
 
     micro!(
@@ -180,7 +227,8 @@ mod x86 {
         _mm512_loadu_ps,
         _mm512_set1_ps,
         _mm512_fmadd_ps,
-        _mm512_storeu_ps
+        _mm512_storeu_ps,
+        tail_avx512
     );
     micro!(
         avx2,
@@ -191,7 +239,8 @@ mod x86 {
         _mm256_loadu_ps,
         _mm256_set1_ps,
         _mm256_fmadd_ps,
-        _mm256_storeu_ps
+        _mm256_storeu_ps,
+        tail_scalar
     );
 }
 
