@@ -39,6 +39,27 @@ pub fn mnist_5k(split: mnist::Split) -> Result<ImageDataset> {
     mnist::load(&datasets_dir()?.join("mnist-5k"), split)
 }
 
+/// MNIST's normalisation `(x / 255 - 0.1307) / 0.3081` (mean and std of the full training set).
+pub const MNIST_MEAN_STD: (f32, f32) = (0.1307, 0.3081);
+
+/// The first `limit` images (all with `None`) of a mnist-5k split, normalised as
+/// [`MNIST_MEAN_STD`], with `augment` applied first.
+pub fn mnist_5k_normalised(
+    split: mnist::Split,
+    augment: crate::batch::Augment,
+    limit: Option<usize>,
+) -> Result<ImageDataset> {
+    let mut d = mnist_5k(split)?;
+    if let Some(n) = limit {
+        d = d.subset(&(0..n.min(crate::batch::Dataset::len(&d))).collect::<Vec<_>>())?;
+    }
+    d.with_transform(crate::batch::PixelTransform {
+        augment,
+        mean: vec![MNIST_MEAN_STD.0],
+        std: vec![MNIST_MEAN_STD.1],
+    })
+}
+
 /// The photos-12 split `train` (7 images) or `test` (5) as SR pairs at `scale`, checksums verified.
 pub fn photos_12(split: &str, scale: usize) -> Result<SrPairs> {
     if split != "train" && split != "test" {

@@ -35,8 +35,14 @@ pub trait Architecture: ModuleT + Sized {
 /// variable whose last name segment starts with `buffer_` (e.g. DCFF's fusion matrix). No
 /// optimizer touches buffers; checkpoints save and restore them.
 pub fn is_buffer(name: &str) -> bool {
+    is_running_statistic(name) || name.rsplit('.').next().unwrap_or(name).starts_with("buffer_")
+}
+
+/// Whether a variable is a norm's running statistic (`*.running_mean`, `*.running_var`): a buffer
+/// the model itself reads.
+pub fn is_running_statistic(name: &str) -> bool {
     let last = name.rsplit('.').next().unwrap_or(name);
-    last == "running_mean" || last == "running_var" || last.starts_with("buffer_")
+    last == "running_mean" || last == "running_var"
 }
 
 /// What a training loop needs of a model: its variables, its device and a forward pass. The

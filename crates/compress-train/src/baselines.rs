@@ -12,7 +12,7 @@ use crate::record::{Report, ReportRow, Run, Verdict};
 use crate::schedule::Schedule;
 use crate::{classify, super_resolution};
 use candle_core::Device;
-use compress_data::batch::{Augment, ImageDataset, PixelTransform};
+use compress_data::batch::{Augment, ImageDataset};
 use compress_data::{embedded, mnist};
 use compress_nn::zoo::{EdsrConfig, MobileNetV2Config, ResNetCifarConfig};
 use compress_nn::{ArchConfig, Architecture, Network};
@@ -53,17 +53,11 @@ struct Resolved<'a, C> {
 }
 
 /// MNIST normalisation (mean, std of the full training set).
-const MNIST_MEAN_STD: (f32, f32) = (0.1307, 0.3081);
-
 fn mnist(profile: Profile, train: bool) -> Result<ImageDataset> {
     let split = if train { mnist::Split::Train } else { mnist::Split::Test };
-    let mut d = embedded::mnist_5k(split)?;
-    if profile == Profile::Smoke {
-        let n = if train { 256 } else { 128 };
-        d = d.subset(&(0..n).collect::<Vec<_>>())?;
-    }
+    let limit = (profile == Profile::Smoke).then_some(if train { 256 } else { 128 });
     let augment = if train { Augment::PadCrop { pad: 2 } } else { Augment::None };
-    Ok(d.with_transform(PixelTransform { augment, mean: vec![MNIST_MEAN_STD.0], std: vec![MNIST_MEAN_STD.1] })?)
+    Ok(embedded::mnist_5k_normalised(split, augment, limit)?)
 }
 
 /// Learning rate, weight decay and epochs of a classifier recipe.

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 use compress_nn::init::SeededVarMap;
-use compress_nn::{ArchConfig, Architecture, Model, Network, is_buffer};
+use compress_nn::{ArchConfig, Architecture, Model, Network, is_buffer, is_running_statistic};
 use compress_prune::{LayerwiseRates, compact_config, top_k};
 use std::collections::{BTreeMap, HashMap};
 
@@ -205,7 +205,7 @@ where
         let data = self.varmap.data().lock().map_err(|_| DcffError::Poisoned)?;
         let mut map: HashMap<String, Tensor> = data
             .iter()
-            .filter(|(k, _)| !is_buffer(k) || k.ends_with("running_mean") || k.ends_with("running_var"))
+            .filter(|(k, _)| !is_buffer(k) || is_running_statistic(k))
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
         for l in &self.layers {

@@ -10,8 +10,9 @@ use candle_core::Device;
 use compress_data::batch::{Augment, Dataset, PixelTransform};
 use compress_data::cifar::{self, Variant};
 use compress_data::image_folder::{FolderTransform, ImageFolder};
+use compress_nn::Architecture;
 use compress_nn::zoo::{ResNet, ResNetCifar, Vgg};
-use compress_prune::{Reduction, compact_config, measured_cost};
+use compress_prune::{LayerwiseRates, Reduction, compact_config, measured_cost};
 use compress_train::optim::OptimizerKind;
 use compress_train::schedule::{Decay, Schedule};
 use compress_train::{ReportRow, TrainConfig, Verdict};
@@ -84,46 +85,38 @@ fn imagenet() -> Result<Option<(ImageFolder, ImageFolder)>> {
     )))
 }
 
+/// Where and how one row trains.
+struct RowRun<'a> {
+    s: &'a PaperSetting,
+    root: &'a Path,
+    resume: bool,
+    quiet: bool,
+    device: &'a Device,
+}
+
+impl RowRun<'_> {
+    /// DCFF on `train` with the row's official schedule; the final top-1 on `test`.
+    fn fit<A: Architecture, Tr: Dataset, Te: Dataset>(&self, cfg: &A::Config, train: &Tr, test: &Te) -> Result<f64>
+    where
+        A::Config: LayerwiseRates,
+    {
+        let tc = paper_train_config(self.s, train.len() / 256, 0);
+        let name = self.s.name.replace(' ', "-").to_lowercase();
+        let (mut run, r) = arm_run(self.root, &name, &tc, self.resume, self.quiet, self.device)?;
+        let rates = &self.s.layer_rates;
+        Ok(train_dcff::<A, _, _>(cfg, rates, KlMode::Official, &tc, train, test, &mut run, r, self.device)?.0.top1)
+    }
+}
+
 /// Trains row `s` and returns its final top-1, or `None` when its dataset is not in the cache.
 fn train_row(s: &PaperSetting, root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<Option<f64>> {
-    let name = s.name.replace(' ', "-").to_lowercase();
-    let run_for = |cfg: &TrainConfig| arm_run(root, &name, cfg, resume, quiet, device);
-    let top1 = match &s.model {
-        PaperModel::Vgg(c) => {
-            let (Some(train), Some(test)) = (cifar10(true)?, cifar10(false)?) else { return Ok(None) };
-            let cfg = paper_train_config(s, train.len() / 256, 0);
-            let (mut run, r) = run_for(&cfg)?;
-            train_dcff::<Vgg, _, _>(c, &s.layer_rates, KlMode::Official, &cfg, &train, &test, &mut run, r, device)?
-                .0
-                .top1
-        }
-        PaperModel::ResNetCifar(c) => {
-            let (Some(train), Some(test)) = (cifar10(true)?, cifar10(false)?) else { return Ok(None) };
-            let cfg = paper_train_config(s, train.len() / 256, 0);
-            let (mut run, r) = run_for(&cfg)?;
-            let out = train_dcff::<ResNetCifar, _, _>(
-                c,
-                &s.layer_rates,
-                KlMode::Official,
-                &cfg,
-                &train,
-                &test,
-                &mut run,
-                r,
-                device,
-            )?;
-            out.0.top1
-        }
-        PaperModel::ResNet(c) => {
-            let Some((train, val)) = imagenet()? else { return Ok(None) };
-            let cfg = paper_train_config(s, train.len() / 256, 0);
-            let (mut run, r) = run_for(&cfg)?;
-            train_dcff::<ResNet, _, _>(c, &s.layer_rates, KlMode::Official, &cfg, &train, &val, &mut run, r, device)?
-                .0
-                .top1
-        }
-    };
-    Ok(Some(top1))
+    let row = RowRun { s, root, resume, quiet, device };
+    let cifar = || -> Result<_> { Ok(cifar10(true)?.zip(cifar10(false)?)) };
+    Ok(match &s.model {
+        PaperModel::Vgg(c) => cifar()?.map(|(tr, te)| row.fit::<Vgg, _, _>(c, &tr, &te)).transpose()?,
+        PaperModel::ResNetCifar(c) => cifar()?.map(|(tr, te)| row.fit::<ResNetCifar, _, _>(c, &tr, &te)).transpose()?,
+        PaperModel::ResNet(c) => imagenet()?.map(|(tr, va)| row.fit::<ResNet, _, _>(c, &tr, &va)).transpose()?,
+    })
 }
 
 /// The size rows of every paper setting: FLOPs and params reductions against the paper's.

@@ -12,7 +12,7 @@ use crate::presets::paper_settings;
 use crate::proxy::KlMode;
 use crate::temperature::TemperatureSchedule;
 use candle_core::Device;
-use compress_data::batch::{Augment, Dataset, ImageDataset, PixelTransform};
+use compress_data::batch::{Augment, Dataset, ImageDataset};
 use compress_data::{embedded, mnist};
 use compress_nn::zoo::{Vgg, VggConfig};
 use compress_nn::{Architecture, Model, Network};
@@ -108,17 +108,10 @@ impl MiniSettings {
     }
 }
 
-const MNIST_MEAN_STD: (f32, f32) = (0.1307, 0.3081);
-
 fn mnist(train: bool, subset: Option<(usize, usize)>) -> Result<ImageDataset> {
     let split = if train { mnist::Split::Train } else { mnist::Split::Test };
-    let mut d = embedded::mnist_5k(split)?;
-    if let Some((tr, te)) = subset {
-        let n = if train { tr } else { te };
-        d = d.subset(&(0..n.min(compress_data::batch::Dataset::len(&d))).collect::<Vec<_>>())?;
-    }
-    let t = PixelTransform { augment: Augment::None, mean: vec![MNIST_MEAN_STD.0], std: vec![MNIST_MEAN_STD.1] };
-    Ok(d.with_transform(t)?)
+    let limit = subset.map(|(tr, te)| if train { tr } else { te });
+    Ok(embedded::mnist_5k_normalised(split, Augment::None, limit)?)
 }
 
 /// One arm's outcome on one seed.
@@ -383,8 +376,7 @@ pub fn mini(
         rows,
     };
     write_json(&exp.dir().join("arms.json"), &json!({"a": a, "a_stable": a_stable, "b": b, "c": c, "dense": dense}))?;
-    let f = |x: Cost| x.pruning_flops() as f64 / 1e6;
-    type Cost = compress_core::cost::Cost;
+    let f = |x: compress_core::cost::Cost| x.pruning_flops() as f64 / 1e6;
     exp.plot(
         "accuracy_vs_flops.svg",
         "DCFF mini: test top-1 (%) vs MFLOPs (mean of seeds)",

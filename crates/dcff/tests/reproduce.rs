@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)] // helpers of tests, not library code
 
 use candle_core::Device;
-use compress_data::batch::{Augment, ImageDataset, PixelTransform};
+use compress_data::batch::{Augment, ImageDataset};
 use compress_data::{embedded, mnist};
 use compress_nn::zoo::{Vgg, VggConfig};
 use compress_train::{Run, TrainError, Verdict};
@@ -27,8 +27,7 @@ fn smoke_reproduction_writes_a_report_whose_structural_claims_hold() {
 
 fn data(train: bool, n: usize) -> ImageDataset {
     let split = if train { mnist::Split::Train } else { mnist::Split::Test };
-    let d = embedded::mnist_5k(split).unwrap().subset(&(0..n).collect::<Vec<_>>()).unwrap();
-    d.with_transform(PixelTransform { augment: Augment::None, mean: vec![0.1307], std: vec![0.3081] }).unwrap()
+    embedded::mnist_5k_normalised(split, Augment::None, Some(n)).unwrap()
 }
 
 #[test]

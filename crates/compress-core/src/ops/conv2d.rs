@@ -298,27 +298,35 @@ mod depthwise {
     }
 }
 
+/// A zeroed `(k k cin_g) x (oh ow)` column buffer (none for a pointwise convolution, which
+/// reads its input in place).
+fn column_buffer<T: Elem>(d: &Dims) -> Vec<T> {
+    if d.pointwise() { Vec::new() } else { vec![T::default(); d.kk() * d.ohw()] }
+}
+
 fn forward<T: Elem>(x: &[T], w: &[T], d: &Dims) -> Vec<T> {
     if d.depthwise() {
         return depthwise::forward(x, w, d);
     }
     let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
     let mut y = vec![T::default(); d.n * d.cout * ohw];
-    let buffer = || if d.pointwise() { Vec::new() } else { vec![T::default(); kk * ohw] };
     // One zeroed column buffer per worker, reused across samples (see `im2col`).
-    y.par_chunks_mut(d.cout * ohw).enumerate().for_each_init(buffer, |cols, (n, yn)| {
-        for g in 0..d.geo.groups {
-            let xg = &x[(n * d.cin + g * cin_g) * d.h * d.w..][..cin_g * d.h * d.w];
-            let c: &[T] = if d.pointwise() {
-                xg
-            } else {
-                im2col(xg, d, cols);
-                cols
-            };
-            let wg = &w[g * cout_g * kk..(g + 1) * cout_g * kk];
-            matmul(cout_g, ohw, kk, &mut yn[g * cout_g * ohw..(g + 1) * cout_g * ohw], false, wg, kk, 1, c, ohw, 1);
-        }
-    });
+    y.par_chunks_mut(d.cout * ohw).enumerate().for_each_init(
+        || column_buffer(d),
+        |cols, (n, yn)| {
+            for g in 0..d.geo.groups {
+                let xg = &x[(n * d.cin + g * cin_g) * d.h * d.w..][..cin_g * d.h * d.w];
+                let c: &[T] = if d.pointwise() {
+                    xg
+                } else {
+                    im2col(xg, d, cols);
+                    cols
+                };
+                let wg = &w[g * cout_g * kk..(g + 1) * cout_g * kk];
+                matmul(cout_g, ohw, kk, &mut yn[g * cout_g * ohw..(g + 1) * cout_g * ohw], false, wg, kk, 1, c, ohw, 1);
+            }
+        },
+    );
     y
 }
 
@@ -329,21 +337,23 @@ fn backward_input<T: Elem>(gy: &[T], w: &[T], d: &Dims) -> Vec<T> {
     let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
     let mut dx = vec![T::default(); d.n * d.cin * d.h * d.w];
     // The GEMM overwrites every entry of `dcols`: one buffer per worker.
-    let buffer = || if d.pointwise() { Vec::new() } else { vec![T::default(); kk * ohw] };
-    dx.par_chunks_mut(d.cin * d.h * d.w).enumerate().for_each_init(buffer, |dcols, (n, dxn)| {
-        for g in 0..d.geo.groups {
-            let wg = &w[g * cout_g * kk..(g + 1) * cout_g * kk];
-            let gyg = &gy[(n * d.cout + g * cout_g) * ohw..][..cout_g * ohw];
-            let dxg = &mut dxn[g * cin_g * d.h * d.w..(g + 1) * cin_g * d.h * d.w];
-            if d.pointwise() {
-                // W^T (kk x cout_g) . dY (cout_g x ohw) straight into dX.
-                matmul(kk, ohw, cout_g, dxg, false, wg, 1, kk, gyg, ohw, 1);
-            } else {
-                matmul(kk, ohw, cout_g, dcols, false, wg, 1, kk, gyg, ohw, 1);
-                col2im(dcols, d, dxg);
+    dx.par_chunks_mut(d.cin * d.h * d.w).enumerate().for_each_init(
+        || column_buffer(d),
+        |dcols, (n, dxn)| {
+            for g in 0..d.geo.groups {
+                let wg = &w[g * cout_g * kk..(g + 1) * cout_g * kk];
+                let gyg = &gy[(n * d.cout + g * cout_g) * ohw..][..cout_g * ohw];
+                let dxg = &mut dxn[g * cin_g * d.h * d.w..(g + 1) * cin_g * d.h * d.w];
+                if d.pointwise() {
+                    // W^T (kk x cout_g) . dY (cout_g x ohw) straight into dX.
+                    matmul(kk, ohw, cout_g, dxg, false, wg, 1, kk, gyg, ohw, 1);
+                } else {
+                    matmul(kk, ohw, cout_g, dcols, false, wg, 1, kk, gyg, ohw, 1);
+                    col2im(dcols, d, dxg);
+                }
             }
-        }
-    });
+        },
+    );
     dx
 }
 
@@ -359,7 +369,7 @@ fn backward_weight<T: Elem>(x: &[T], gy: &[T], d: &Dims) -> Vec<T> {
         .into_par_iter()
         .map(|c| {
             let mut dw = vec![T::default(); size];
-            let mut cols = if d.pointwise() { Vec::new() } else { vec![T::default(); kk * ohw] };
+            let mut cols = column_buffer(d);
             for n in c * chunk..((c + 1) * chunk).min(d.n) {
                 for g in 0..d.geo.groups {
                     let xg = &x[(n * d.cin + g * cin_g) * d.h * d.w..][..cin_g * d.h * d.w];
