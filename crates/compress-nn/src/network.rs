@@ -155,6 +155,20 @@ impl<A: Architecture> Network<A> {
         data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect()
     }
 
+    /// The model rebuilt over the same variables with the layers named in `map` (by prefix, e.g.
+    /// `features.3.conv.1`) replaced, e.g. by packed sparse kernels (see
+    /// [`crate::layers::replace`]). A key that names no layer (no `<key>.weight`) is an error.
+    pub fn with_replacements(&self, map: &crate::layers::Replacements) -> Result<A> {
+        {
+            let data = self.varmap.data().lock().map_err(|_| config_err("VarMap lock poisoned"))?;
+            if let Some(k) = map.keys().find(|k| !data.contains_key(&format!("{k}.weight"))) {
+                return Err(config_err(format!("no layer {k:?} to replace in this model")));
+            }
+        }
+        let vb = VarBuilder::from_varmap(&self.varmap, DType::F32, &self.device);
+        Ok(crate::layers::build_with(map, || A::build(&self.config, vb))?)
+    }
+
     /// Forward pass (`train` selects BatchNorm batch statistics and updates running ones).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         Ok(self.model.forward_t(x, train)?)

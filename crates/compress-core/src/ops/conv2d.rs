@@ -129,6 +129,18 @@ fn im2col<T: Elem>(x: &[T], d: &Dims, cols: &mut [T]) {
     }
 }
 
+/// [`im2col`] of one sample `x: [cin, h, w]` for a `k x k` kernel (groups 1) into a fresh
+/// `(cin k k) x (oh ow)` buffer; returns it with `(oh, ow)`. For the packed sparse convolution.
+pub(crate) fn im2col_f32(x: &[f32], cin: usize, h: usize, w: usize, k: usize, stride: usize, padding: usize) -> (Vec<f32>, usize, usize) {
+    let oh = (h + 2 * padding - k) / stride + 1;
+    let ow = (w + 2 * padding - k) / stride + 1;
+    let geo = Conv2dGeometry { stride, padding, groups: 1 };
+    let d = Dims { n: 1, cin, h, w, cout: 1, k, oh, ow, geo };
+    let mut cols = vec![0f32; d.kk() * d.ohw()];
+    im2col(x, &d, &mut cols);
+    (cols, oh, ow)
+}
+
 /// The adjoint of [`im2col`]: `dx[c, iy, ix] += cols[...]`.
 fn col2im<T: Elem>(cols: &[T], d: &Dims, dx: &mut [T]) {
     let (k, s, p) = (d.k, d.geo.stride, d.geo.padding);

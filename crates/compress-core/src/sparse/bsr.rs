@@ -65,6 +65,16 @@ impl Bsr1xN {
         self.kernel.0 * self.kernel.1
     }
 
+    /// The same weight as a 1x1 kernel over `C_in K_h K_w` virtual input channels, the rows of
+    /// an im2col matrix (`j K_h K_w + t` for tap `t` of input `j`): a kept `K x K` block becomes
+    /// `K_h K_w` consecutive 1x1 blocks, so the 1x1 kernel runs a `K x K` convolution on im2col.
+    pub fn taps_as_channels(&self) -> Self {
+        let kk = self.kk();
+        let indices = self.indices.iter().flat_map(|&j| (0..kk as u32).map(move |t| j * kk as u32 + t)).collect();
+        let indptr = self.indptr.iter().map(|&p| p * kk as u32).collect();
+        Self { c_in: self.c_in * kk, kernel: (1, 1), indptr, indices, data: self.data.clone(), ..*self }
+    }
+
     /// Kept blocks.
     pub fn nnzb(&self) -> usize {
         self.indices.len()

@@ -110,6 +110,8 @@ macro_rules! dispatch {
     };
 }
 
+pub(crate) use dispatch;
+
 dispatch!(nchw_tile_auto, nchw_tile, (w: &Bsr1xN, g: usize, x: &[f32], p: usize, start: usize, len: usize, out: &mut [f32]));
 
 /// Register-blocked NCHW micro-kernels with explicit intrinsics: `N` accumulator registers of

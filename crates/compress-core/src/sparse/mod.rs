@@ -6,13 +6,19 @@
 //!   contiguous per kept block, `K_h K_w` taps per block), built from a masked dense weight,
 //!   validated on load, round-tripping exactly, saved to safetensors.
 //! - [`kernel`] runs 1x1 convolutions over the packed format (NCHW and NHWC), SIMD picked at
-//!   run time.
+//!   run time; [`packed`] wraps it as candle layers (`PackedConv2d` for any square kernel via
+//!   im2col, `PackedLinear`);
+//! - [`csr`] is the unstructured (weight pruning) baseline kernel.
 
 pub mod bsr;
+pub mod csr;
 pub mod kernel;
 pub mod mask;
+pub mod packed;
 
 pub use bsr::Bsr1xN;
+pub use csr::{Csr, csr_conv1x1_nchw, csr_conv1x1_nhwc};
+pub use packed::{PackedConv2d, PackedLinear};
 pub use kernel::{conv1x1_nchw, conv1x1_nhwc, simd_level};
 pub use mask::{BlockOrder, block_mask, block_scores, filter_l1_perm, filter_mask, n_m_mask, weight_mask};
 

@@ -78,6 +78,7 @@ pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
     spec: ConvSpec,
+    replacement: Option<super::Replacement>,
 }
 
 impl Conv2d {
@@ -107,7 +108,7 @@ impl Conv2d {
         } else {
             None
         };
-        Ok(Self { weight, bias, spec })
+        Ok(Self { weight, bias, spec, replacement: super::replace::lookup(&vb.prefix()) })
     }
 
     /// The weight tensor.
@@ -124,6 +125,9 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.spec;
+        if let Some(r) = &self.replacement {
+            return r.forward(x);
+        }
         // im2col + GEMM with its own backward on the CPU (candle's is ~10x slower there).
         let geo = compress_core::ops::Conv2dGeometry { stride: s.stride, padding: s.padding, groups: s.groups };
         let y = compress_core::ops::conv2d(x, &self.weight, geo)?;

@@ -12,6 +12,7 @@ pub struct Linear {
     fin: usize,
     fout: usize,
     bias: bool,
+    replacement: Option<super::Replacement>,
 }
 
 impl Linear {
@@ -28,6 +29,11 @@ impl Linear {
         Self::with_init(fin, fout, true, w, candle_nn::Init::Const(0.0), vb)
     }
 
+    /// Weight `kaiming_normal_(mode="fan_in", nonlinearity="relu")` (std `sqrt(2 / fin)`), bias 0.
+    pub fn kaiming(fin: usize, fout: usize, vb: VarBuilder) -> Result<Self> {
+        Self::with_init(fin, fout, true, candle_nn::init::DEFAULT_KAIMING_NORMAL, candle_nn::Init::Const(0.0), vb)
+    }
+
     fn with_init(
         fin: usize,
         fout: usize,
@@ -38,7 +44,8 @@ impl Linear {
     ) -> Result<Self> {
         let w = vb.get_with_hints((fout, fin), "weight", w_init)?;
         let bias_t = if bias { Some(vb.get_with_hints(fout, "bias", b_init)?) } else { None };
-        Ok(Self { inner: candle_nn::Linear::new(w, bias_t), fin, fout, bias })
+        let replacement = super::replace::lookup(&vb.prefix());
+        Ok(Self { inner: candle_nn::Linear::new(w, bias_t), fin, fout, bias, replacement })
     }
 
     /// The weight `[fout, fin]`.
@@ -49,6 +56,9 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(r) = &self.replacement {
+            return r.forward(x);
+        }
         let tokens = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1) / x.dim(0)?.max(1);
         let bias_adds = if self.bias { (tokens * self.fout) as u64 } else { 0 };
         record(cost::linear(self.fin, self.fout, tokens, self.bias) + cost::elementwise(bias_adds));

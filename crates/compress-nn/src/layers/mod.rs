@@ -5,10 +5,12 @@ mod conv;
 mod linear;
 mod norm;
 mod pool;
+pub mod replace;
 mod shuffle;
 
 pub use conv::{Activation, Conv2d, ConvBn, ConvSpec, WeightInit};
 pub use linear::Linear;
 pub use norm::{BatchNorm2d, LayerNorm};
+pub use replace::{Replacement, Replacements, build_with};
 pub use pool::{global_avg_pool, max_pool2d};
 pub use shuffle::{PRelu, pixel_shuffle};

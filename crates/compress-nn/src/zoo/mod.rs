@@ -1,6 +1,7 @@
 //! The model zoo. Every model is built from a config whose widths are data and declares its
 //! channel groups, so that pruning, masking and slicing work on all of them alike.
 
+pub mod mlp;
 pub mod mobilenet;
 pub mod resnet;
 pub mod resnet_cifar;
@@ -8,6 +9,7 @@ pub mod sr;
 pub mod vgg;
 pub mod vit;
 
+pub use mlp::{Mlp, MlpConfig};
 pub use mobilenet::{MobileNetV1, MobileNetV1Config, MobileNetV2, MobileNetV2Config};
 pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use resnet_cifar::{ResNetCifar, ResNetCifarConfig, Shortcut};

@@ -1,0 +1,171 @@
+//! Unstructured sparsity in compressed sparse rows: the weight-pruning baseline the 1xN kernel
+//! must beat (spec section 9, "Speed check"). Row `o` of `A = W[C_out, C_in]` keeps its non-zeros
+//! `(col[e], val[e])` for `e in ptr[o]..ptr[o + 1]`.
+//! - NCHW: `y[o, :] = sum_e val[e] x[col[e], :]`, tiles of pixels, one accumulator row (the
+//!   best a scalar-per-output layout can do: contiguous loads, vectorised over pixels);
+//! - NHWC: `y[q, o] = sum_e val[e] x[q, col[e]]`, a gather per non-zero.
+//!
+//! Compiled for AVX-512, AVX2 + FMA and the baseline; the best is picked at run time.
+
+use super::{Result, SparseError};
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+/// A `[C_out, C_in]` matrix (a 1x1 conv or linear weight) in CSR.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Csr {
+    /// Rows (output channels).
+    pub rows: usize,
+    /// Columns (input channels).
+    pub cols: usize,
+    /// Row pointers, `rows + 1` entries.
+    pub ptr: Vec<u32>,
+    /// Column of each non-zero, increasing within a row.
+    pub col: Vec<u32>,
+    /// Values.
+    pub val: Vec<f32>,
+}
+
+impl Csr {
+    /// Packs the non-zeros of a `[C_out, C_in]` or `[C_out, C_in, 1, 1]` weight.
+    pub fn from_dense(w: &Tensor) -> Result<Self> {
+        let (rows, cols) = match w.dims() {
+            [o, i] | [o, i, 1, 1] => (*o, *i),
+            d => return Err(SparseError::Shape(d.to_vec())),
+        };
+        let v: Vec<f32> = w.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let mut ptr = vec![0u32];
+        let (mut col, mut val) = (Vec::new(), Vec::new());
+        for o in 0..rows {
+            for (j, &x) in v[o * cols..(o + 1) * cols].iter().enumerate() {
+                if x != 0.0 {
+                    col.push(j as u32);
+                    val.push(x);
+                }
+            }
+            ptr.push(col.len() as u32);
+        }
+        Ok(Self { rows, cols, ptr, col, val })
+    }
+
+    /// Non-zeros.
+    pub fn nnz(&self) -> usize {
+        self.val.len()
+    }
+}
+
+const TILE: usize = 256;
+
+#[inline(always)]
+fn nchw_row(a: &Csr, o: usize, x: &[f32], p: usize, out: &mut [f32]) {
+    let (lo, hi) = (a.ptr[o] as usize, a.ptr[o + 1] as usize);
+    for start in (0..p).step_by(TILE) {
+        let len = TILE.min(p - start);
+        let acc = &mut out[start..start + len];
+        acc.fill(0.0);
+        for e in lo..hi {
+            let v = a.val[e];
+            let row = &x[a.col[e] as usize * p + start..][..len];
+            for (y, &xv) in acc.iter_mut().zip(row) {
+                *y += v * xv;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn nhwc_rows(a: &Csr, x: &[f32], y: &mut [f32], start: usize, end: usize) {
+    for q in start..end {
+        let xq = &x[q * a.cols..(q + 1) * a.cols];
+        let yq = &mut y[(q - start) * a.rows..(q - start + 1) * a.rows];
+        for (o, yo) in yq.iter_mut().enumerate() {
+            let mut s = 0f32;
+            for e in a.ptr[o] as usize..a.ptr[o + 1] as usize {
+                s += a.val[e] * xq[a.col[e] as usize];
+            }
+            *yo = s;
+        }
+    }
+}
+
+super::kernel::dispatch!(nchw_row_best, nchw_row, (a: &Csr, o: usize, x: &[f32], p: usize, out: &mut [f32]));
+super::kernel::dispatch!(nhwc_rows_best, nhwc_rows, (a: &Csr, x: &[f32], y: &mut [f32], start: usize, end: usize));
+
+fn check(a: &Csr, x_len: usize, per_sample: usize) -> Result<usize> {
+    if a.ptr.len() != a.rows + 1
+        || a.ptr.last().map(|&l| l as usize) != Some(a.col.len())
+        || a.col.len() != a.val.len()
+        || a.ptr.windows(2).any(|w| w[0] > w[1])
+        || a.col.iter().any(|&c| c as usize >= a.cols)
+    {
+        return Err(SparseError::Malformed("inconsistent CSR matrix".into()));
+    }
+    if per_sample == 0 || !x_len.is_multiple_of(per_sample) {
+        return Err(SparseError::Malformed(format!("{x_len} input values are not whole samples of {per_sample}")));
+    }
+    Ok(x_len / per_sample)
+}
+
+/// `y = A x` for NCHW `x` of `batch x C_in x pixels` values.
+pub fn csr_conv1x1_nchw(a: &Csr, x: &[f32], pixels: usize) -> Result<Vec<f32>> {
+    let batch = check(a, x.len(), a.cols * pixels)?;
+    let mut y = vec![0f32; batch * a.rows * pixels];
+    y.par_chunks_mut(pixels.max(1)).enumerate().for_each(|(task, out)| {
+        let (b, o) = (task / a.rows, task % a.rows);
+        nchw_row_best(a, o, &x[b * a.cols * pixels..(b + 1) * a.cols * pixels], pixels, out);
+    });
+    Ok(y)
+}
+
+/// `y = A x` for NHWC `x` of `rows x C_in` values.
+pub fn csr_conv1x1_nhwc(a: &Csr, x: &[f32]) -> Result<Vec<f32>> {
+    let rows = check(a, x.len(), a.cols)?;
+    let mut y = vec![0f32; rows * a.rows];
+    const ROWS: usize = 16;
+    y.par_chunks_mut(ROWS * a.rows.max(1)).enumerate().for_each(|(t, out)| {
+        let start = t * ROWS;
+        nhwc_rows_best(a, x, out, start, (start + ROWS).min(rows));
+    });
+    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::sparse::weight_mask;
+    use candle_core::Device;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn matches_the_dense_product(rows in 1usize..40, cols in 1usize..40, px in 1usize..300, batch in 1usize..3,
+                                     rate in 0.0f64..0.95, seed in 0u64..100) {
+            let dev = Device::Cpu;
+            let v: Vec<f32> = (0..rows * cols).map(|i| ((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0 - 1.0).collect();
+            let w = Tensor::from_vec(v, (rows, cols), &dev).unwrap();
+            let wm = (&w * weight_mask(&w, rate).unwrap()).unwrap();
+            let a = Csr::from_dense(&wm).unwrap();
+            let xv: Vec<f32> = (0..batch * cols * px).map(|i| ((i as u64 * 40503 + seed) % 777) as f32 / 388.0 - 1.0).collect();
+            let x = Tensor::from_vec(xv.clone(), (batch, cols, px), &dev).unwrap();
+            let want: Vec<f32> = wm.broadcast_matmul(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let got = csr_conv1x1_nchw(&a, &xv, px).unwrap();
+            let tol = 1e-5 * (cols as f32).sqrt();
+            prop_assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= tol * (1.0 + w.abs())));
+            let xt: Vec<f32> = x.transpose(1, 2).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let want_t: Vec<f32> = wm.broadcast_matmul(&x).unwrap().transpose(1, 2).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let got = csr_conv1x1_nhwc(&a, &xt).unwrap();
+            prop_assert!(got.iter().zip(&want_t).all(|(g, w)| (g - w).abs() <= tol * (1.0 + w.abs())));
+        }
+    }
+
+    #[test]
+    fn malformed_matrices_are_errors() {
+        let w = Tensor::new(&[[1f32, 0.0], [0.0, 2.0]], &Device::Cpu).unwrap();
+        let mut a = Csr::from_dense(&w).unwrap();
+        assert_eq!(a.nnz(), 2);
+        a.col[1] = 9;
+        assert!(csr_conv1x1_nhwc(&a, &[1.0, 1.0]).is_err());
+        assert!(Csr::from_dense(&Tensor::zeros((2, 2, 3, 3), DType::F32, &Device::Cpu).unwrap()).is_err());
+    }
+}
