@@ -50,6 +50,21 @@ pub fn reproduce(method: &str, profile: &str, device: &str, resume: bool, quiet:
         println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
         return Ok(());
     }
+    if method == "onexn" {
+        let p = match profile {
+            "smoke" => onexn::reproduce::Profile::Smoke,
+            "mini" => onexn::reproduce::Profile::Mini,
+            _ => bail!(
+                "onexn has no paper profile yet: it needs ImageNet and the authors' pretrained \
+                 MobileNet/ResNet-50 checkpoints (Google Drive, not on the Hub) and 180 epochs per setting; \
+                 the mini profile and `cargo xtask bench onexn` are what runs here"
+            ),
+        };
+        let (dir, report) = onexn::reproduce::reproduce(p, runs, resume, quiet, &dev)?;
+        println!("{}", report.markdown());
+        println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
+        return Ok(());
+    }
     bail!(
         "{method} ({what}) is not implemented yet: its crate arrives with its own issue, after the three \
          foundation issues. `cargo xtask data` checks the embedded datasets today."

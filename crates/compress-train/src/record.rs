@@ -101,6 +101,25 @@ impl Run {
         dirs.pop().map(Self::open).transpose()
     }
 
+    /// The run `root/<name>/<timestamp>/` of one arm of an experiment: with `resume`, the newest
+    /// existing one (and whether it holds checkpoints to resume from), else a new one.
+    pub fn for_arm(
+        root: &Path,
+        name: &str,
+        cfg: &crate::engine::TrainConfig,
+        resume: bool,
+        quiet: bool,
+        device: &str,
+    ) -> Result<(Self, bool)> {
+        let mut run = match (resume, Self::newest(root, name)?) {
+            (true, Some(r)) => r,
+            _ => Self::create(root, name, cfg, cfg.seed, device)?,
+        };
+        run.quiet = quiet;
+        let resuming = resume && run.checkpoints().is_dir();
+        Ok((run, resuming))
+    }
+
     fn open(dir: PathBuf) -> Result<Self> {
         let p = dir.join("log.jsonl");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(|e| file_err(&p, e))?;

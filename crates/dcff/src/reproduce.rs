@@ -135,8 +135,7 @@ fn device_name(d: &Device) -> String {
     format!("{:?}", d.location())
 }
 
-/// The run `root/<name>/<timestamp>/` of one arm: the newest one when resuming (and whether it has
-/// a checkpoint to resume from), else a new one.
+/// The run of one arm (see [`Run::for_arm`]).
 pub(crate) fn arm_run(
     root: &Path,
     name: &str,
@@ -145,13 +144,7 @@ pub(crate) fn arm_run(
     quiet: bool,
     dev: &Device,
 ) -> Result<(Run, bool)> {
-    let mut run = match (resume, Run::newest(root, name)?) {
-        (true, Some(r)) => r,
-        _ => Run::create(root, name, cfg, cfg.seed, &device_name(dev))?,
-    };
-    run.quiet = quiet;
-    let resuming = resume && run.checkpoints().is_dir();
-    Ok((run, resuming))
+    Ok(Run::for_arm(root, name, cfg, resume, quiet, &device_name(dev))?)
 }
 
 fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {

@@ -3,7 +3,7 @@
 //! `(col[e], val[e])` for `e in ptr[o]..ptr[o + 1]`.
 //! - NCHW: `y[o, :] = sum_e val[e] x[col[e], :]`, tiles of pixels, one accumulator row (the
 //!   best a scalar-per-output layout can do: contiguous loads, vectorised over pixels);
-//! - NHWC: `y[q, o] = sum_e val[e] x[q, col[e]]`, a gather per non-zero.
+//! - NHWC: the same on tiles of pixels transposed to channel-major order.
 //!
 //! Compiled for AVX-512, AVX2 + FMA and the baseline; the best is picked at run time.
 
@@ -73,23 +73,7 @@ fn nchw_row(a: &Csr, o: usize, x: &[f32], p: usize, out: &mut [f32]) {
     }
 }
 
-#[inline(always)]
-fn nhwc_rows(a: &Csr, x: &[f32], y: &mut [f32], start: usize, end: usize) {
-    for q in start..end {
-        let xq = &x[q * a.cols..(q + 1) * a.cols];
-        let yq = &mut y[(q - start) * a.rows..(q - start + 1) * a.rows];
-        for (o, yo) in yq.iter_mut().enumerate() {
-            let mut s = 0f32;
-            for e in a.ptr[o] as usize..a.ptr[o + 1] as usize {
-                s += a.val[e] * xq[a.col[e] as usize];
-            }
-            *yo = s;
-        }
-    }
-}
-
 super::kernel::dispatch!(nchw_row_best, nchw_row, (a: &Csr, o: usize, x: &[f32], p: usize, out: &mut [f32]));
-super::kernel::dispatch!(nhwc_rows_best, nhwc_rows, (a: &Csr, x: &[f32], y: &mut [f32], start: usize, end: usize));
 
 fn check(a: &Csr, x_len: usize, per_sample: usize) -> Result<usize> {
     if a.ptr.len() != a.rows + 1
@@ -117,15 +101,31 @@ pub fn csr_conv1x1_nchw(a: &Csr, x: &[f32], pixels: usize) -> Result<Vec<f32>> {
     Ok(y)
 }
 
-/// `y = A x` for NHWC `x` of `rows x C_in` values.
+/// `y = A x` for NHWC `x` of `rows x C_in` values: tiles of 32 pixels transposed to
+/// channel-major order, then the NCHW row loop (as the 1xN kernel does, so that the two differ
+/// only in the sparsity pattern).
 pub fn csr_conv1x1_nhwc(a: &Csr, x: &[f32]) -> Result<Vec<f32>> {
     let rows = check(a, x.len(), a.cols)?;
+    const T: usize = 32;
     let mut y = vec![0f32; rows * a.rows];
-    const ROWS: usize = 16;
-    y.par_chunks_mut(ROWS * a.rows.max(1)).enumerate().for_each(|(t, out)| {
-        let start = t * ROWS;
-        nhwc_rows_best(a, x, out, start, (start + ROWS).min(rows));
-    });
+    y.par_chunks_mut(T * a.rows.max(1)).enumerate().for_each_init(
+        || (vec![0f32; a.cols * T], vec![0f32; T]),
+        |(xt, acc), (t, out)| {
+            let start = t * T;
+            let len = T.min(rows - start);
+            for q in 0..len {
+                for (j, &v) in x[(start + q) * a.cols..(start + q + 1) * a.cols].iter().enumerate() {
+                    xt[j * len + q] = v;
+                }
+            }
+            for o in 0..a.rows {
+                nchw_row_best(a, o, &xt[..a.cols * len], len, &mut acc[..len]);
+                for q in 0..len {
+                    out[q * a.rows + o] = acc[q];
+                }
+            }
+        },
+    );
     Ok(y)
 }
 
