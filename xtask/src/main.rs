@@ -1,6 +1,7 @@
 //! `cargo xtask`: the toolkit's command line. Orchestration only: every task calls a library.
 
 mod bench;
+mod bench_onexn;
 mod device;
 mod features;
 mod tasks;
@@ -68,7 +69,8 @@ enum Task {
         #[arg(long)]
         resume: bool,
     },
-    /// Timing benches: `train-step` (ResNet-20 step, ours vs candle's convolution).
+    /// Timing benches: `train-step` (ResNet-20 step, ours vs candle's convolution), `conv` (one
+    /// conv layer), `onexn` (the 1xN kernel against dense and CSR; MobileNetV2 packed).
     Bench {
         /// Which bench.
         #[arg(default_value = "train-step")]
@@ -76,6 +78,12 @@ enum Task {
         /// Timed steps.
         #[arg(long, default_value_t = 5)]
         steps: usize,
+        /// onexn: least seconds per timing (median of the repetitions).
+        #[arg(long, default_value_t = 0.1)]
+        seconds: f64,
+        /// onexn: batch 8, p 0.5 / 0.75, N = 8 only.
+        #[arg(long)]
+        quick: bool,
     },
     /// Print the newest report of each method as one table.
     Report,
@@ -117,7 +125,13 @@ fn main() -> std::process::ExitCode {
         Task::Train { model, dataset, epochs, smoke, resume } => {
             tasks::train(&model, dataset.as_deref(), epochs, smoke, resume, quiet)
         }
-        Task::Bench { what, steps } => bench::run(&what, steps),
+        Task::Bench { what, steps, seconds, quick } => {
+            if what == "onexn" {
+                bench_onexn::run(seconds, quick)
+            } else {
+                bench::run(&what, steps)
+            }
+        }
         Task::Report => tasks::report(),
     };
     match result {

@@ -4,7 +4,12 @@ use std::time::Instant;
 
 /// Median seconds of `f` over at least `min_reps` runs and at least `min_seconds` in total,
 /// after `warmup` untimed runs. The median resists the noise of a shared machine.
-pub fn median_seconds<E>(warmup: usize, min_reps: usize, min_seconds: f64, mut f: impl FnMut() -> Result<(), E>) -> Result<f64, E> {
+pub fn median_seconds<E>(
+    warmup: usize,
+    min_reps: usize,
+    min_seconds: f64,
+    mut f: impl FnMut() -> Result<(), E>,
+) -> Result<f64, E> {
     for _ in 0..warmup {
         f()?;
     }

@@ -48,7 +48,8 @@ pub fn rearrange<A: Architecture>(
     let masks = masks
         .keys()
         .map(|l| {
-            let m = permuted.get(&format!("{l}.weight")).ok_or_else(|| OnexnError::Config(format!("mask of {l} lost")))?;
+            let m =
+                permuted.get(&format!("{l}.weight")).ok_or_else(|| OnexnError::Config(format!("mask of {l} lost")))?;
             Ok((l.clone(), m.clone()))
         })
         .collect::<Result<_>>()?;

@@ -50,7 +50,11 @@ impl<A: Architecture> MaskedNetwork<A> {
                     .get(&format!("{layer}.weight"))
                     .ok_or_else(|| OnexnError::Config(format!("no layer {layer:?} to mask")))?;
                 if w.dims() != m.dims() {
-                    return Err(OnexnError::Config(format!("mask of {layer} is {:?}, weight {:?}", m.dims(), w.dims())));
+                    return Err(OnexnError::Config(format!(
+                        "mask of {layer} is {:?}, weight {:?}",
+                        m.dims(),
+                        w.dims()
+                    )));
                 }
                 data.insert(mask_name(layer), Var::from_tensor(&m.to_dtype(DType::F32)?.to_device(net.device())?)?);
             }
@@ -161,7 +165,8 @@ mod tests {
         let a = Model::forward_t(&masked, &x, false).unwrap();
         let b = masked.to_network().unwrap().forward_t(&x, false).unwrap();
         assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
-        let bad: BTreeMap<String, Tensor> = [("fc0".to_string(), Tensor::ones((3, 3), DType::F32, &dev).unwrap())].into();
+        let bad: BTreeMap<String, Tensor> =
+            [("fc0".to_string(), Tensor::ones((3, 3), DType::F32, &dev).unwrap())].into();
         assert!(MaskedNetwork::new(&net, &bad, true).is_err());
     }
 }

@@ -12,7 +12,7 @@ use crate::masked::MaskedNetwork;
 use crate::pattern::{OneByN, Pattern, kept_l1, layer_mask};
 use candle_core::{Device, ModuleT, Tensor};
 use compress_core::sparse::{
-    Bsr1xN, BlockOrder, Csr, block_mask, conv1x1_nchw, conv1x1_nhwc, csr_conv1x1_nchw, csr_conv1x1_nhwc, weight_mask,
+    BlockOrder, Bsr1xN, Csr, block_mask, conv1x1_nchw, conv1x1_nhwc, csr_conv1x1_nchw, csr_conv1x1_nhwc, weight_mask,
 };
 use compress_core::timing::median_seconds;
 use compress_data::batch::{Augment, Dataset, ImageDataset};
@@ -367,8 +367,11 @@ pub fn mini(
         }
     }
     let speed = speed_check(settings.speed, settings.n, &settings.rates, 0)?;
-    write_json(&exp.dir().join("arms.json"), &json!({"outcomes": outcomes, "deployments": deployments,
-        "speed": speed, "dense_top1": dense_top1}))?;
+    write_json(
+        &exp.dir().join("arms.json"),
+        &json!({"outcomes": outcomes, "deployments": deployments,
+        "speed": speed, "dense_top1": dense_top1}),
+    )?;
     let report = build_report(settings, &outcomes, &deployments, &speed, mean(dense_top1.iter().copied()));
     exp.write_report(&report)?;
     let curve = |label: &str, one_shot: bool| -> Vec<(f64, f64)> {
@@ -400,7 +403,8 @@ fn build_report(
     dense: f64,
 ) -> Report {
     let n = settings.n;
-    let (weight, rearr, plain, filter) = ("weight".to_string(), format!("1x{n}+rearr"), format!("1x{n}"), "filter".to_string());
+    let (weight, rearr, plain, filter) =
+        ("weight".to_string(), format!("1x{n}+rearr"), format!("1x{n}"), "filter".to_string());
     let at = |arm: &str, p: f64, f: fn(&ArmOutcome) -> f64| {
         mean(outcomes.iter().filter(|o| o.arm == arm && o.rate == p).map(f))
     };
@@ -418,7 +422,9 @@ fn build_report(
         let os = |a: &str| at(a, p, |o| o.one_shot);
         let (w, r, b, f) = (os(&weight), os(&rearr), os(&plain), os(&filter));
         rows.push(ReportRow {
-            setting: format!("p = {p}, one-shot top-1 (%): weight {w:.1} > {rearr} {r:.1} > {plain} {b:.1} > filter {f:.1}"),
+            setting: format!(
+                "p = {p}, one-shot top-1 (%): weight {w:.1} > {rearr} {r:.1} > {plain} {b:.1} > filter {f:.1}"
+            ),
             baseline: Some(f),
             method: Some(r),
             paper: None,
@@ -446,7 +452,9 @@ fn build_report(
             });
         } else {
             rows.push(ReportRow {
-                setting: format!("p = {p}, fine-tuned top-1 (%): weight {w:.1}, {rearr} {r:.1}, {plain} {b:.1}, filter {f:.1}"),
+                setting: format!(
+                    "p = {p}, fine-tuned top-1 (%): weight {w:.1}, {rearr} {r:.1}, {plain} {b:.1}, filter {f:.1}"
+                ),
                 baseline: Some(f),
                 method: Some(r),
                 paper: None,

@@ -131,7 +131,15 @@ fn im2col<T: Elem>(x: &[T], d: &Dims, cols: &mut [T]) {
 
 /// [`im2col`] of one sample `x: [cin, h, w]` for a `k x k` kernel (groups 1) into a fresh
 /// `(cin k k) x (oh ow)` buffer; returns it with `(oh, ow)`. For the packed sparse convolution.
-pub(crate) fn im2col_f32(x: &[f32], cin: usize, h: usize, w: usize, k: usize, stride: usize, padding: usize) -> (Vec<f32>, usize, usize) {
+pub(crate) fn im2col_f32(
+    x: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> (Vec<f32>, usize, usize) {
     let oh = (h + 2 * padding - k) / stride + 1;
     let ow = (w + 2 * padding - k) / stride + 1;
     let geo = Conv2dGeometry { stride, padding, groups: 1 };

@@ -18,9 +18,9 @@ pub mod packed;
 
 pub use bsr::Bsr1xN;
 pub use csr::{Csr, csr_conv1x1_nchw, csr_conv1x1_nhwc};
-pub use packed::{PackedConv2d, PackedLinear};
 pub use kernel::{conv1x1_nchw, conv1x1_nhwc, simd_level};
 pub use mask::{BlockOrder, block_mask, block_scores, filter_l1_perm, filter_mask, n_m_mask, weight_mask};
+pub use packed::{PackedConv2d, PackedLinear};
 
 /// An impossible sparsity request or malformed packed data.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

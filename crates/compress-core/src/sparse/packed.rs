@@ -161,7 +161,9 @@ impl Module for PackedConv2d {
         let w = self.dense.to_device(x.device())?.to_dtype(x.dtype())?;
         let y = x.conv2d(&w, self.padding, self.stride, 1, 1)?;
         match &self.bias {
-            Some(b) => y.broadcast_add(&Tensor::new(b.as_slice(), x.device())?.to_dtype(x.dtype())?.reshape((1, (), 1, 1))?),
+            Some(b) => {
+                y.broadcast_add(&Tensor::new(b.as_slice(), x.device())?.to_dtype(x.dtype())?.reshape((1, (), 1, 1))?)
+            }
             None => Ok(y),
         }
     }
@@ -243,7 +245,8 @@ mod tests {
     fn close(got: &Tensor, want: &Tensor, c_in: usize) -> bool {
         let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
         let w: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
-        got.dims() == want.dims() && g.iter().zip(&w).all(|(a, b)| (a - b).abs() <= 1e-5 * (c_in as f32).sqrt() * (1.0 + b.abs()))
+        got.dims() == want.dims()
+            && g.iter().zip(&w).all(|(a, b)| (a - b).abs() <= 1e-5 * (c_in as f32).sqrt() * (1.0 + b.abs()))
     }
 
     proptest! {

@@ -11,6 +11,6 @@ mod shuffle;
 pub use conv::{Activation, Conv2d, ConvBn, ConvSpec, WeightInit};
 pub use linear::Linear;
 pub use norm::{BatchNorm2d, LayerNorm};
-pub use replace::{Replacement, Replacements, build_with};
 pub use pool::{global_avg_pool, max_pool2d};
+pub use replace::{Replacement, Replacements, build_with};
 pub use shuffle::{PRelu, pixel_shuffle};

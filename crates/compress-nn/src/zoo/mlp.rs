@@ -142,7 +142,8 @@ mod tests {
         assert!((std - (2f32 / 784.0).sqrt()).abs() < 0.003, "{std}");
         assert_eq!(t["fc1.bias"].abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
         // Masked == pruned on a hidden group.
-        let kept: BTreeMap<String, Vec<usize>> = [("fc0".to_string(), vec![1, 5, 9, 40]), ("fc1".into(), vec![0, 31])].into();
+        let kept: BTreeMap<String, Vec<usize>> =
+            [("fc0".to_string(), vec![1, 5, 9, 40]), ("fc1".into(), vec![0, 31])].into();
         let a = net.masked(&kept).unwrap().forward_t(&x, false).unwrap();
         let b = net.prune(&kept).unwrap().forward_t(&x, false).unwrap();
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F32).unwrap();
@@ -169,8 +170,19 @@ mod tests {
             [("fc1".to_string(), Replacement::new(Twice(t["fc1.weight"].clone(), t["fc1.bias"].clone())))].into();
         let replaced = net.with_replacements(&map).unwrap();
         let a = replaced.forward_t(&x, false).unwrap();
-        let h = x.flatten_from(1).unwrap().matmul(&t["fc0.weight"].t().unwrap()).unwrap().broadcast_add(&t["fc0.bias"]).unwrap().relu().unwrap();
-        let h = (h.matmul(&t["fc1.weight"].t().unwrap()).unwrap().broadcast_add(&t["fc1.bias"]).unwrap() * 2.0).unwrap().relu().unwrap();
+        let h = x
+            .flatten_from(1)
+            .unwrap()
+            .matmul(&t["fc0.weight"].t().unwrap())
+            .unwrap()
+            .broadcast_add(&t["fc0.bias"])
+            .unwrap()
+            .relu()
+            .unwrap();
+        let h = (h.matmul(&t["fc1.weight"].t().unwrap()).unwrap().broadcast_add(&t["fc1.bias"]).unwrap() * 2.0)
+            .unwrap()
+            .relu()
+            .unwrap();
         let want = h.matmul(&t["fc2.weight"].t().unwrap()).unwrap().broadcast_add(&t["fc2.bias"]).unwrap();
         let d = (a - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(d < 1e-4, "{d}");

@@ -1,0 +1,26 @@
+//! The smoke profile end to end: trains, masks, fine-tunes, deploys and writes its report.
+#![allow(clippy::unwrap_used)]
+
+use candle_core::Device;
+use compress_train::Verdict;
+use onexn::reproduce::{Profile, reproduce};
+
+#[test]
+fn smoke_profile_deploys_exactly_and_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, report) = reproduce(Profile::Smoke, dir.path(), false, true, &Device::Cpu).unwrap();
+    assert!(run.join("report.md").is_file() && run.join("arms.json").is_file());
+    assert!(run.join("fine_tuned.svg").is_file());
+    // Deployment is exact whatever the training does: packed == masked.
+    let deploy = report.rows.iter().find(|r| r.setting.starts_with("deployed")).unwrap();
+    assert_eq!(deploy.verdict, Verdict::Holds, "{}", deploy.claim);
+    // Every arm trained to better than chance, at both rates.
+    let arms: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("arms.json")).unwrap()).unwrap();
+    let outcomes = arms["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 4 * 2, "four patterns at two rates, one seed");
+    assert!(outcomes.iter().all(|o| o["fine_tuned"].as_f64().unwrap() > 30.0), "{outcomes:?}");
+    // A resumed run finds the finished arms and reproduces the same numbers.
+    let (_, again) = reproduce(Profile::Smoke, dir.path(), true, true, &Device::Cpu).unwrap();
+    let pick = |r: &compress_train::Report| r.rows.iter().map(|x| x.method).take(4).collect::<Vec<_>>();
+    assert_eq!(pick(&report), pick(&again));
+}
