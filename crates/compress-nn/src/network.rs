@@ -45,6 +45,16 @@ pub fn is_running_statistic(name: &str) -> bool {
     last == "running_mean" || last == "running_var"
 }
 
+/// The tensors a model is built from, out of a `VarMap`'s variables: the parameters and the running
+/// statistics (sharing storage, so BatchNorm's updates reach the variables), without the other
+/// buffers. Methods that build the zoo model from computed weights start from this map.
+pub fn model_tensors(vars: &HashMap<String, Var>) -> HashMap<String, Tensor> {
+    vars.iter()
+        .filter(|(k, _)| !is_buffer(k) || is_running_statistic(k))
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect()
+}
+
 /// What a training loop needs of a model: its variables, its device and a forward pass. The
 /// zoo's [`Network`] is one; a method's training-time wrapper (e.g. DCFF's fused network) is
 /// another.

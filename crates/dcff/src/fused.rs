@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 use compress_nn::init::SeededVarMap;
-use compress_nn::{ArchConfig, Architecture, Model, Network, is_buffer, is_running_statistic};
+use compress_nn::{ArchConfig, Architecture, Model, Network, model_tensors};
 use compress_prune::{LayerwiseRates, compact_config, top_k};
 use std::collections::{BTreeMap, HashMap};
 
@@ -203,11 +203,7 @@ where
     /// so gradients reach `W`), the other variables as they are.
     fn compact_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let data = self.varmap.data().lock().map_err(|_| DcffError::Poisoned)?;
-        let mut map: HashMap<String, Tensor> = data
-            .iter()
-            .filter(|(k, _)| !is_buffer(k) || is_running_statistic(k))
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let mut map = model_tensors(&data);
         for l in &self.layers {
             let get = |n: String| data.get(&n).cloned().ok_or(DcffError::Missing(n));
             let phi = get(l.phi())?;

@@ -9,7 +9,7 @@
 use crate::error::{OnexnError, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use compress_nn::{Architecture, Model, Network, is_buffer, is_running_statistic};
+use compress_nn::{Architecture, Model, Network, model_tensors};
 use std::collections::{BTreeMap, HashMap};
 
 /// The buffer that holds layer `layer`'s mask.
@@ -85,11 +85,7 @@ impl<A: Architecture> MaskedNetwork<A> {
     /// BatchNorm updates them).
     fn effective(&self, detach_all: bool) -> Result<HashMap<String, Tensor>> {
         let data = self.varmap.data().lock().map_err(|_| OnexnError::Poisoned)?;
-        let mut map: HashMap<String, Tensor> = data
-            .iter()
-            .filter(|(k, _)| !is_buffer(k) || is_running_statistic(k))
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let mut map = model_tensors(&data);
         for l in &self.layers {
             let w = format!("{l}.weight");
             let (Some(wv), Some(m)) = (data.get(&w), data.get(&mask_name(l))) else {
