@@ -1,6 +1,7 @@
 //! `cargo xtask`: the toolkit's command line. Orchestration only: every task calls a library.
 
 mod bench;
+mod bench_ddtb;
 mod bench_onexn;
 mod device;
 mod features;
@@ -70,7 +71,8 @@ enum Task {
         resume: bool,
     },
     /// Timing benches: `train-step` (ResNet-20 step, ours vs candle's convolution), `conv` (one
-    /// conv layer), `onexn` (the 1xN kernel against dense and CSR; MobileNetV2 packed).
+    /// conv layer), `onexn` (the 1xN kernel against dense and CSR; MobileNetV2 packed), `ddtb`
+    /// (a W2A2 training step of each DDTB arm against the full-precision step).
     Bench {
         /// Which bench.
         #[arg(default_value = "train-step")]
@@ -128,6 +130,8 @@ fn main() -> std::process::ExitCode {
         Task::Bench { what, steps, seconds, quick } => {
             if what == "onexn" {
                 bench_onexn::run(seconds, quick)
+            } else if what == "ddtb" {
+                bench_ddtb::run(seconds.max(1.0))
             } else {
                 bench::run(&what, steps)
             }

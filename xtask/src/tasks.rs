@@ -50,6 +50,31 @@ pub fn reproduce(method: &str, profile: &str, device: &str, resume: bool, quiet:
         println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
         return Ok(());
     }
+    if method == "ddtb" {
+        let p = match profile {
+            "smoke" => ddtb::reproduce::Profile::Smoke,
+            "mini" => ddtb::reproduce::Profile::Mini,
+            _ => ddtb::reproduce::Profile::Paper,
+        };
+        if p != ddtb::reproduce::Profile::Paper && dev.is_cpu() && !ddtb::reproduce::candle_single_threaded() {
+            // Train (or find) the full-precision start on every core, then run the arms side by
+            // side, one core each, in a child process whose candle pool is single-threaded.
+            ddtb::reproduce::prepare(p, runs, quiet)?;
+            let status = std::process::Command::new(std::env::current_exe()?)
+                .args(std::env::args().skip(1))
+                .env("CANDLE_NUM_THREADS", "1")
+                .env("RAYON_NUM_THREADS", "1")
+                .status()?;
+            if !status.success() {
+                bail!("the DDTB runs failed ({status})");
+            }
+            return Ok(());
+        }
+        let (dir, report) = ddtb::reproduce::reproduce(p, runs, resume, quiet, &dev)?;
+        println!("{}", report.markdown_with(3));
+        println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
+        return Ok(());
+    }
     if method == "onexn" {
         let p = match profile {
             "smoke" => onexn::reproduce::Profile::Smoke,

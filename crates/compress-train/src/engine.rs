@@ -98,12 +98,25 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Sets up the optimizer over `vars`; with `resume`, restores the newest checkpoint of `run`.
     pub fn new(vars: &VarMap, cfg: &TrainConfig, run: &Run, resume: bool, device: &Device) -> Result<Self> {
-        cfg.validate()?;
         let groups = if cfg.no_decay_on_norm_and_bias {
             decay_and_no_decay(vars, cfg.weight_decay)?
         } else {
             all_params(vars, cfg.weight_decay)?
         };
+        Self::with_groups(vars, groups, cfg, run, resume, device)
+    }
+
+    /// [`Engine::new`] with the method's own parameter groups (e.g. quantizer bounds at a higher
+    /// learning rate); `vars` is still what checkpoints hold.
+    pub fn with_groups(
+        vars: &VarMap,
+        groups: Vec<crate::optim::ParamGroup>,
+        cfg: &TrainConfig,
+        run: &Run,
+        resume: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
         let mut e = Self {
             cfg: cfg.clone(),
             state: LoopState {

@@ -78,7 +78,8 @@ pub struct ParamGroup {
     pub weight_decay: f64,
 }
 
-fn trainable(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+/// The variables an optimizer updates (buffers excluded), sorted by name.
+pub fn trainable(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
     let data = varmap.data().lock().map_err(|_| TrainError::Config("VarMap lock poisoned".into()))?;
     let mut v: Vec<(String, Var)> =
         data.iter().filter(|(k, _)| !compress_nn::is_buffer(k)).map(|(k, v)| (k.clone(), v.clone())).collect();

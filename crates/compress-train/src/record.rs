@@ -144,11 +144,17 @@ impl Run {
 
     /// Writes `report.json` and `report.md`.
     pub fn write_report(&self, r: &Report) -> Result<()> {
+        self.write_report_with(r, 2, "")
+    }
+
+    /// Writes `report.json` and `report.md` with `decimals` digits and `extra` Markdown after
+    /// the table.
+    pub fn write_report_with(&self, r: &Report, decimals: usize, extra: &str) -> Result<()> {
         write_atomic(
             &self.dir.join("report.json"),
             &serde_json::to_vec_pretty(r).map_err(|e| file_err(&self.dir, e))?,
         )?;
-        write_atomic(&self.dir.join("report.md"), r.markdown().as_bytes())
+        write_atomic(&self.dir.join("report.md"), format!("{}{extra}", r.markdown_with(decimals)).as_bytes())
     }
 
     /// Writes an SVG line plot `<file>` of named series of `(x, y)` points.
@@ -206,9 +212,14 @@ pub struct ReportRow {
 impl ReportRow {
     /// `method - baseline` where there is a baseline, else `method - paper` (marked so).
     pub fn delta(&self) -> String {
+        self.delta_with(2)
+    }
+
+    /// [`ReportRow::delta`] with `decimals` digits.
+    pub fn delta_with(&self, decimals: usize) -> String {
         match (self.method, self.baseline, self.paper) {
-            (Some(m), Some(b), _) => format!("{:+.2}", m - b),
-            (Some(m), None, Some(p)) => format!("{:+.2} vs paper", m - p),
+            (Some(m), Some(b), _) => format!("{:+.decimals$}", m - b),
+            (Some(m), None, Some(p)) => format!("{:+.decimals$} vs paper", m - p),
             _ => "-".into(),
         }
     }
@@ -228,11 +239,16 @@ pub struct Report {
 impl Report {
     /// The report as a Markdown table.
     pub fn markdown(&self) -> String {
-        let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+        self.markdown_with(2)
+    }
+
+    /// [`Report::markdown`] with `decimals` digits (PSNR margins of hundredths of a dB need 3).
+    pub fn markdown_with(&self, decimals: usize) -> String {
+        let f = |v: Option<f64>| v.map(|x| format!("{x:.decimals$}")).unwrap_or_else(|| "-".into());
         let mut s = format!("# {}\n\nCommand: `{}`\n\n", self.title, self.command);
         s += "| setting | baseline | method | paper | delta | claim | verdict |\n| --- | --- | --- | --- | --- | --- | --- |\n";
         for r in &self.rows {
-            let delta = r.delta();
+            let delta = r.delta_with(decimals);
             s += &format!(
                 "| {} | {} | {} | {} | {} | {} | {:?} |\n",
                 r.setting,

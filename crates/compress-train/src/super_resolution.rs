@@ -38,7 +38,9 @@ pub fn evaluate<A: Architecture>(net: &Network<A>, pairs: &SrPairs) -> Result<Sr
     score(pairs, net.device(), |lr| Ok(net.forward_t(lr, false)?))
 }
 
-fn score(pairs: &SrPairs, device: &Device, mut upscale: impl FnMut(&Tensor) -> Result<Tensor>) -> Result<SrScore> {
+/// The mean score of `upscale` (any SR function of a `[1, 3, h, w]` LR image) over the pairs,
+/// outputs clamped to `[0, 1]`.
+pub fn score(pairs: &SrPairs, device: &Device, mut upscale: impl FnMut(&Tensor) -> Result<Tensor>) -> Result<SrScore> {
     let (mut p, mut s) = (0.0, 0.0);
     for i in 0..pairs.pairs.len() {
         let (lr, hr) = pairs.full(i, device)?;

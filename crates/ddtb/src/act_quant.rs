@@ -10,7 +10,7 @@ use crate::intensity::RangeStats;
 use candle_core::{DType, Tensor, Var};
 use candle_nn::VarBuilder;
 use compress_core::quant::{affine_fake_quant, percentile};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Where the quantizer is in the schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,6 +47,7 @@ struct State {
     stats: RangeStats,
     initialised: bool,
     logits: Option<Tensor>,
+    channels: Option<usize>,
 }
 
 /// A DDTB activation quantizer: `lower`, `upper` are trainable (the bounds learning-rate group).
@@ -60,7 +61,7 @@ pub struct DualBoundActQuant {
     pub bits: u32,
     /// Bound initialisation.
     pub init: BoundInit,
-    gate: Option<DynamicGate>,
+    gate: OnceLock<DynamicGate>,
     state: Mutex<State>,
 }
 
@@ -83,25 +84,37 @@ impl DualBoundActQuant {
             upper: var("upper", 10.0)?,
             bits,
             init,
-            gate: None,
+            gate: OnceLock::new(),
             state: Mutex::new(State {
                 phase: Phase::Calibrate,
                 stats: RangeStats::default(),
                 initialised: false,
                 logits: None,
+                channels: None,
             }),
         })
     }
 
     /// Makes the quantizer dynamic with `gate`.
-    pub fn with_gate(mut self, gate: DynamicGate) -> Self {
-        self.gate = Some(gate);
-        self
+    pub fn with_gate(self, gate: DynamicGate) -> Result<Self> {
+        self.attach_gate(gate)?;
+        Ok(self)
+    }
+
+    /// Makes the quantizer dynamic (once: the dynamic layers are selected after calibration).
+    pub fn attach_gate(&self, gate: DynamicGate) -> Result<()> {
+        self.gate.set(gate).map_err(|_| DdtbError::Config("the quantizer already has a gate".into()))
     }
 
     /// Whether it has a gate.
     pub fn is_dynamic(&self) -> bool {
-        self.gate.is_some()
+        self.gate.get().is_some()
+    }
+
+    /// Marks the bounds as initialised (a resumed run restores them from its checkpoint).
+    pub fn mark_initialised(&self) -> Result<()> {
+        self.state()?.initialised = true;
+        Ok(())
     }
 
     fn state(&self) -> Result<std::sync::MutexGuard<'_, State>> {
@@ -117,6 +130,11 @@ impl DualBoundActQuant {
     /// The calibration statistics so far.
     pub fn stats(&self) -> Result<RangeStats> {
         Ok(self.state()?.stats.clone())
+    }
+
+    /// Channels of the input seen while calibrating (what a gate over this site reads).
+    pub fn channels(&self) -> Result<Option<usize>> {
+        Ok(self.state()?.channels)
     }
 
     /// The gate logits of the last forward pass in `GateWarmup` or `Dynamic` (for `R_gate`).
@@ -145,6 +163,7 @@ impl DualBoundActQuant {
             let d = x.detach();
             let (max, min) = (d.max_all()?.to_scalar::<f32>()?, d.min_all()?.to_scalar::<f32>()?);
             st.stats.record(f64::from(max), f64::from(min));
+            st.channels = Some(x.dim(1)?);
             return Ok(x.clone());
         }
         if !st.initialised {
@@ -152,7 +171,7 @@ impl DualBoundActQuant {
             st.initialised = true;
         }
         let (l, u) = (self.lower.as_tensor(), self.upper.as_tensor());
-        let logits = match (&self.gate, st.phase) {
+        let logits = match (self.gate.get(), st.phase) {
             (Some(g), Phase::GateWarmup | Phase::Dynamic) => Some(g.logits(x, train)?),
             _ => None,
         };
@@ -224,7 +243,7 @@ mod tests {
         let map = VarMap::new();
         let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
         let gate = DynamicGate::new(4, 32, false, vb.pp("gate")).unwrap();
-        let q = quantizer(2, &map).with_gate(gate);
+        let q = quantizer(2, &map).with_gate(gate).unwrap();
         let x = batch();
         q.set_phase(Phase::Static).unwrap();
         let stat = q.forward_t(&x, true).unwrap();

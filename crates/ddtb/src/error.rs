@@ -1,6 +1,6 @@
 //! Errors of DDTB.
 
-/// A failure to build or run a DDTB quantizer.
+/// A failure to build, train or reproduce a DDTB model.
 #[derive(Debug, thiserror::Error)]
 pub enum DdtbError {
     /// An impossible configuration.
@@ -12,6 +12,15 @@ pub enum DdtbError {
     /// Tensor operations.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// The training engine (checkpoints, non-finite loss, run folders).
+    #[error(transparent)]
+    Train(#[from] compress_train::TrainError),
+    /// Datasets.
+    #[error(transparent)]
+    Data(#[from] compress_data::DataError),
+    /// Models and weight files.
+    #[error(transparent)]
+    Nn(#[from] compress_nn::NnError),
 }
 
 /// Result with [`DdtbError`].

@@ -28,6 +28,12 @@ impl PamsActQuant {
         Ok(Self { alpha: Var::from_tensor(&a)?, bits, initialised: Mutex::new(false) })
     }
 
+    /// Marks `alpha` as set (a resumed run restores it from its checkpoint).
+    pub fn mark_initialised(&self) -> Result<()> {
+        *self.initialised.lock().map_err(|_| DdtbError::Config("PAMS state poisoned".into()))? = true;
+        Ok(())
+    }
+
     /// Quantizes `x`; the first call sets `alpha`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut init = self.initialised.lock().map_err(|_| DdtbError::Config("PAMS state poisoned".into()))?;

@@ -4,9 +4,9 @@
 //! (outputs `k / s` for integers `k`), and the gradients reach `l` and `u`:
 //! inside, `dq/dx = 1`, `dq/du = (q - x)/(u - l)`, `dq/dl = (x - q)/(u - l)`.
 
-use super::round::ste_round;
+use super::round::{rne_f32, ste_round};
 use super::{QuantError, Result, check_bits};
-use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 
 /// The integer grid of one quantization: `q = k / s`.
 #[derive(Debug, Clone)]
@@ -41,9 +41,143 @@ impl AffineGrid {
     }
 }
 
-/// `q(x; l, u, b)` of the module docs, differentiable in `x`, `lower` and `upper`.
+/// `q(x; l, u, b)` of the module docs, differentiable in `x`, `lower` and `upper`. On the CPU
+/// (f32, bounds that are scalars or vary along one axis) it is one fused op with the same values
+/// and the closed-form straight-through gradients; elsewhere the composed form.
 pub fn affine_fake_quant(x: &Tensor, lower: &Tensor, upper: &Tensor, bits: u32) -> Result<Tensor> {
+    check_bits(bits)?;
+    check_bounds(lower, upper)?;
+    if let Some(axis) = fused_axis(x, lower, upper) {
+        let (l, u) = (lower.contiguous()?, upper.contiguous()?);
+        return Ok(x.contiguous()?.apply_op3(&l, &u, FusedAffine { bits, axis })?);
+    }
+    affine_fake_quant_composed(x, lower, upper, bits)
+}
+
+/// The composed form (candle ops with `ste_round`): the reference the fused op is tested against.
+pub fn affine_fake_quant_composed(x: &Tensor, lower: &Tensor, upper: &Tensor, bits: u32) -> Result<Tensor> {
     AffineGrid::new(x, lower, upper, bits)?.values()
+}
+
+/// `Some(None)` for scalar bounds, `Some(Some(a))` for bounds varying along axis `a` only (same
+/// rank as `x`), `None` when the fused CPU op does not apply.
+fn fused_axis(x: &Tensor, lower: &Tensor, upper: &Tensor) -> Option<Option<usize>> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || lower.dtype() != DType::F32 || upper.dtype() != DType::F32 {
+        return None;
+    }
+    if lower.dims() != upper.dims() {
+        return None;
+    }
+    if lower.elem_count() == 1 {
+        return Some(None);
+    }
+    if lower.rank() != x.rank() {
+        return None;
+    }
+    let varying: Vec<usize> = (0..x.rank()).filter(|&a| lower.dims()[a] != 1).collect();
+    match varying[..] {
+        [a] if lower.dims()[a] == x.dims()[a] => Some(Some(a)),
+        _ => None,
+    }
+}
+
+/// The fused quantizer: `(x, lower, upper) -> q`, backward by the closed forms of spec 2.1:
+/// with `r = (clamp(x, l, u) - q) / (u - l)`, `dq/dx = [l < x < u]`,
+/// `dq/du = [x >= u] - r`, `dq/dl = [x <= l] + r`, bound gradients summed per bound.
+#[derive(Debug, Clone, Copy)]
+struct FusedAffine {
+    bits: u32,
+    axis: Option<usize>,
+}
+
+impl FusedAffine {
+    /// `(group count, elements per group step)`: element `i` uses bound `(i / inner) % groups`.
+    fn grouping(&self, dims: &[usize]) -> (usize, usize) {
+        match self.axis {
+            None => (1, 1),
+            Some(a) => (dims[a], dims[a + 1..].iter().product::<usize>().max(1)),
+        }
+    }
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fake quant: not contiguous".into()))?;
+    match s {
+        CpuStorage::F32(v) => Ok(&v[a..b]),
+        _ => candle_core::bail!("fake quant: f32 only"),
+    }
+}
+
+fn tensor_f32(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+impl CustomOp3 for FusedAffine {
+    fn name(&self) -> &'static str {
+        "affine-fake-quant"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sl: &CpuStorage,
+        ll: &Layout,
+        su: &CpuStorage,
+        lu: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, lo, up) = (f32_slice(sx, lx)?, f32_slice(sl, ll)?, f32_slice(su, lu)?);
+        let (groups, inner) = self.grouping(lx.dims());
+        let n = ((1u32 << self.bits) - 1) as f32;
+        let half = (1u32 << (self.bits - 1)) as f32;
+        // Per bound: s = n / (u - l) and z = round(s l) + 2^(b-1), in the composed form's order.
+        let params: Vec<(f32, f32, f32, f32)> = lo
+            .iter()
+            .zip(up)
+            .map(|(&l, &u)| {
+                let s = (1.0 / (u - l)) * n;
+                (l, u, s, rne_f32(s * l) + half)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(x.len());
+        for (i, &xi) in x.iter().enumerate() {
+            let (l, u, s, z) = params[if groups == 1 { 0 } else { (i / inner) % groups }];
+            let c = xi.max(l).min(u);
+            let k = rne_f32(c * s - z) + z;
+            out.push(k / s);
+        }
+        Ok((CpuStorage::F32(out), lx.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        lower: &Tensor,
+        upper: &Tensor,
+        q: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (xs, qs, gs) = (tensor_f32(x)?, tensor_f32(q)?, tensor_f32(&grad.contiguous()?)?);
+        let (lo, up) = (tensor_f32(lower)?, tensor_f32(upper)?);
+        let (groups, inner) = self.grouping(x.dims());
+        let mut dx = Vec::with_capacity(xs.len());
+        let (mut dl, mut du) = (vec![0f64; lo.len()], vec![0f64; lo.len()]);
+        for (i, ((&xi, &qi), &g)) in xs.iter().zip(&qs).zip(&gs).enumerate() {
+            let j = if groups == 1 { 0 } else { (i / inner) % groups };
+            let (l, u) = (lo[j], up[j]);
+            let c = xi.max(l).min(u);
+            let r = f64::from(c - qi) / f64::from(u - l);
+            let (above, below) = (xi >= u, xi <= l);
+            dx.push(if above || below { 0.0 } else { g });
+            let g = f64::from(g);
+            du[j] += g * (if above { 1.0 } else { 0.0 } - r);
+            dl[j] += g * (if below { 1.0 } else { 0.0 } + r);
+        }
+        let back = |v: Vec<f64>, like: &Tensor| {
+            Tensor::from_vec(v.into_iter().map(|a| a as f32).collect::<Vec<f32>>(), like.shape(), like.device())
+        };
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(back(dl, lower)?), Some(back(du, upper)?)))
+    }
 }
 
 fn check_bounds(lower: &Tensor, upper: &Tensor) -> Result<()> {
@@ -168,6 +302,45 @@ mod tests {
             let tol = 1e-3 * xs.len() as f64;
             proptest::prop_assert!((get(&lv) - dl).abs() < tol, "dl {} vs {dl}", get(&lv));
             proptest::prop_assert!((get(&uv) - du).abs() < tol, "du {} vs {du}", get(&uv));
+        }
+    }
+
+    proptest::proptest! {
+        /// The fused CPU op equals the composed candle ops: the same values bit for bit, and the
+        /// same gradients, for scalar, per-sample and per-channel bounds.
+        #[test]
+        fn fused_equals_composed(
+            n in 1usize..4, c in 1usize..5, hw in 1usize..6,
+            axis in 0usize..3, bits in 1u32..=8, seed in 0u64..1000,
+        ) {
+            let dev = &Device::Cpu;
+            let count = n * c * hw * hw;
+            // Off the bounds' grid: at x == l or x == u candle's max/min split the gradient.
+            let xs: Vec<f32> = (0..count).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 1000.0 - 0.5) * 6.0 + 1.237e-4).collect();
+            let x = Var::from_vec(xs, (n, c, hw, hw), dev).unwrap();
+            let (shape, len) = match axis {
+                0 => (vec![1usize, 1, 1, 1], 1),
+                1 => (vec![n, 1, 1, 1], n),
+                _ => (vec![1, c, 1, 1], c),
+            };
+            let lv: Vec<f32> = (0..len).map(|j| -0.2 - 0.37 * j as f32 - (seed % 7) as f32 * 0.1).collect();
+            let uv: Vec<f32> = (0..len).map(|j| 0.9 + 0.21 * j as f32 + (seed % 5) as f32 * 0.13).collect();
+            let l = Var::from_vec(lv, shape.clone(), dev).unwrap();
+            let u = Var::from_vec(uv, shape, dev).unwrap();
+            let w = Tensor::from_vec((0..count).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<f32>>(), (n, c, hw, hw), dev).unwrap();
+            let fused = affine_fake_quant(x.as_tensor(), l.as_tensor(), u.as_tensor(), bits).unwrap();
+            let composed = affine_fake_quant_composed(x.as_tensor(), l.as_tensor(), u.as_tensor(), bits).unwrap();
+            let (a, b): (Vec<f32>, Vec<f32>) = (fused.flatten_all().unwrap().to_vec1().unwrap(), composed.flatten_all().unwrap().to_vec1().unwrap());
+            proptest::prop_assert_eq!(&a, &b);
+            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gc = (composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &l, &u] {
+                let f: Vec<f32> = gf.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let c: Vec<f32> = gc.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                for (p, q) in f.iter().zip(&c) {
+                    proptest::prop_assert!((p - q).abs() <= 1e-3 * (1.0 + q.abs()), "{f:?} vs {c:?}");
+                }
+            }
         }
     }
 

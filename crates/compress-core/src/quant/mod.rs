@@ -20,7 +20,7 @@ pub mod weight;
 
 pub use affine::{AffineGrid, affine_fake_quant};
 pub use export::QuantizedTensor;
-pub use round::{round_half_even, ste_round};
+pub use round::{rne_f32, round_half_even, ste_round};
 pub use symmetric::symmetric_fake_quant;
 pub use weight::{WeightQuantizer, percentile};
 

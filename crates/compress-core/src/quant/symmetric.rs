@@ -2,9 +2,9 @@
 //! `q = round(clamp(x, -alpha, alpha) qmax / alpha) alpha / qmax`, round straight-through, so
 //! `alpha` (a `Var` for PAMS' trainable clip) gets the gradient of its clipping and scaling.
 
-use super::round::ste_round;
+use super::round::{rne_f32, ste_round};
 use super::{QuantError, Result, check_bits};
-use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
 /// `q(x; alpha, b)`; `alpha` is a positive scalar (or a tensor broadcasting to `x`).
 pub fn symmetric_fake_quant(x: &Tensor, alpha: &Tensor, bits: u32) -> Result<Tensor> {
@@ -16,10 +16,88 @@ pub fn symmetric_fake_quant(x: &Tensor, alpha: &Tensor, bits: u32) -> Result<Ten
     if let Some(&bad) = a.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
         return Err(QuantError::Bounds { lower: -bad, upper: bad });
     }
+    if x.device().is_cpu() && x.dtype() == DType::F32 && alpha.dtype() == DType::F32 && alpha.elem_count() == 1 {
+        return Ok(x.contiguous()?.apply_op2(&alpha.contiguous()?, FusedSymmetric { bits })?);
+    }
+    symmetric_fake_quant_composed(x, alpha, bits)
+}
+
+/// The composed form (candle ops with `ste_round`), the reference of the fused CPU op.
+pub fn symmetric_fake_quant_composed(x: &Tensor, alpha: &Tensor, bits: u32) -> Result<Tensor> {
     let qmax = f64::from((1u32 << (bits - 1)) - 1);
     let c = x.broadcast_maximum(&alpha.neg()?)?.broadcast_minimum(alpha)?;
     let scaled = c.broadcast_div(alpha)?.affine(qmax, 0.0)?;
     Ok(ste_round(&scaled)?.broadcast_mul(alpha)?.affine(1.0 / qmax, 0.0)?)
+}
+
+/// One pass forward and backward for a scalar `alpha`: with `c = clamp(x, -alpha, alpha)`,
+/// `dq/dx = [|x| < alpha]` and `dq/dalpha = [x >= alpha] - [x <= -alpha] + (q - c) / alpha`.
+#[derive(Debug, Clone, Copy)]
+struct FusedSymmetric {
+    bits: u32,
+}
+
+impl CustomOp2 for FusedSymmetric {
+    fn name(&self) -> &'static str {
+        "symmetric-fake-quant"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sa: &CpuStorage,
+        la: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let slice = |s: &'_ CpuStorage, l: &Layout| -> candle_core::Result<Vec<f32>> {
+            let (a, b) =
+                l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fake quant: not contiguous".into()))?;
+            match s {
+                CpuStorage::F32(v) => Ok(v[a..b].to_vec()),
+                _ => candle_core::bail!("fake quant: f32 only"),
+            }
+        };
+        let alpha = slice(sa, la)?[0];
+        let (a, b) =
+            lx.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fake quant: not contiguous".into()))?;
+        let CpuStorage::F32(x) = sx else { candle_core::bail!("fake quant: f32 only") };
+        let qmax = ((1u32 << (self.bits - 1)) - 1) as f64;
+        let (up, down) = (qmax as f32, (1.0 / qmax) as f32);
+        let out = x[a..b].iter().map(|&v| (rne_f32((v.max(-alpha).min(alpha) / alpha) * up) * alpha) * down).collect();
+        Ok((CpuStorage::F32(out), lx.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        alpha: &Tensor,
+        q: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let a = alpha.flatten_all()?.to_vec1::<f32>()?[0];
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let qs = q.flatten_all()?.to_vec1::<f32>()?;
+        let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let mut dx = Vec::with_capacity(xs.len());
+        let mut da = 0f64;
+        for ((&xi, &qi), &g) in xs.iter().zip(&qs).zip(&gs) {
+            let (above, below) = (xi >= a, xi <= -a);
+            let c = xi.max(-a).min(a);
+            dx.push(if above || below { 0.0 } else { g });
+            let edge = if above {
+                1.0
+            } else if below {
+                -1.0
+            } else {
+                0.0
+            };
+            da += f64::from(g) * (edge + f64::from(qi - c) / f64::from(a));
+        }
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::full(da as f32, alpha.shape(), alpha.device())?),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -38,5 +116,28 @@ mod tests {
         assert_eq!(v, vec![-1.2, 0.0, 1.2]);
         assert!(symmetric_fake_quant(&x, &a, 1).is_err());
         assert!(symmetric_fake_quant(&x, &Tensor::new(0f32, &Device::Cpu).unwrap(), 4).is_err());
+    }
+
+    proptest::proptest! {
+        /// The fused CPU op equals the composed candle ops (values bit for bit, gradients).
+        #[test]
+        fn fused_equals_composed(len in 1usize..200, alpha in 0.05f32..4.0, bits in 2u32..=8, seed in 0u64..1000) {
+            let xs: Vec<f32> = (0..len).map(|i| (((i as u64 * 2654435761 + seed * 31) % 997) as f32 / 997.0 - 0.5) * 10.0 + 1.237e-4).collect();
+            let x = candle_core::Var::from_vec(xs, len, &Device::Cpu).unwrap();
+            let a = candle_core::Var::from_tensor(&Tensor::new(alpha, &Device::Cpu).unwrap()).unwrap();
+            let w = Tensor::from_vec((0..len).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<f32>>(), len, &Device::Cpu).unwrap();
+            let f = symmetric_fake_quant(x.as_tensor(), a.as_tensor(), bits).unwrap();
+            let c = symmetric_fake_quant_composed(x.as_tensor(), a.as_tensor(), bits).unwrap();
+            proptest::prop_assert_eq!(f.to_vec1::<f32>().unwrap(), c.to_vec1::<f32>().unwrap());
+            let gf = (f * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gc = (c * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &a] {
+                let p: Vec<f32> = gf.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let q: Vec<f32> = gc.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                for (p, q) in p.iter().zip(&q) {
+                    proptest::prop_assert!((p - q).abs() <= 1e-3 * (1.0 + q.abs()), "{p} vs {q}");
+                }
+            }
+        }
     }
 }

@@ -122,23 +122,43 @@ impl Conv2d {
     }
 }
 
-impl Module for Conv2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let s = self.spec;
-        if let Some(r) = &self.replacement {
-            return r.forward(x);
+impl Conv2d {
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// The convolution with `weight` (same shape as the layer's, e.g. a fake-quantized copy of
+    /// it) in place of the layer's own weight, and the layer's bias.
+    pub fn forward_with_weight(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        if weight.dims() != self.weight.dims() {
+            candle_core::bail!("conv weight {:?} given for a layer of {:?}", weight.dims(), self.weight.dims())
         }
+        self.conv(x, weight)
+    }
+
+    fn conv(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        let s = self.spec;
         // im2col + GEMM with its own backward on the CPU (candle's is ~10x slower there).
         let geo = compress_core::ops::Conv2dGeometry { stride: s.stride, padding: s.padding, groups: s.groups };
-        let y = compress_core::ops::conv2d(x, &self.weight, geo)?;
+        let y = compress_core::ops::conv2d(x, weight, geo)?;
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
+            Some(b) => compress_core::ops::bias_add_nchw(&y, b)?,
             None => y,
         };
         let (_, cout, oh, ow) = y.dims4()?;
         let bias_adds = if s.bias { (cout * oh * ow) as u64 } else { 0 };
         record(cost::conv2d(x.dim(1)?, cout, s.kernel, s.groups, oh, ow, s.bias) + cost::elementwise(bias_adds));
         Ok(y)
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(r) = &self.replacement {
+            return r.forward(x);
+        }
+        self.conv(x, &self.weight)
     }
 }
 

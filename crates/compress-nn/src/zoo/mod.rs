@@ -13,6 +13,6 @@ pub use mlp::{Mlp, MlpConfig};
 pub use mobilenet::{MobileNetV1, MobileNetV1Config, MobileNetV2, MobileNetV2Config};
 pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use resnet_cifar::{ResNetCifar, ResNetCifarConfig, Shortcut};
-pub use sr::{Edsr, EdsrConfig, Rdn, RdnConfig, SrResNet, SrResNetConfig};
+pub use sr::{DIV2K_MEAN, Edsr, EdsrConfig, Rdn, RdnConfig, SrResNet, SrResNetConfig, SrSetting, build_up, mean_shift};
 pub use vgg::{Vgg, VggConfig};
 pub use vit::{Vit, VitConfig, resize_pos_embed};

@@ -2,8 +2,8 @@
 //! (Zhang et al. 2018), with sub-pixel upsamplers for scales 2, 3 and 4.
 //!
 //! Inputs and outputs are RGB in `[0, rgb_range]` (1 for this toolkit's data, 255 for the
-//! official EDSR/RDN weights). EDSR and RDN subtract and add back the DIV2K mean (MeanShift, a
-//! constant, not a variable). Tensor names follow EDSR-PyTorch (EDSR: `head.0`,
+//! official EDSR/RDN weights). EDSR subtracts and adds back the DIV2K mean (MeanShift, a
+//! constant, not a variable); RDN, as in EDSR-PyTorch, has no MeanShift. Tensor names follow EDSR-PyTorch (EDSR: `head.0`,
 //! `body.{i}.body.0|2`, `body.{n}`, `tail.0.{0|2}`, `tail.1`; RDN: `SFENet1|2`,
 //! `RDBs.{i}.convs.{c}.conv.0`, `RDBs.{i}.LFF`, `GFF.0|1`, `UPNet.{0|2|4}`).
 
@@ -45,7 +45,8 @@ impl SrSetting {
     }
 }
 
-fn mean_shift(x: &Tensor, s: &SrSetting, sign: f32) -> candle_core::Result<Tensor> {
+/// EDSR's MeanShift: `x + sign * DIV2K_MEAN * rgb_range` per colour (identity unless RGB).
+pub fn mean_shift(x: &Tensor, s: &SrSetting, sign: f32) -> candle_core::Result<Tensor> {
     if s.n_colors != 3 {
         return Ok(x.clone());
     }
@@ -104,7 +105,9 @@ fn up_cost(s: &SrSetting, widths: &Widths, mut cin: usize, k: usize) -> (Cost, u
     (c, cin, side)
 }
 
-fn build_up(
+/// The sub-pixel upsampler convs (one `vb` per stage, `up{k}` widths): `(conv, factor)` per
+/// stage, and the channels it ends with.
+pub fn build_up(
     s: &SrSetting,
     widths: &Widths,
     mut cin: usize,
@@ -162,7 +165,8 @@ impl EdsrConfig {
         self
     }
 
-    fn tail_names(&self) -> (Vec<String>, Vec<String>) {
+    /// Names of the upsampler convs and of each one's consumer.
+    pub fn tail_names(&self) -> (Vec<String>, Vec<String>) {
         up_chain(&self.setting, |k| format!("tail.0.{}", 2 * k), "tail.1")
     }
 }
@@ -293,7 +297,8 @@ impl SrResNetConfig {
         Self::new(scale, 16, 64)
     }
 
-    fn up_names(&self) -> (Vec<String>, Vec<String>) {
+    /// Names of the upsampler convs and of each one's consumer (the last is the output conv).
+    pub fn up_names(&self) -> (Vec<String>, Vec<String>) {
         up_chain(&self.setting, |k| format!("up.{k}.conv"), "conv_last")
     }
 }
@@ -454,16 +459,18 @@ impl RdnConfig {
         Self::new(scale, 16, 8, 64, 64)
     }
 
-    fn growth(&self, i: usize, j: usize) -> usize {
+    /// Growth (output channels) of conv `j` of block `i`.
+    pub fn growth(&self, i: usize, j: usize) -> usize {
         self.widths[&format!("RDBs.{i}.convs.{j}")]
     }
 
     /// Input channels of conv `j` of block `i`: G0 + the growths before it.
-    fn conv_in(&self, i: usize, j: usize) -> usize {
+    pub fn conv_in(&self, i: usize, j: usize) -> usize {
         self.widths["features"] + (0..j).map(|k| self.growth(i, k)).sum::<usize>()
     }
 
-    fn up_names(&self) -> (Vec<String>, Vec<String>) {
+    /// Names of the upsampler convs and of each one's consumer (the last is the output conv).
+    pub fn up_names(&self) -> (Vec<String>, Vec<String>) {
         let last = format!("UPNet.{}", 2 * self.setting.stages().len());
         up_chain(&self.setting, |k| format!("UPNet.{}", 2 * k), &last)
     }
@@ -546,7 +553,6 @@ struct Rdb {
 /// RDN.
 #[derive(Debug, Clone)]
 pub struct Rdn {
-    setting: SrSetting,
     sfe1: Conv2d,
     sfe2: Conv2d,
     rdbs: Vec<Rdb>,
@@ -580,13 +586,13 @@ impl Architecture for Rdn {
         let (up, last) = build_up(&cfg.setting, &cfg.widths, sfe, convs.iter().map(|c| vb.pp(c)).collect())?;
         let out_name = consumers.last().cloned().unwrap_or_default();
         let out = Conv2d::new(last, nc, sp, vb.pp(out_name))?;
-        Ok(Self { setting: cfg.setting, sfe1, sfe2, rdbs, gff, up, out })
+        Ok(Self { sfe1, sfe2, rdbs, gff, up, out })
     }
 }
 
 impl ModuleT for Rdn {
     fn forward_t(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
-        let f1 = self.sfe1.forward(&mean_shift(x, &self.setting, -1.0)?)?;
+        let f1 = self.sfe1.forward(x)?;
         let mut h = self.sfe2.forward(&f1)?;
         let mut outs = Vec::with_capacity(self.rdbs.len());
         for b in &self.rdbs {
@@ -602,6 +608,6 @@ impl ModuleT for Rdn {
         for (conv, s) in &self.up {
             y = pixel_shuffle(&conv.forward(&y)?, *s)?;
         }
-        mean_shift(&self.out.forward(&y)?, &self.setting, 1.0)
+        self.out.forward(&y)
     }
 }

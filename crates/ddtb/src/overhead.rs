@@ -1,0 +1,75 @@
+//! The cost of fake quantization in training (issue: keep a DDTB step under 2x the
+//! full-precision step): one Adam step of the full-precision network on L1 against one step of
+//! a quantized arm (teacher forward, quantized student forward and backward, distillation loss,
+//! Adam over both groups), on the same batch, same threads, medians in one process.
+
+use crate::act_quant::Phase;
+use crate::config::{Arm, DdtbConfig};
+use crate::error::{DdtbError, Result};
+use crate::scheme::QuantScheme;
+use crate::trainer::{attach_gates, calibrate, param_groups, step_loss, student, teacher};
+use candle_core::{Device, Tensor};
+use compress_core::rng::SeededRng;
+use compress_core::timing::median_seconds;
+use compress_data::SrPairs;
+use compress_train::loss::l1;
+use compress_train::optim::{Optimizer, OptimizerKind, all_params};
+use std::collections::HashMap;
+
+/// Median seconds of one training step.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct StepTimes {
+    /// Full-precision network, L1, Adam.
+    pub fp: f64,
+    /// The quantized arm in stage 2 (gates applied where it has them).
+    pub quantized: f64,
+}
+
+impl StepTimes {
+    /// `quantized / fp`.
+    pub fn ratio(&self) -> f64 {
+        self.quantized / self.fp
+    }
+}
+
+/// Times `cfg`'s arm against the full-precision step on batches of `train`, starting from `fp`.
+pub fn step_times(cfg: &DdtbConfig, fp: &HashMap<String, Tensor>, train: &SrPairs, seconds: f64) -> Result<StepTimes> {
+    let device = Device::Cpu;
+    let rgb = f64::from(cfg.arch.setting().rgb_range);
+    let rng = SeededRng::new(cfg.seed);
+    let b = train.patch_batch(&mut rng.stream("bench", 0), cfg.batch, cfg.lr_patch, &device)?;
+    let (lr, hr) = ((b.lr * rgb)?, (b.hr * rgb)?);
+
+    let (fp_model, fp_vars) = student(&cfg.arch, &QuantScheme::full_precision(), fp, cfg.seed, &device)?;
+    let mut fp_opt = Optimizer::new(OptimizerKind::adam(), all_params(&fp_vars, 0.0)?)?;
+    let fp_step = || -> candle_core::Result<()> {
+        let out = fp_model.forward_t(&lr, true).map_err(to_candle)?;
+        let g = l1(&out.sr, &hr).map_err(|e| candle_core::Error::Msg(e.to_string()))?.backward()?;
+        fp_opt.step(&g, cfg.lr).map_err(|e| candle_core::Error::Msg(e.to_string()))
+    };
+    let fp_s = median_seconds(2, 5, seconds, fp_step)?;
+
+    let t = teacher(&cfg.arch, fp, &device)?;
+    let (model, vars) = student(&cfg.arch, &cfg.scheme(), fp, cfg.seed, &device)?;
+    let cal = calibrate(model.as_ref(), cfg, train, &device)?;
+    if cfg.arm.gated() {
+        attach_gates(model.as_ref(), &vars, cfg, &cal)?;
+    }
+    model.set_phase(Phase::Dynamic)?;
+    let mut opt = Optimizer::new(OptimizerKind::adam(), param_groups(&vars, cfg)?)?;
+    let q_step = || -> candle_core::Result<()> {
+        let loss = step_loss(cfg, t.as_ref(), model.as_ref(), &lr, &hr, false).map_err(to_candle)?;
+        opt.step(&loss.backward()?, cfg.lr).map_err(|e| candle_core::Error::Msg(e.to_string()))
+    };
+    let q_s = median_seconds(2, 5, seconds, q_step)?;
+    Ok(StepTimes { fp: fp_s, quantized: q_s })
+}
+
+fn to_candle(e: DdtbError) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
+/// The arms of the mini experiment, timed (`cargo xtask bench ddtb`).
+pub fn arms() -> [Arm; 4] {
+    [Arm::Pams, Arm::PamsDdtbWeights, Arm::Ddtb, Arm::DdtbNoGates]
+}
