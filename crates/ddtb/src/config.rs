@@ -346,3 +346,67 @@ impl PaperRow {
         Ok(DdtbConfig::paper(self.arch()?, Arm::Ddtb, self.bits))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::step_lr;
+
+    fn edsr(scale: usize) -> SrArch {
+        SrArch::Edsr(EdsrConfig::baseline(scale).unwrap())
+    }
+
+    #[test]
+    fn the_engine_schedule_is_the_official_step_lr() {
+        let cfg = DdtbConfig::paper(edsr(4), Arm::Ddtb, 2);
+        let schedule = crate::trainer::engine_config(&cfg).schedule;
+        // Training epoch e (1-based, e >= 2; epoch 1 calibrates) covers steps (e - 2) .. (e - 1) x 1000.
+        for e in 2..=60usize {
+            for step in [(e as u64 - 2) * 1000, (e as u64 - 1) * 1000 - 1] {
+                let want = step_lr(1e-4, e, 10);
+                assert!(
+                    (schedule.lr(step) - want).abs() < 1e-18,
+                    "epoch {e} step {step}: {} vs {want}",
+                    schedule.lr(step)
+                );
+            }
+        }
+        assert_eq!(cfg.lr_milestones(), vec![9_000, 19_000, 29_000, 39_000, 49_000]);
+        assert_eq!(cfg.bound_lr / cfg.lr, 100.0);
+    }
+
+    #[test]
+    fn impossible_configs_are_errors() {
+        let ok = DdtbConfig::paper(edsr(2), Arm::Ddtb, 2);
+        ok.validate().unwrap();
+        let bad = [
+            DdtbConfig { bits: 0, ..ok.clone() },
+            DdtbConfig { bits: 9, ..ok.clone() },
+            DdtbConfig { dynamic_ratio: 1.5, ..ok.clone() },
+            DdtbConfig { stage1_iterations: ok.iterations + 1, ..ok.clone() },
+            DdtbConfig { iterations: 0, ..ok.clone() },
+            DdtbConfig { bound_lr: 0.0, ..ok.clone() },
+            DdtbConfig { weight: WeightQuantizer::Percentile { lo: 1.0, hi: 101.0 }, ..ok.clone() },
+            DdtbConfig { arm: Arm::Pams, bits: 1, ..ok.clone() },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn table5_rows_use_the_per_model_settings() {
+        for r in &PAPER_TABLE {
+            let c = r.config().unwrap();
+            let (ratio, m) = match r.model {
+                "edsr" => (0.3, 99.0),
+                "rdn" => (0.5, 95.0),
+                _ => (0.1, 99.0),
+            };
+            assert_eq!(c.dynamic_ratio, ratio);
+            assert_eq!(c.bound_init, BoundInit::PercentileIf2Bit { percentile: m });
+            assert_eq!(c.weight == WeightQuantizer::MinMax, r.model == "rdn");
+            assert_eq!(c.arch.setting().scale, r.scale);
+        }
+    }
+}

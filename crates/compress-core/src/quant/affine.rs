@@ -7,6 +7,7 @@
 use super::round::{rne_f32, ste_round};
 use super::{QuantError, Result, check_bits};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 /// The integer grid of one quantization: `q = k / s`.
 #[derive(Debug, Clone)]
@@ -100,7 +101,7 @@ impl FusedAffine {
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fake quant: not contiguous".into()))?;
     match s {
         CpuStorage::F32(v) => Ok(&v[a..b]),
@@ -108,9 +109,16 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]
     }
 }
 
-fn tensor_f32(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
+/// Runs `f` on the contiguous `f32` data of a CPU tensor without copying it.
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (st, l) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cs) = &*st else { candle_core::bail!("fake quant: CPU tensors only") };
+    Ok(f(f32_slice(cs, l)?))
 }
+
+/// Elements per parallel chunk of the fused ops.
+pub(crate) const CHUNK: usize = 1 << 14;
 
 impl CustomOp3 for FusedAffine {
     fn name(&self) -> &'static str {
@@ -139,13 +147,15 @@ impl CustomOp3 for FusedAffine {
                 (l, u, s, rne_f32(s * l) + half)
             })
             .collect();
-        let mut out = Vec::with_capacity(x.len());
-        for (i, &xi) in x.iter().enumerate() {
-            let (l, u, s, z) = params[if groups == 1 { 0 } else { (i / inner) % groups }];
-            let c = xi.max(l).min(u);
-            let k = rne_f32(c * s - z) + z;
-            out.push(k / s);
-        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(ci, (o, xc))| {
+            for (j, (o, &xi)) in o.iter_mut().zip(xc).enumerate() {
+                let i = ci * CHUNK + j;
+                let (l, u, s, z) = params[if groups == 1 { 0 } else { (i / inner) % groups }];
+                let c = xi.max(l).min(u);
+                *o = (rne_f32(c * s - z) + z) / s;
+            }
+        });
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
 
@@ -157,22 +167,43 @@ impl CustomOp3 for FusedAffine {
         q: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (xs, qs, gs) = (tensor_f32(x)?, tensor_f32(q)?, tensor_f32(&grad.contiguous()?)?);
-        let (lo, up) = (tensor_f32(lower)?, tensor_f32(upper)?);
+        let lo: Vec<f32> = lower.flatten_all()?.to_vec1()?;
+        let up: Vec<f32> = upper.flatten_all()?.to_vec1()?;
         let (groups, inner) = self.grouping(x.dims());
-        let mut dx = Vec::with_capacity(xs.len());
-        let (mut dl, mut du) = (vec![0f64; lo.len()], vec![0f64; lo.len()]);
-        for (i, ((&xi, &qi), &g)) in xs.iter().zip(&qs).zip(&gs).enumerate() {
-            let j = if groups == 1 { 0 } else { (i / inner) % groups };
-            let (l, u) = (lo[j], up[j]);
-            let c = xi.max(l).min(u);
-            let r = f64::from(c - qi) / f64::from(u - l);
-            let (above, below) = (xi >= u, xi <= l);
-            dx.push(if above || below { 0.0 } else { g });
-            let g = f64::from(g);
-            du[j] += g * (if above { 1.0 } else { 0.0 } - r);
-            dl[j] += g * (if below { 1.0 } else { 0.0 } + r);
-        }
+        let nb = lo.len();
+        let (dx, dl, du) = with_f32(x, |xs| {
+            with_f32(q, |qs| {
+                with_f32(grad, |gs| {
+                    let mut dx = vec![0f32; xs.len()];
+                    let partial: Vec<(Vec<f64>, Vec<f64>)> = dx
+                        .par_chunks_mut(CHUNK)
+                        .enumerate()
+                        .map(|(ci, d)| {
+                            let (mut dl, mut du) = (vec![0f64; nb], vec![0f64; nb]);
+                            let start = ci * CHUNK;
+                            for (j, d) in d.iter_mut().enumerate() {
+                                let i = start + j;
+                                let k = if groups == 1 { 0 } else { (i / inner) % groups };
+                                let (l, u, xi, g) = (lo[k], up[k], xs[i], gs[i]);
+                                let r = f64::from(xi.max(l).min(u) - qs[i]) / f64::from(u - l);
+                                let (above, below) = (xi >= u, xi <= l);
+                                *d = if above || below { 0.0 } else { g };
+                                let g = f64::from(g);
+                                du[k] += g * (if above { 1.0 } else { 0.0 } - r);
+                                dl[k] += g * (if below { 1.0 } else { 0.0 } + r);
+                            }
+                            (dl, du)
+                        })
+                        .collect();
+                    let (mut dl, mut du) = (vec![0f64; nb], vec![0f64; nb]);
+                    for (a, b) in partial {
+                        dl.iter_mut().zip(a).for_each(|(s, v)| *s += v);
+                        du.iter_mut().zip(b).for_each(|(s, v)| *s += v);
+                    }
+                    (dx, dl, du)
+                })
+            })
+        })???;
         let back = |v: Vec<f64>, like: &Tensor| {
             Tensor::from_vec(v.into_iter().map(|a| a as f32).collect::<Vec<f32>>(), like.shape(), like.device())
         };

@@ -2,9 +2,11 @@
 //! `q = round(clamp(x, -alpha, alpha) qmax / alpha) alpha / qmax`, round straight-through, so
 //! `alpha` (a `Var` for PAMS' trainable clip) gets the gradient of its clipping and scaling.
 
+use super::affine::{CHUNK, f32_slice, with_f32};
 use super::round::{rne_f32, ste_round};
 use super::{QuantError, Result, check_bits};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 /// `q(x; alpha, b)`; `alpha` is a positive scalar (or a tensor broadcasting to `x`).
 pub fn symmetric_fake_quant(x: &Tensor, alpha: &Tensor, bits: u32) -> Result<Tensor> {
@@ -49,21 +51,15 @@ impl CustomOp2 for FusedSymmetric {
         sa: &CpuStorage,
         la: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let slice = |s: &'_ CpuStorage, l: &Layout| -> candle_core::Result<Vec<f32>> {
-            let (a, b) =
-                l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fake quant: not contiguous".into()))?;
-            match s {
-                CpuStorage::F32(v) => Ok(v[a..b].to_vec()),
-                _ => candle_core::bail!("fake quant: f32 only"),
-            }
-        };
-        let alpha = slice(sa, la)?[0];
-        let (a, b) =
-            lx.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fake quant: not contiguous".into()))?;
-        let CpuStorage::F32(x) = sx else { candle_core::bail!("fake quant: f32 only") };
+        let (x, alpha) = (f32_slice(sx, lx)?, f32_slice(sa, la)?[0]);
         let qmax = ((1u32 << (self.bits - 1)) - 1) as f64;
         let (up, down) = (qmax as f32, (1.0 / qmax) as f32);
-        let out = x[a..b].iter().map(|&v| (rne_f32((v.max(-alpha).min(alpha) / alpha) * up) * alpha) * down).collect();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, xc)| {
+            for (o, &v) in o.iter_mut().zip(xc) {
+                *o = (rne_f32((v.max(-alpha).min(alpha) / alpha) * up) * alpha) * down;
+            }
+        });
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
 
@@ -75,24 +71,36 @@ impl CustomOp2 for FusedSymmetric {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let a = alpha.flatten_all()?.to_vec1::<f32>()?[0];
-        let xs = x.flatten_all()?.to_vec1::<f32>()?;
-        let qs = q.flatten_all()?.to_vec1::<f32>()?;
-        let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let mut dx = Vec::with_capacity(xs.len());
-        let mut da = 0f64;
-        for ((&xi, &qi), &g) in xs.iter().zip(&qs).zip(&gs) {
-            let (above, below) = (xi >= a, xi <= -a);
-            let c = xi.max(-a).min(a);
-            dx.push(if above || below { 0.0 } else { g });
-            let edge = if above {
-                1.0
-            } else if below {
-                -1.0
-            } else {
-                0.0
-            };
-            da += f64::from(g) * (edge + f64::from(qi - c) / f64::from(a));
-        }
+        let (dx, da) = with_f32(x, |xs| {
+            with_f32(q, |qs| {
+                with_f32(grad, |gs| {
+                    let mut dx = vec![0f32; xs.len()];
+                    let da: f64 = dx
+                        .par_chunks_mut(CHUNK)
+                        .enumerate()
+                        .map(|(ci, d)| {
+                            let mut da = 0f64;
+                            for (j, d) in d.iter_mut().enumerate() {
+                                let i = ci * CHUNK + j;
+                                let (xi, g) = (xs[i], gs[i]);
+                                let (above, below) = (xi >= a, xi <= -a);
+                                *d = if above || below { 0.0 } else { g };
+                                let edge = if above {
+                                    1.0
+                                } else if below {
+                                    -1.0
+                                } else {
+                                    0.0
+                                };
+                                da += f64::from(g) * (edge + f64::from(qs[i] - xi.max(-a).min(a)) / f64::from(a));
+                            }
+                            da
+                        })
+                        .sum();
+                    (dx, da)
+                })
+            })
+        })???;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::full(da as f32, alpha.shape(), alpha.device())?),
