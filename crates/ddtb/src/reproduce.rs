@@ -432,13 +432,12 @@ fn paper(root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(Pat
         }
     }
     let dev_name = if device.is_cpu() { "cpu" } else { "cuda" };
-    let mut run = Run::create(
-        root,
-        "ddtb/paper",
-        &PAPER_TABLE.iter().map(|r| r.config()).collect::<Result<Vec<_>>>()?,
-        1,
-        dev_name,
-    )?;
+    #[derive(serde::Serialize)]
+    struct PaperRuns {
+        rows: Vec<DdtbConfig>,
+    }
+    let configs = PaperRuns { rows: PAPER_TABLE.iter().map(|r| r.config()).collect::<Result<Vec<_>>>()? };
+    let mut run = Run::create(root, "ddtb/paper", &configs, 1, dev_name)?;
     run.quiet = quiet;
     for r in &PAPER_TABLE {
         let cfg = r.config()?;
