@@ -205,20 +205,13 @@ pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &D
         }
         Ok(ArmResult { arm, seed, outcome, seconds_per_step })
     };
+    let pools = (0..workers)
+        .map(|_| rayon::ThreadPoolBuilder::new().num_threads(threads).build())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| DdtbError::Config(format!("thread pool: {e}")))?;
     std::thread::scope(|scope| {
-        for _ in 0..workers {
+        for pool in &pools {
             scope.spawn(|| {
-                let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-                    Ok(p) => p,
-                    Err(e) => {
-                        if let Some(slot) = slots.first()
-                            && let Ok(mut g) = slot.lock()
-                        {
-                            *g = Some(Err(DdtbError::Config(format!("thread pool: {e}"))));
-                        }
-                        return;
-                    }
-                };
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some(&(seed, arm)) = jobs.get(i) else { break };

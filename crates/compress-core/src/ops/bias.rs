@@ -57,11 +57,8 @@ impl CustomOp2 for BiasAdd {
         let (st, l) = g.storage_and_layout();
         let candle_core::Storage::Cpu(cs) = &*st else { candle_core::bail!("bias_add: CPU only") };
         let dy = slice(cs, l)?;
-        let sums: Vec<f64> = if plane == 0 {
-            vec![0.0; dy.len() / plane.max(1)]
-        } else {
-            dy.par_chunks(plane).map(|p| p.iter().map(|&v| f64::from(v)).sum()).collect()
-        };
+        // An empty plane has nothing to sum: every `db[c]` stays 0.
+        let sums: Vec<f64> = dy.par_chunks(plane.max(1)).map(|p| p.iter().map(|&v| f64::from(v)).sum()).collect();
         let mut db = vec![0f64; c];
         for (i, s) in sums.iter().enumerate() {
             db[i % c] += s;
