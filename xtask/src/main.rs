@@ -1,6 +1,7 @@
 //! `cargo xtask`: the toolkit's command line. Orchestration only: every task calls a library.
 
 mod bench;
+mod bench_cfvit;
 mod bench_ddtb;
 mod bench_onexn;
 mod device;
@@ -72,7 +73,8 @@ enum Task {
     },
     /// Timing benches: `train-step` (ResNet-20 step, ours vs candle's convolution), `conv` (one
     /// conv layer), `onexn` (the 1xN kernel against dense and CSR; MobileNetV2 packed), `ddtb`
-    /// (a W2A2 training step of each DDTB arm against the full-precision step).
+    /// (a W2A2 training step of each DDTB arm against the full-precision step), `cf-vit`
+    /// (early-exit throughput at batch 1 and 64 against the fine-only ViT).
     Bench {
         /// Which bench.
         #[arg(default_value = "train-step")]
@@ -132,6 +134,8 @@ fn main() -> std::process::ExitCode {
                 bench_onexn::run(seconds, quick)
             } else if what == "ddtb" {
                 bench_ddtb::run(seconds.max(1.0))
+            } else if what == "cf-vit" {
+                bench_cfvit::run(seconds.max(1.0))
             } else {
                 bench::run(&what, steps)
             }

@@ -56,22 +56,30 @@ pub fn reproduce(method: &str, profile: &str, device: &str, resume: bool, quiet:
             "mini" => ddtb::reproduce::Profile::Mini,
             _ => ddtb::reproduce::Profile::Paper,
         };
-        if p != ddtb::reproduce::Profile::Paper && dev.is_cpu() && !ddtb::reproduce::candle_single_threaded() {
+        if p != ddtb::reproduce::Profile::Paper && dev.is_cpu() && !compress_train::parallel::candle_single_threaded() {
             // Train (or find) the full-precision start on every core, then run the arms side by
             // side, one core each, in a child process whose candle pool is single-threaded.
             ddtb::reproduce::prepare(p, runs, quiet)?;
-            let status = std::process::Command::new(std::env::current_exe()?)
-                .args(std::env::args().skip(1))
-                .env("CANDLE_NUM_THREADS", "1")
-                .env("RAYON_NUM_THREADS", "1")
-                .status()?;
-            if !status.success() {
-                bail!("the DDTB runs failed ({status})");
-            }
-            return Ok(());
+            return rerun_single_threaded("DDTB");
         }
         let (dir, report) = ddtb::reproduce::reproduce(p, runs, resume, quiet, &dev)?;
         println!("{}", report.markdown_with(3));
+        println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    if method == "cf-vit" {
+        let p = match profile {
+            "smoke" => cf_vit::reproduce::Profile::Smoke,
+            "mini" => cf_vit::reproduce::Profile::Mini,
+            _ => cf_vit::reproduce::Profile::Paper,
+        };
+        if p == cf_vit::reproduce::Profile::Mini && dev.is_cpu() && !compress_train::parallel::candle_single_threaded()
+        {
+            // Six small runs (3 seeds x CF-ViT / baseline), two side by side on one core each.
+            return rerun_single_threaded("CF-ViT");
+        }
+        let (dir, report) = cf_vit::reproduce::reproduce(p, runs, resume, quiet, &dev)?;
+        println!("{}", report.markdown());
         println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
         return Ok(());
     }
@@ -94,6 +102,21 @@ pub fn reproduce(method: &str, profile: &str, device: &str, resume: bool, quiet:
         "{method} ({what}) is not implemented yet: its crate arrives with its own issue, after the three \
          foundation issues. `cargo xtask data` checks the embedded datasets today."
     )
+}
+
+/// Runs this command again in a child process whose candle and rayon pools are
+/// single-threaded, so that small runs can share the cores side by side
+/// (`compress_train::parallel`).
+fn rerun_single_threaded(what: &str) -> Result<()> {
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(std::env::args().skip(1))
+        .env("CANDLE_NUM_THREADS", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .status()?;
+    if !status.success() {
+        bail!("the {what} runs failed ({status})");
+    }
+    Ok(())
 }
 
 fn bar(quiet: bool, len: u64, template: &str) -> ProgressBar {

@@ -3,6 +3,7 @@
 //! packed 1xN format and its kernels, and benchmark timing.
 
 pub mod cost;
+mod cpu;
 pub mod ops;
 pub mod quant;
 pub mod rng;

@@ -158,6 +158,24 @@ impl ImageDataset {
         })
     }
 
+    /// The same images zero-padded by `pad` pixels on every side (MNIST 28 -> 32 for a patch
+    /// grid); padding is pixel value 0, before normalisation.
+    pub fn padded(&self, pad: usize) -> Result<Self> {
+        let [c, h, w] = self.shape;
+        let (ph, pw) = (h + 2 * pad, w + 2 * pad);
+        let mut pixels = vec![0u8; self.len() * c * ph * pw];
+        for (i, dst) in pixels.chunks_exact_mut(c * ph * pw).enumerate() {
+            let src = self.raw(i).ok_or_else(|| DataError::Config(format!("{}: image {i} missing", self.name)))?;
+            for ch in 0..c {
+                for y in 0..h {
+                    let d = (ch * ph + y + pad) * pw + pad;
+                    dst[d..d + w].copy_from_slice(&src[(ch * h + y) * w..(ch * h + y + 1) * w]);
+                }
+            }
+        }
+        Ok(Self { pixels, shape: [c, ph, pw], ..self.clone() })
+    }
+
     /// Count of samples per class.
     pub fn class_counts(&self) -> Vec<usize> {
         let mut c = vec![0; self.num_classes];
@@ -339,6 +357,14 @@ mod tests {
         let pixels = (0..n * 4).map(|i| (i % 256) as u8).collect();
         let labels = (0..n as u32).map(|i| i % 3).collect();
         ImageDataset::new("toy", pixels, [1, 2, 2], labels, 3).expect("valid")
+    }
+
+    #[test]
+    fn padding_surrounds_each_image_with_zeros() {
+        let d = toy(2).padded(1).expect("pad");
+        assert_eq!(d.sample_shape(), [1, 4, 4]);
+        assert_eq!(d.raw(1).expect("img"), &[0, 0, 0, 0, 0, 4, 5, 0, 0, 6, 7, 0, 0, 0, 0, 0]);
+        assert_eq!(d.labels(), toy(2).labels());
     }
 
     #[test]

@@ -5,6 +5,8 @@ use crate::error::Result;
 use crate::loss::cross_entropy;
 use crate::metrics::topk_correct;
 use crate::record::Run;
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
 use compress_data::batch::{Batcher, Dataset};
 use compress_nn::Model;
 use serde_json::json;
@@ -23,6 +25,42 @@ pub fn evaluate<M: Model + ?Sized, D: Dataset>(net: &M, data: &D, batch: usize) 
     Ok((100.0 * t1 as f64 / n as f64, 100.0 * t5 as f64 / n as f64))
 }
 
+/// What a training loop optimises and measures: a method's loss on a batch (it may depend on
+/// the epoch, e.g. a schedule of phases) and its evaluation after each epoch.
+pub trait Objective {
+    /// Every variable (what the optimizer and checkpoints hold).
+    fn varmap(&self) -> &VarMap;
+    /// Where the variables live.
+    fn device(&self) -> &Device;
+    /// The scalar loss of a training batch in `epoch` (0-based).
+    fn loss(&self, images: &Tensor, labels: &Tensor, epoch: usize) -> Result<Tensor>;
+    /// Measurements after `epoch` (a JSON object merged into the epoch's record).
+    fn evaluate(&self, epoch: usize) -> Result<serde_json::Value>;
+}
+
+/// Cross-entropy training of a classifier, evaluated by top-1 / top-5 on `test`.
+struct Classifier<'a, M: ?Sized, Te> {
+    net: &'a M,
+    test: &'a Te,
+    smoothing: f64,
+}
+
+impl<M: Model + ?Sized, Te: Dataset> Objective for Classifier<'_, M, Te> {
+    fn varmap(&self) -> &VarMap {
+        self.net.varmap()
+    }
+    fn device(&self) -> &Device {
+        self.net.device()
+    }
+    fn loss(&self, images: &Tensor, labels: &Tensor, _epoch: usize) -> Result<Tensor> {
+        Ok(cross_entropy(&self.net.forward_t(images, true)?, labels, self.smoothing)?)
+    }
+    fn evaluate(&self, _epoch: usize) -> Result<serde_json::Value> {
+        let (top1, top5) = evaluate(self.net, self.test, 256)?;
+        Ok(json!({"top1": top1, "top5": top5}))
+    }
+}
+
 /// Trains `net` on `train` with cross-entropy, evaluating on `test` after every epoch and
 /// checkpointing at every epoch end (and every `checkpoint_every` steps). With `resume`, it
 /// continues from the newest checkpoint of `run` and ends as an uninterrupted run would.
@@ -36,11 +74,25 @@ pub fn fit<M: Model + ?Sized, Tr: Dataset, Te: Dataset>(
     resume: bool,
     hooks: &mut dyn Hooks,
 ) -> Result<Vec<serde_json::Value>> {
-    let mut e = Engine::new(net.varmap(), cfg, run, resume, net.device())?;
-    let batcher = Batcher::new(cfg.batch_size, true, cfg.seed, net.device().clone())?.drop_last(true);
+    fit_objective(&Classifier { net, test, smoothing: cfg.label_smoothing }, train, cfg, run, resume, hooks)
+}
+
+/// The loop of [`fit`] for any [`Objective`]: shuffled batches (last partial batch dropped),
+/// accumulation, the non-finite stop, checkpoints, resume; each epoch's record holds `epoch`,
+/// `step`, `loss`, `lr`, `seconds` and the objective's evaluation.
+pub fn fit_objective<O: Objective + ?Sized, Tr: Dataset>(
+    obj: &O,
+    train: &Tr,
+    cfg: &TrainConfig,
+    run: &mut Run,
+    resume: bool,
+    hooks: &mut dyn Hooks,
+) -> Result<Vec<serde_json::Value>> {
+    let mut e = Engine::new(obj.varmap(), cfg, run, resume, obj.device())?;
+    let batcher = Batcher::new(cfg.batch_size, true, cfg.seed, obj.device().clone())?.drop_last(true);
     while e.state.epoch < cfg.epochs {
         let epoch = e.state.epoch;
-        hooks.on_epoch_start(epoch, net.varmap())?;
+        hooks.on_epoch_start(epoch, obj.varmap())?;
         let start = std::time::Instant::now();
         let n = batcher.num_batches(train.len());
         let pb = progress(run.quiet, n as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs));
@@ -48,15 +100,14 @@ pub fn fit<M: Model + ?Sized, Tr: Dataset, Te: Dataset>(
         let first = e.state.next_batch;
         for (i, batch) in batcher.epoch(train, epoch as u64, first)?.enumerate() {
             let batch = batch?;
-            let logits = net.forward_t(&batch.images, true)?;
-            let loss = cross_entropy(&logits, &batch.labels, cfg.label_smoothing)?;
+            let loss = obj.loss(&batch.images, &batch.labels, epoch)?;
             let stepped = e.micro_batch(&loss, run)?;
-            e.state.loss_sum += f64::from(loss.to_scalar::<f32>()?);
+            e.state.loss_sum += f64::from(loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?);
             e.state.loss_count += 1;
             pb.inc(1);
             if stepped {
                 e.state.next_batch = first + i + 1;
-                hooks.after_step(e.state.step, net.varmap())?;
+                hooks.after_step(e.state.step, obj.varmap())?;
                 if cfg.log_every > 0 && e.state.step.is_multiple_of(cfg.log_every) {
                     run.log(&json!({"epoch": epoch, "step": e.state.step, "loss": e.epoch_loss(), "lr": e.lr()}))?;
                 }
@@ -65,12 +116,14 @@ pub fn fit<M: Model + ?Sized, Tr: Dataset, Te: Dataset>(
         }
         e.apply()?;
         pb.finish_and_clear();
-        let (top1, top5) = evaluate(net, test, 256)?;
-        let rec = json!({
+        let train_seconds = start.elapsed().as_secs_f64();
+        let mut rec = json!({
             "epoch": epoch, "step": e.state.step, "loss": e.epoch_loss(),
-            "top1": top1, "top5": top5,
-            "lr": e.lr(), "seconds": start.elapsed().as_secs_f64(),
+            "lr": e.lr(), "seconds": train_seconds,
         });
+        if let (Some(r), serde_json::Value::Object(m)) = (rec.as_object_mut(), obj.evaluate(epoch)?) {
+            r.extend(m);
+        }
         e.end_epoch(rec, run)?;
     }
     Ok(e.state.history)

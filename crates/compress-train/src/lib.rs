@@ -18,6 +18,7 @@ pub mod error;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod plot;
 pub mod record;
 pub mod schedule;

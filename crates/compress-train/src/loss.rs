@@ -17,6 +17,13 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, eps: f64) -> Result<Tenso
     ((nll * (1.0 - eps))? + (smooth * eps)?)?.mean_all()
 }
 
+/// Cross-entropy against target probabilities `[B, K]` (mixup / cutmix targets):
+/// `-sum_k t_k log p_k`, averaged over the batch (timm's `SoftTargetCrossEntropy`).
+pub fn soft_cross_entropy(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+    let b = logits.dims2()?.0 as f64;
+    (log_softmax(logits, D::Minus1)? * target.detach())?.sum_all()?.neg()? / b
+}
+
 /// Mean absolute error.
 pub fn l1(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     (a - b)?.abs()?.mean_all()
@@ -53,6 +60,21 @@ pub fn attention_transfer(student: &Tensor, teacher: &Tensor) -> Result<Tensor> 
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn soft_cross_entropy_of_one_hot_smoothed_targets_is_smoothed_cross_entropy() {
+        let logits = Tensor::new(&[[1f32, -0.5, 2.0], [0.0, 0.3, -1.0]], &Device::Cpu).expect("l");
+        let labels = Tensor::new(&[2u32, 0], &Device::Cpu).expect("y");
+        let eps = 0.1f32;
+        let t = Tensor::new(
+            &[[eps / 3.0, eps / 3.0, 1.0 - eps + eps / 3.0], [1.0 - eps + eps / 3.0, eps / 3.0, eps / 3.0]],
+            &Device::Cpu,
+        )
+        .expect("t");
+        let a = soft_cross_entropy(&logits, &t).expect("a").to_scalar::<f32>().expect("v");
+        let b = cross_entropy(&logits, &labels, f64::from(eps)).expect("b").to_scalar::<f32>().expect("v");
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
 
     #[test]
     fn cross_entropy_with_smoothing_by_hand() {

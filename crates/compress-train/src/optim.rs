@@ -92,9 +92,14 @@ pub fn all_params(varmap: &VarMap, wd: f64) -> Result<Vec<ParamGroup>> {
     Ok(vec![ParamGroup { name: "all".into(), vars: trainable(varmap)?, lr_scale: 1.0, weight_decay: wd }])
 }
 
-/// Two groups: weights of rank >= 2 with decay `wd`, and biases / norm parameters without.
+/// Two groups: weights of rank >= 2 with decay `wd`, and biases / norm parameters without, nor
+/// position embeddings and class tokens (timm's `no_weight_decay`: `pos_embed*`, `cls_token`).
 pub fn decay_and_no_decay(varmap: &VarMap, wd: f64) -> Result<Vec<ParamGroup>> {
-    let (decay, no): (Vec<_>, Vec<_>) = trainable(varmap)?.into_iter().partition(|(_, v)| v.rank() >= 2);
+    let exempt = |name: &str| {
+        let leaf = name.rsplit('.').next().unwrap_or(name);
+        leaf.starts_with("pos_embed") || leaf == "cls_token"
+    };
+    let (decay, no): (Vec<_>, Vec<_>) = trainable(varmap)?.into_iter().partition(|(k, v)| v.rank() >= 2 && !exempt(k));
     Ok(vec![
         ParamGroup { name: "decay".into(), vars: decay, lr_scale: 1.0, weight_decay: wd },
         ParamGroup { name: "no_decay".into(), vars: no, lr_scale: 1.0, weight_decay: 0.0 },

@@ -12,9 +12,9 @@ use crate::trainer::{self, Outcome, engine_config};
 use candle_core::{Device, Tensor};
 use compress_data::{SrPairs, embedded};
 use compress_nn::zoo::EdsrConfig;
-use compress_train::baselines;
 use compress_train::super_resolution::bicubic_score;
 use compress_train::{Report, ReportRow, Run, Verdict};
+use compress_train::{baselines, parallel};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -132,15 +132,7 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
     s / n.max(1) as f64
 }
 
-/// Whether candle's CPU element-wise pool runs inline (`CANDLE_NUM_THREADS=1` and
-/// `RAYON_NUM_THREADS=1`, read when the pool is first used): only then can runs share the CPU
-/// side by side. That pool is process-global and serialises its callers, so two runs on one
-/// multi-threaded pool are slower than one after the other; `cargo xtask reproduce ddtb`
-/// re-runs itself with these set once the full-precision model is cached.
-pub fn candle_single_threaded() -> bool {
-    let one = |k: &str| std::env::var(k).is_ok_and(|v| v.trim() == "1");
-    one("CANDLE_NUM_THREADS") && one("RAYON_NUM_THREADS")
-}
+pub use compress_train::parallel::candle_single_threaded;
 
 /// Trains (or finds cached) what `profile` starts from: the full-precision EDSR-mini.
 pub fn prepare(profile: Profile, root: &Path, quiet: bool) -> Result<PathBuf> {
@@ -175,19 +167,9 @@ pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &D
     let dev_name = if device.is_cpu() { "cpu" } else { "cuda" };
     let profile = if s.smoke { "smoke" } else { "mini" };
     let jobs: Vec<(u64, Arm)> = s.seeds.iter().flat_map(|&seed| s.arms.iter().map(move |&arm| (seed, arm))).collect();
-    // Runs side by side, each on its own rayon pool: on 2 cores two single-threaded runs finish
-    // 1.8x sooner than one after the other on both threads (small tensors, per-op overheads).
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let workers = if device.is_cpu() && candle_single_threaded() {
-        s.parallel_runs.clamp(1, cores.max(1)).min(jobs.len().max(1))
-    } else {
-        1
-    };
-    let threads = (cores / workers).max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<Result<ArmResult>>>> =
-        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let one = |seed: u64, arm: Arm| -> Result<ArmResult> {
+    // Runs side by side, each on its own rayon pool (compress_train::parallel).
+    let workers = parallel::workers(s.parallel_runs, jobs.len(), device.is_cpu());
+    let one = |&(seed, arm): &(u64, Arm), threads: usize| -> Result<ArmResult> {
         let cfg = s.config(arm, seed)?;
         let name = format!("ddtb/{profile}/{}-seed{seed}", arm.key());
         let bars_quiet = quiet || workers > 1;
@@ -205,32 +187,9 @@ pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &D
         }
         Ok(ArmResult { arm, seed, outcome, seconds_per_step })
     };
-    let pools = (0..workers)
-        .map(|_| rayon::ThreadPoolBuilder::new().num_threads(threads).build())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| DdtbError::Config(format!("thread pool: {e}")))?;
-    std::thread::scope(|scope| {
-        for pool in &pools {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(&(seed, arm)) = jobs.get(i) else { break };
-                    let r = pool.install(|| one(seed, arm));
-                    let failed = r.is_err();
-                    if let Ok(mut g) = slots[i].lock() {
-                        *g = Some(r);
-                    }
-                    if failed {
-                        // Stop handing out work; the error is reported below.
-                        next.store(jobs.len(), std::sync::atomic::Ordering::SeqCst);
-                    }
-                }
-            });
-        }
-    });
     let mut results = Vec::with_capacity(jobs.len());
-    for (slot, (seed, arm)) in slots.into_iter().zip(&jobs) {
-        match slot.into_inner().map_err(|_| DdtbError::Config("a run panicked".into()))? {
+    for (r, (seed, arm)) in parallel::side_by_side(&jobs, workers, one)?.into_iter().zip(&jobs) {
+        match r {
             Some(r) => results.push(r?),
             None => {
                 return Err(DdtbError::Config(format!(

@@ -19,8 +19,60 @@ pub fn bias_add_nchw(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd)
 }
 
+/// `x + b` with `x` `[.., D]` and `b` `[D]` (a linear layer's bias; CPU f32, elsewhere
+/// candle's broadcast add): `db[d] = sum over rows of dy[.., d]`, summed row by row.
+pub fn bias_add_last(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let d = x.dim(candle_core::D::Minus1)?;
+    if b.dims() != [d] {
+        candle_core::bail!("bias of shape {:?} for width {d}", b.dims())
+    }
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || b.dtype() != DType::F32 {
+        return x.broadcast_add(b);
+    }
+    x.contiguous()?.apply_op2(&b.contiguous()?, BiasAddLast)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct BiasAdd;
+
+#[derive(Debug, Clone, Copy)]
+struct BiasAddLast;
+
+impl CustomOp2 for BiasAddLast {
+    fn name(&self) -> &'static str {
+        "bias-add-last"
+    }
+
+    fn cpu_fwd(&self, sx: &CpuStorage, lx: &Layout, sb: &CpuStorage, lb: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, b) = (slice(sx, lx)?, slice(sb, lb)?);
+        let d = b.len().max(1);
+        // One memory-bound pass (no copy-then-add).
+        let y: Vec<f32> = x.chunks_exact(d).flat_map(|row| row.iter().zip(b).map(|(a, v)| a + v)).collect();
+        Ok((CpuStorage::F32(y), lx.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = b.dim(0)?;
+        let db = crate::cpu::with_f32(grad, |dy| {
+            let parts: Vec<Vec<f64>> = dy
+                .par_chunks(crate::cpu::rows_per_task(d) * d.max(1))
+                .map(|c| {
+                    let mut acc = vec![0f64; d];
+                    for row in c.chunks_exact(d.max(1)) {
+                        acc.iter_mut().zip(row).for_each(|(a, &v)| *a += f64::from(v));
+                    }
+                    acc
+                })
+                .collect();
+            let mut db = vec![0f32; d];
+            for i in 0..d {
+                db[i] = parts.iter().map(|p| p[i]).sum::<f64>() as f32;
+            }
+            db
+        })?;
+        Ok((Some(grad.clone()), Some(Tensor::from_vec(db, d, b.device())?)))
+    }
+}
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("bias_add: not contiguous".into()))?;
@@ -74,24 +126,51 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    /// `ours(x, b)` equals `theirs(x, b)` exactly, and their gradients of `sum(y * w)` agree.
+    fn check(
+        shape: &[usize],
+        c: usize,
+        ours: impl Fn(&Tensor, &Tensor) -> Tensor,
+        theirs: impl Fn(&Tensor, &Tensor) -> Tensor,
+    ) {
+        let dev = &Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, c, dev).unwrap()).unwrap();
+        let wgt = Tensor::randn(0f32, 1.0, shape, dev).unwrap();
+        let (y1, y2) = (ours(x.as_tensor(), b.as_tensor()), theirs(x.as_tensor(), b.as_tensor()));
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+        };
+        assert_eq!(diff(&y1, &y2), 0.0, "{shape:?}");
+        let g1 = (y1 * &wgt).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (y2 * &wgt).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&x, &b] {
+            let (a, e) = (g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+            let scale = e.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
+            assert!(diff(a, e) / scale < 1e-5, "{shape:?}");
+        }
+    }
+
+    #[test]
+    fn last_axis_bias_equals_candle_broadcast_add() {
+        for shape in [vec![1usize, 1], vec![3, 5, 7], vec![4000, 9]] {
+            let d = *shape.last().unwrap();
+            check(&shape, d, |x, b| bias_add_last(x, b).unwrap(), |x, b| x.broadcast_add(b).unwrap());
+        }
+        let x = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        assert!(bias_add_last(&x, &Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap()).is_err());
+    }
+
     #[test]
     fn equals_candle_broadcast_add_values_and_gradients() {
         let dev = &Device::Cpu;
         for &(n, c, h, w) in &[(1usize, 1usize, 1usize, 1usize), (2, 3, 5, 7), (3, 8, 4, 1), (1, 5, 9, 9)] {
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, h, w), dev).unwrap()).unwrap();
-            let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, c, dev).unwrap()).unwrap();
-            let wgt = Tensor::randn(0f32, 1.0, (n, c, h, w), dev).unwrap();
-            let ours = bias_add_nchw(x.as_tensor(), b.as_tensor()).unwrap();
-            let theirs = x.as_tensor().broadcast_add(&b.as_tensor().reshape((1, c, 1, 1)).unwrap()).unwrap();
-            let diff = |a: &Tensor, b: &Tensor| {
-                (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-            };
-            assert_eq!(diff(&ours, &theirs), 0.0);
-            let g1 = (ours * &wgt).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (theirs * &wgt).unwrap().sum_all().unwrap().backward().unwrap();
-            for v in [&x, &b] {
-                assert!(diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap()) < 1e-4);
-            }
+            check(
+                &[n, c, h, w],
+                c,
+                |x, b| bias_add_nchw(x, b).unwrap(),
+                |x, b| x.broadcast_add(&b.reshape((1, c, 1, 1)).unwrap()).unwrap(),
+            );
         }
         let x = Tensor::zeros((1, 3, 2, 2), DType::F32, dev).unwrap();
         assert!(bias_add_nchw(&x, &Tensor::zeros(4, DType::F32, dev).unwrap()).is_err());

@@ -1,11 +1,19 @@
-//! Tensor ops the toolkit owns because candle's CPU versions are slow or lack a backward.
+//! Tensor ops the toolkit owns because candle's CPU versions are slow or lack a backward:
+//! convolution, training-mode BatchNorm, ReLU/ReLU6, bias adds, and the transformer's
+//! LayerNorm, softmax and GELU.
 
 pub mod batch_norm;
 pub mod bias;
 pub mod clamp;
 pub mod conv2d;
+pub mod gelu;
+pub mod layer_norm;
+pub mod softmax;
 
 pub use batch_norm::batch_norm_train;
-pub use bias::bias_add_nchw;
+pub use bias::{bias_add_last, bias_add_nchw};
 pub use clamp::clamp_activation;
 pub use conv2d::{Conv2dGeometry, conv2d, use_candle_conv};
+pub use gelu::gelu_erf;
+pub use layer_norm::layer_norm;
+pub use softmax::softmax_last;

@@ -101,21 +101,7 @@ impl FusedAffine {
     }
 }
 
-pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fake quant: not contiguous".into()))?;
-    match s {
-        CpuStorage::F32(v) => Ok(&v[a..b]),
-        _ => candle_core::bail!("fake quant: f32 only"),
-    }
-}
-
-/// Runs `f` on the contiguous `f32` data of a CPU tensor without copying it.
-pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let t = t.contiguous()?;
-    let (st, l) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cs) = &*st else { candle_core::bail!("fake quant: CPU tensors only") };
-    Ok(f(f32_slice(cs, l)?))
-}
+pub(crate) use crate::cpu::{f32_slice, with_f32};
 
 /// Elements per parallel chunk of the fused ops.
 pub(crate) const CHUNK: usize = 1 << 14;

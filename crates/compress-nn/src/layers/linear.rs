@@ -29,6 +29,13 @@ impl Linear {
         Self::with_init(fin, fout, true, w, candle_nn::Init::Const(0.0), vb)
     }
 
+    /// timm's transformer initialisation: weight `trunc_normal_(std=0.02)` (truncated at +-2,
+    /// i.e. 100 standard deviations: a plain normal), bias 0.
+    pub fn timm(fin: usize, fout: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let w = candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 };
+        Self::with_init(fin, fout, bias, w, candle_nn::Init::Const(0.0), vb)
+    }
+
     /// Weight `kaiming_normal_(mode="fan_in", nonlinearity="relu")` (std `sqrt(2 / fin)`), bias 0.
     pub fn kaiming(fin: usize, fout: usize, vb: VarBuilder) -> Result<Self> {
         Self::with_init(fin, fout, true, candle_nn::init::DEFAULT_KAIMING_NORMAL, candle_nn::Init::Const(0.0), vb)
@@ -62,6 +69,20 @@ impl Module for Linear {
         let tokens = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1) / x.dim(0)?.max(1);
         let bias_adds = if self.bias { (tokens * self.fout) as u64 } else { 0 };
         record(cost::linear(self.fin, self.fout, tokens, self.bias) + cost::elementwise(bias_adds));
-        self.inner.forward(x)
+        // One 2-D product over all leading dimensions (candle's batched form broadcasts the
+        // weight and sums its gradient over the batch with a strided reduction), then the bias
+        // as one op whose backward sums rows.
+        let dims = x.dims().to_vec();
+        let rows = x.elem_count() / self.fin.max(1);
+        let y = x.reshape((rows, self.fin))?.matmul(&self.inner.weight().t()?)?;
+        let y = match self.inner.bias() {
+            Some(b) => compress_core::ops::bias_add_last(&y, b)?,
+            None => y,
+        };
+        let mut out = dims;
+        if let Some(last) = out.last_mut() {
+            *last = self.fout;
+        }
+        y.reshape(out)
     }
 }

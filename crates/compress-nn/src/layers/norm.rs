@@ -2,7 +2,7 @@
 //! from primitives so that it has a backward pass (candle-nn's fast LayerNorm has none).
 
 use crate::count::record;
-use candle_core::{D, DType, Module, ModuleT, Result, Tensor};
+use candle_core::{DType, Module, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 use compress_core::cost;
 
@@ -81,11 +81,7 @@ impl LayerNorm {
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         record(cost::norm(self.weight.dim(0)?));
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        compress_core::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 

@@ -15,4 +15,4 @@ pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use resnet_cifar::{ResNetCifar, ResNetCifarConfig, Shortcut};
 pub use sr::{DIV2K_MEAN, Edsr, EdsrConfig, Rdn, RdnConfig, SrResNet, SrResNetConfig, SrSetting, build_up, mean_shift};
 pub use vgg::{Vgg, VggConfig};
-pub use vit::{Vit, VitConfig, resize_pos_embed};
+pub use vit::{Block as VitBlock, Vit, VitConfig, resize_pos_embed};

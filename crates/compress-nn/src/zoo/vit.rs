@@ -1,8 +1,8 @@
 //! ViT / DeiT (Dosovitskiy et al. 2021; Touvron et al. 2021) with timm's tensor names:
 //! `patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.{i}.norm1|attn.qkv|attn.proj|norm2|
 //! mlp.fc1|mlp.fc2`, `norm`, `head`. Pre-norm blocks, exact (erf) GELU, LayerNorm eps 1e-6.
-//! LayerNorm is built from primitives and softmax is `candle_nn::ops::softmax`, both of which
-//! backpropagate (candle's fused versions do not). Position embeddings can be resampled to a new
+//! LayerNorm, softmax and GELU are the toolkit's fused ops with their backward (candle's fused
+//! LayerNorm and softmax have none). Position embeddings can be resampled to a new
 //! grid ([`resize_pos_embed`]).
 //!
 //! Widths: `embed` (the residual stream; not prunable, LayerNorm normalises over it),
@@ -13,7 +13,7 @@ use crate::error::{Result, config_err};
 use crate::layers::{Conv2d, ConvSpec, LayerNorm, Linear};
 use crate::network::{ArchConfig, Architecture, replace_widths};
 use crate::structure::{ChannelGroup, Member, Widths};
-use candle_core::{D, Module, ModuleT, Tensor};
+use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;
 use compress_core::cost::{self, Cost};
 use std::collections::HashMap;
@@ -172,8 +172,10 @@ impl ArchConfig for VitConfig {
     }
 }
 
+/// One pre-norm transformer block: `x + attn(norm1(x)) / lam`, then `x + mlp(norm2(x)) / lam`
+/// (`lam` = 1 for ViT/DeiT; LV-ViT's `skip_lam` scales its residual branches by 1/2).
 #[derive(Debug, Clone)]
-struct Block {
+pub struct Block {
     norm1: LayerNorm,
     qkv: Linear,
     proj: Linear,
@@ -182,26 +184,75 @@ struct Block {
     fc2: Linear,
     heads: usize,
     head_dim: usize,
+    skip_lam: f64,
 }
 
 impl Block {
-    fn attention(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// A block of width `dim` with `heads` heads of `head_dim` channels and `mlp` hidden units,
+    /// under timm's names (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`) and
+    /// with timm's initialisation (linear weights N(0, 0.02^2), biases 0).
+    pub fn new(
+        dim: usize,
+        heads: usize,
+        head_dim: usize,
+        mlp: usize,
+        qkv_bias: bool,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let inner = heads * head_dim;
+        Ok(Self {
+            norm1: LayerNorm::new(dim, 1e-6, vb.pp("norm1"))?,
+            qkv: Linear::timm(dim, 3 * inner, qkv_bias, vb.pp("attn.qkv"))?,
+            proj: Linear::timm(inner, dim, true, vb.pp("attn.proj"))?,
+            norm2: LayerNorm::new(dim, 1e-6, vb.pp("norm2"))?,
+            fc1: Linear::timm(dim, mlp, true, vb.pp("mlp.fc1"))?,
+            fc2: Linear::timm(mlp, dim, true, vb.pp("mlp.fc2"))?,
+            heads,
+            head_dim,
+            skip_lam: 1.0,
+        })
+    }
+
+    /// The same block with both residual branches divided by `lam` (LV-ViT's `skip_lam`).
+    pub fn with_skip_lam(mut self, lam: f64) -> Self {
+        self.skip_lam = lam;
+        self
+    }
+
+    /// Hidden units of the MLP.
+    pub fn mlp_hidden(&self) -> usize {
+        self.fc1.weight().dims()[0]
+    }
+
+    /// Self-attention of `[B, T, D]` tokens and its post-softmax map `[B, H, T, T]`.
+    fn attention(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let (b, t, _) = x.dims3()?;
         let (h, hd) = (self.heads, self.head_dim);
         let qkv = self.qkv.forward(x)?.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?;
         let q = (qkv.get(0)? * (hd as f64).powf(-0.5))?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let attn = candle_nn::ops::softmax(&q.matmul(&k.t()?)?, D::Minus1)?;
+        let attn = compress_core::ops::softmax_last(&q.matmul(&k.t()?)?)?;
         record(Cost { macs: 2 * (t * t * h * hd) as u64, params: 0, elementwise: 0 });
         let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * hd))?;
-        self.proj.forward(&y)
+        Ok((self.proj.forward(&y)?, attn))
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let x = (x + self.attention(&self.norm1.forward(x)?)?)?;
-        let m = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
-        x + m
+    /// The block's output and its attention map `[B, H, T, T]` (what CF-ViT scores regions by).
+    pub fn forward_attn(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (a, attn) = self.attention(&self.norm1.forward(x)?)?;
+        let x = (x + self.scaled(a)?)?;
+        let m = self.fc2.forward(&compress_core::ops::gelu_erf(&self.fc1.forward(&self.norm2.forward(&x)?)?)?)?;
+        Ok(((x + self.scaled(m)?)?, attn))
+    }
+
+    fn scaled(&self, t: Tensor) -> candle_core::Result<Tensor> {
+        if self.skip_lam == 1.0 { Ok(t) } else { t / self.skip_lam }
+    }
+
+    /// The block's output.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        Ok(self.forward_attn(x)?.0)
     }
 }
 
@@ -236,18 +287,7 @@ impl Architecture for Vit {
         let pos_embed = vb.get_with_hints((1, cfg.tokens(), d), "pos_embed", tn)?;
         let mut blocks = Vec::new();
         for i in 0..cfg.depth {
-            let p = vb.pp(format!("blocks.{i}"));
-            let inner = cfg.heads(i) * cfg.head_dim;
-            blocks.push(Block {
-                norm1: LayerNorm::new(d, 1e-6, p.pp("norm1"))?,
-                qkv: Linear::new(d, 3 * inner, true, p.pp("attn.qkv"))?,
-                proj: Linear::new(inner, d, true, p.pp("attn.proj"))?,
-                norm2: LayerNorm::new(d, 1e-6, p.pp("norm2"))?,
-                fc1: Linear::new(d, cfg.mlp(i), true, p.pp("mlp.fc1"))?,
-                fc2: Linear::new(cfg.mlp(i), d, true, p.pp("mlp.fc2"))?,
-                heads: cfg.heads(i),
-                head_dim: cfg.head_dim,
-            });
+            blocks.push(Block::new(d, cfg.heads(i), cfg.head_dim, cfg.mlp(i), true, vb.pp(format!("blocks.{i}")))?);
         }
         Ok(Self {
             patch_embed,
@@ -255,13 +295,54 @@ impl Architecture for Vit {
             pos_embed,
             blocks,
             norm: LayerNorm::new(d, 1e-6, vb.pp("norm"))?,
-            head: Linear::new(d, cfg.num_classes, true, vb.pp("head"))?,
+            head: Linear::timm(d, cfg.num_classes, true, vb.pp("head"))?,
             embed: d,
         })
     }
 }
 
 impl Vit {
+    /// Patch embeddings `[B, N, D]` of images `[B, C, H, W]` (any side divisible by the patch;
+    /// no class token, no position embedding).
+    pub fn patch_tokens(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.patch_embed.forward(x)?.flatten_from(2)?.transpose(1, 2)?.contiguous()
+    }
+
+    /// The patch embedding (a `patch x patch` convolution of stride `patch`).
+    pub fn patch_embed(&self) -> &Conv2d {
+        &self.patch_embed
+    }
+
+    /// The class token `[1, 1, D]`.
+    pub fn cls_token(&self) -> &Tensor {
+        &self.cls_token
+    }
+
+    /// The position embedding `[1, T, D]` (class token first).
+    pub fn pos_embed(&self) -> &Tensor {
+        &self.pos_embed
+    }
+
+    /// The transformer blocks.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// The final LayerNorm.
+    pub fn norm(&self) -> &LayerNorm {
+        &self.norm
+    }
+
+    /// The classifier.
+    pub fn head(&self) -> &Linear {
+        &self.head
+    }
+
+    /// The width of the residual stream.
+    pub fn embed_dim(&self) -> usize {
+        self.embed
+    }
+
     /// The normalised token sequence `[B, T, D]` (before the head): what CF-ViT's coarse stage
     /// and attention-based methods read.
     pub fn tokens(&self, x: &Tensor) -> candle_core::Result<Tensor> {

@@ -1,0 +1,473 @@
+//! `cargo xtask reproduce cf-vit`: section 9's CPU experiment on the embedded MNIST (mini, with
+//! the validated settings; smoke, a tiny end-to-end check) and the paper's settings (paper).
+
+use crate::budget::{BudgetPoint, StageRecords, budget_curve, eta_grid, mean_curve};
+use crate::build;
+use crate::config::CfVitConfig;
+use crate::error::{CfVitError, Result};
+use crate::model::CfVit;
+use crate::paper::{PAPER_ROWS, PaperRecipe};
+use crate::regions::Selection;
+use crate::trainer::{CfObjective, TrainSettings, stage_records};
+use candle_core::Device;
+use compress_data::batch::{Augment, Dataset, ImageDataset};
+use compress_data::{embedded, mnist};
+use compress_nn::network::Network;
+use compress_nn::zoo::{Vit, VitConfig};
+use compress_train::classify::{self, fit_objective};
+use compress_train::{NoHooks, Report, ReportRow, Run, Verdict, parallel};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Which experiment to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// A few hundred digits, two epochs: the pipeline end to end (tests).
+    Smoke,
+    /// Section 9 with its validated settings (3 seeds x 24 epochs).
+    Mini,
+    /// The paper's models and recipe (ImageNet).
+    Paper,
+}
+
+/// Settings of the mini (and smoke) experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MiniSettings {
+    /// Training recipe of both models.
+    pub train: TrainSettings,
+    /// Seeds; each trains a CF-ViT and a baseline.
+    pub seeds: Vec<u64>,
+    /// Training digits used (None: all 4,000).
+    pub train_limit: Option<usize>,
+    /// Test digits used (None: all 1,000).
+    pub test_limit: Option<usize>,
+    /// Runs trained side by side on the CPU.
+    pub parallel_runs: usize,
+    /// Whether this is the smoke profile (run folder name).
+    pub smoke: bool,
+}
+
+impl MiniSettings {
+    /// Section 9's validated settings.
+    pub fn mini() -> Self {
+        Self {
+            train: TrainSettings::mini(),
+            seeds: vec![0, 1, 2],
+            train_limit: None,
+            test_limit: None,
+            parallel_runs: 2,
+            smoke: false,
+        }
+    }
+
+    /// Two epochs (the second with selection) on 256 digits, one seed.
+    pub fn smoke() -> Self {
+        Self {
+            train: TrainSettings { epochs: 2, select_epochs: 1, batch: 32, ..TrainSettings::mini() },
+            seeds: vec![0],
+            train_limit: Some(256),
+            test_limit: Some(100),
+            parallel_runs: 1,
+            smoke: true,
+        }
+    }
+}
+
+/// The tiny ViT of section 9 on 32 x 32 digits: patch 4 (8 x 8 fine grid), 64 wide, 4 blocks,
+/// 4 heads, MLP ratio 2.
+pub fn mini_vit() -> Result<VitConfig> {
+    Ok(VitConfig::new(32, 4, 64, 4, 4, 128, 10)?.channels(1))
+}
+
+/// mnist-5k, normalised, zero-padded to 32 x 32.
+pub fn digits(train: bool, limit: Option<usize>) -> Result<ImageDataset> {
+    let split = if train { mnist::Split::Train } else { mnist::Split::Test };
+    Ok(embedded::mnist_5k_normalised(split, Augment::None, limit)?.padded(2)?)
+}
+
+/// The two models of a seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Arm {
+    /// CF-ViT.
+    CfVit,
+    /// The same ViT on the fine tokens only.
+    Baseline,
+}
+
+impl Arm {
+    /// Run-folder key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Arm::CfVit => "cf-vit",
+            Arm::Baseline => "baseline",
+        }
+    }
+}
+
+/// What one trained model measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ArmOutcome {
+    /// CF-ViT: both stages per test image, and the fine stage's top-1 when it re-splits the
+    /// lowest-scoring patches instead.
+    CfVit {
+        /// Per-image outcomes (selection of the informative patches).
+        records: StageRecords,
+        /// Fine top-1 (%) with the uninformative patches re-split.
+        uninformative_top1: f64,
+    },
+    /// Baseline top-1 (%).
+    Baseline {
+        /// Top-1 (%).
+        top1: f64,
+    },
+}
+
+/// One trained model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArmResult {
+    /// Which model.
+    pub arm: Arm,
+    /// Seed.
+    pub seed: u64,
+    /// Measurements.
+    pub outcome: ArmOutcome,
+    /// Training wall-clock seconds (evaluations excluded).
+    pub train_seconds: f64,
+    /// Where the trained weights are.
+    pub weights: PathBuf,
+}
+
+fn train_seconds(history: &[serde_json::Value]) -> f64 {
+    history.iter().filter_map(|h| h["seconds"].as_f64()).sum()
+}
+
+/// Trains and measures one model.
+pub fn run_arm(
+    s: &MiniSettings,
+    arm: Arm,
+    seed: u64,
+    root: &Path,
+    resume: bool,
+    quiet: bool,
+    device: &Device,
+) -> Result<ArmResult> {
+    let (train, test) = (digits(true, s.train_limit)?, digits(false, s.test_limit)?);
+    let steps = (train.len() / s.train.batch) as u64;
+    let cfg = s.train.engine_config(steps, seed);
+    let profile = if s.smoke { "smoke" } else { "mini" };
+    let dev_name = if device.is_cpu() { "cpu" } else { "cuda" };
+    let (mut run, resuming) =
+        Run::for_arm(root, &format!("cf-vit/{profile}/{}-seed{seed}", arm.key()), &cfg, resume, quiet, dev_name)?;
+    let vit = mini_vit()?;
+    let weights = run.dir().join("model.safetensors");
+    match arm {
+        Arm::CfVit => {
+            let model = build::deit(&vit, CfVitConfig::mini(), &HashMap::new(), seed, device)?;
+            let obj = CfObjective {
+                model: &model,
+                test: &test,
+                select_from: s.train.select_from(),
+                smoothing: s.train.label_smoothing,
+            };
+            let history = fit_objective(&obj, &train, &cfg, &mut run, resuming, &mut NoHooks)?;
+            compress_nn::weights::save_atomic(&build::tensors(model.varmap())?, &weights)?;
+            let records = stage_records(&model, &test, 250, Selection::Informative)?;
+            let low = stage_records(&model, &test, 250, Selection::Uninformative)?;
+            Ok(ArmResult {
+                arm,
+                seed,
+                outcome: ArmOutcome::CfVit { records, uninformative_top1: low.fine_top1() },
+                train_seconds: train_seconds(&history),
+                weights,
+            })
+        }
+        Arm::Baseline => {
+            let net = Network::<Vit>::new(vit, seed, device)?;
+            let history = classify::fit(&net, &train, &test, &cfg, &mut run, resuming, &mut NoHooks)?;
+            net.save(&weights)?;
+            let (top1, _) = classify::evaluate(&net, &test, 250)?;
+            Ok(ArmResult {
+                arm,
+                seed,
+                outcome: ArmOutcome::Baseline { top1 },
+                train_seconds: train_seconds(&history),
+                weights,
+            })
+        }
+    }
+}
+
+/// MACs per image `(coarse, fine stage, baseline)` of the mini models (reuse MLP counted).
+pub fn mini_macs() -> Result<(f64, f64, f64)> {
+    let vit = mini_vit()?;
+    let model = build::deit(&vit, CfVitConfig::mini(), &HashMap::new(), 0, &Device::Cpu)?;
+    let (c, f) = model.stage_macs();
+    Ok((c as f64, f as f64, baseline_macs(&model)))
+}
+
+/// MACs of the backbone on its full fine sequence (the baseline ViT).
+pub fn baseline_macs<B: crate::TokenBackbone>(model: &CfVit<B>) -> f64 {
+    let (bb, n) = (model.backbone(), 2 * model.config().coarse_side);
+    let t = 1 + n * n;
+    (bb.embed_macs(n) + bb.blocks_macs(t) + bb.head_macs(t)) as f64
+}
+
+/// Runs the mini (or smoke) experiment under `root`.
+pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(PathBuf, Report)> {
+    let jobs: Vec<(u64, Arm)> = s.seeds.iter().flat_map(|&seed| [(seed, Arm::CfVit), (seed, Arm::Baseline)]).collect();
+    let workers = parallel::workers(s.parallel_runs, jobs.len(), device.is_cpu());
+    let one = |&(seed, arm): &(u64, Arm), threads: usize| -> Result<ArmResult> {
+        let r = run_arm(s, arm, seed, root, resume, quiet || workers > 1, device)?;
+        if !quiet {
+            let what = match &r.outcome {
+                ArmOutcome::CfVit { records, uninformative_top1 } => format!(
+                    "coarse {:.1} %, fine {:.1} % (uninformative {:.1} %)",
+                    records.coarse_top1(),
+                    records.fine_top1(),
+                    uninformative_top1
+                ),
+                ArmOutcome::Baseline { top1 } => format!("top-1 {top1:.1} %"),
+            };
+            println!("{} seed {seed}: {what} ({:.0} s training on {threads} thread(s))", arm.key(), r.train_seconds);
+        }
+        Ok(r)
+    };
+    let mut results = Vec::with_capacity(jobs.len());
+    for (r, (seed, arm)) in parallel::side_by_side(&jobs, workers, one)?.into_iter().zip(&jobs) {
+        match r {
+            Some(r) => results.push(r?),
+            None => {
+                return Err(CfVitError::Config(format!(
+                    "{} seed {seed} did not run (an earlier run failed)",
+                    arm.key()
+                )));
+            }
+        }
+    }
+    let profile = if s.smoke { "smoke" } else { "mini" };
+    let mut run = Run::create(root, &format!("cf-vit/{profile}"), s, 0, if device.is_cpu() { "cpu" } else { "cuda" })?;
+    run.quiet = quiet;
+    let (report, extra, curve, base) = report(&results)?;
+    let base_point = vec![(base.1 / 1e6, base.0)];
+    run.plot(
+        "curve.svg",
+        "CF-ViT on MNIST: top-1 (%) vs MACs (M) per image over eta, mean of seeds",
+        "MACs per image (M)",
+        &[("CF-ViT, eta 0..1", curve.iter().map(|p| (p.macs / 1e6, p.top1)).collect()), ("baseline ViT", base_point)],
+    )?;
+    compress_train::record::write_atomic(
+        &run.dir().join("curve.json"),
+        &serde_json::to_vec_pretty(&curve).map_err(|e| CfVitError::Config(e.to_string()))?,
+    )?;
+    run.write_report_with(&report, 2, &extra)?;
+    Ok((run.dir().to_path_buf(), report))
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    s / n.max(1) as f64
+}
+
+/// The operating point of claim 2: among thresholds whose expected MACs are at most
+/// `max_macs`, the most accurate (ties: the cheaper). Claim 2 holds iff its top-1 is within
+/// 0.5 points of the baseline (some eta qualifies iff this one does).
+pub fn best_within(curve: &[BudgetPoint], max_macs: f64) -> Option<BudgetPoint> {
+    curve
+        .iter()
+        .filter(|p| p.macs <= max_macs)
+        .max_by(|a, b| a.top1.total_cmp(&b.top1).then(b.macs.total_cmp(&a.macs)))
+        .copied()
+}
+
+/// The report: claims 1-4 of section 9 with the validated tolerances, the mean curve and
+/// `(baseline top-1, baseline MACs)`.
+#[allow(clippy::type_complexity)]
+fn report(results: &[ArmResult]) -> Result<(Report, String, Vec<BudgetPoint>, (f64, f64))> {
+    let (mc, mf, mb) = mini_macs()?;
+    let etas = eta_grid();
+    let mut curves = Vec::new();
+    let (mut coarse, mut fine, mut low, mut base) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut per_seed = String::new();
+    for r in results {
+        match &r.outcome {
+            ArmOutcome::CfVit { records, uninformative_top1 } => {
+                curves.push(budget_curve(records, mc, mf, &etas));
+                coarse.push(records.coarse_top1());
+                fine.push(records.fine_top1());
+                low.push(*uninformative_top1);
+                per_seed += &format!(
+                    "- CF-ViT seed {}: coarse {:.1} %, fine {:.1} %, fine re-splitting the lowest-score patches {:.1} % ({:.0} s)\n",
+                    r.seed,
+                    records.coarse_top1(),
+                    records.fine_top1(),
+                    uninformative_top1,
+                    r.train_seconds
+                );
+            }
+            ArmOutcome::Baseline { top1 } => {
+                base.push(*top1);
+                per_seed += &format!("- baseline seed {}: {top1:.1} % ({:.0} s)\n", r.seed, r.train_seconds);
+            }
+        }
+    }
+    let curve = mean_curve(&curves);
+    let b = mean(base.iter().copied());
+    let (c, f, l) = (mean(coarse.iter().copied()), mean(fine.iter().copied()), mean(low.iter().copied()));
+    let at_one = curve.last().copied().ok_or_else(|| CfVitError::Config("no CF-ViT run".into()))?;
+    let verdict = |ok: bool| if ok { Verdict::Holds } else { Verdict::Fails };
+    let op = best_within(&curve, 0.5 * mb);
+    let mut rows = vec![
+        ReportRow {
+            setting: "top-1 (%) at eta = 1 vs baseline".into(),
+            baseline: Some(b),
+            method: Some(at_one.top1),
+            paper: None,
+            claim: "(1) CF-ViT >= baseline - 0.3 pp (validated tolerance 1.5 pp: 1,000 test digits)".into(),
+            verdict: verdict(at_one.top1 >= b - 1.5),
+        },
+        ReportRow {
+            setting: "top-1 (%) of the most accurate eta within 0.5x the baseline's MACs".into(),
+            baseline: Some(b),
+            method: op.map(|p| p.top1),
+            paper: None,
+            claim: format!(
+                "(2) some eta gives <= 0.5x the baseline's MACs at >= baseline - 0.5 pp{}",
+                op.map(|p| format!(
+                    " (eta {:.2}: {:.0} % exit, {:.2} M = {:.2}x MACs)",
+                    p.eta,
+                    100.0 * p.exit_rate,
+                    p.macs / 1e6,
+                    p.macs / mb
+                ))
+                .unwrap_or_default()
+            ),
+            verdict: verdict(op.is_some_and(|p| p.top1 >= b - 0.5)),
+        },
+        ReportRow {
+            setting: "fine vs coarse stage top-1 (%)".into(),
+            baseline: Some(c),
+            method: Some(f),
+            paper: None,
+            claim: "(3) fine-stage accuracy >= coarse-stage accuracy".into(),
+            verdict: verdict(f >= c),
+        },
+        ReportRow {
+            setting: "fine top-1 (%): lowest-score vs informative patches re-split".into(),
+            baseline: Some(l),
+            method: Some(f),
+            paper: None,
+            claim: "(4) re-splitting the k lowest-score patches instead lowers fine accuracy (by >= 10 pp)".into(),
+            verdict: verdict(f - l >= 10.0),
+        },
+        ReportRow {
+            setting: "coarse stage alone (eta = 0) vs baseline top-1 (%)".into(),
+            baseline: Some(b),
+            method: Some(c),
+            paper: None,
+            claim: format!("reported: the coarse stage costs {:.2} M MACs vs {:.2} M", mc / 1e6, mb / 1e6),
+            verdict: Verdict::Info,
+        },
+    ];
+    if let Some(p) = curve.iter().find(|p| (p.eta - 0.5).abs() < 1e-9) {
+        rows.push(ReportRow {
+            setting: "top-1 (%) at eta = 0.50".into(),
+            baseline: Some(b),
+            method: Some(p.top1),
+            paper: None,
+            claim: format!(
+                "reported: {:.0} % of digits exit at the coarse stage, {:.2} M MACs ({:.2}x)",
+                100.0 * p.exit_rate,
+                p.macs / 1e6,
+                p.macs / mb
+            ),
+            verdict: Verdict::Info,
+        });
+    }
+    let mut extra = format!(
+        "\nMACs per image (section 2.9's formula plus the reuse MLP): coarse {:.3} M, coarse + fine {:.3} M, baseline {:.3} M.\n\nPer seed:\n\n{per_seed}\nThe curve over eta (mean of seeds) is in `curve.svg` / `curve.json`.\n\n| eta | exit % | MACs (M) | top-1 (%) |\n| --- | --- | --- | --- |\n",
+        mc / 1e6,
+        (mc + mf) / 1e6,
+        mb / 1e6
+    );
+    for p in curve.iter().step_by(10) {
+        extra += &format!("| {:.2} | {:.1} | {:.3} | {:.2} |\n", p.eta, 100.0 * p.exit_rate, p.macs / 1e6, p.top1);
+    }
+    let report = Report {
+        title: "CF-ViT on mnist-5k (32 px, 4x4 coarse / 8x8 fine tokens): early exit vs the fine-only ViT".into(),
+        command: "cargo xtask reproduce cf-vit".into(),
+        rows,
+    };
+    Ok((report, extra, curve, (b, mb)))
+}
+
+/// Runs `profile` under `root`.
+pub fn reproduce(
+    profile: Profile,
+    root: &Path,
+    resume: bool,
+    quiet: bool,
+    device: &Device,
+) -> Result<(PathBuf, Report)> {
+    match profile {
+        Profile::Smoke => mini(&MiniSettings::smoke(), &root.join("smoke"), resume, quiet, device),
+        Profile::Mini => mini(&MiniSettings::mini(), root, resume, quiet, device),
+        Profile::Paper => paper(root, device),
+    }
+}
+
+/// The paper profile: builds the four CF-ViT configurations of table 5, checks their per-stage
+/// MACs against the paper, loads pretrained DeiT-S from the Hub, then stops where ImageNet
+/// training would begin (it needs the dataset and is not part of this crate yet).
+fn paper(root: &Path, device: &Device) -> Result<(PathBuf, Report)> {
+    let mut rows = Vec::new();
+    for row in PAPER_ROWS {
+        let (c, total) = row.model.stage_macs_g()?;
+        for (stage, ours, theirs, top1) in [
+            ("coarse (eta = 0)", c, row.gmacs_coarse, row.top1_coarse),
+            ("coarse + fine (eta -> 1)", total, row.gmacs_total, row.top1_full),
+        ] {
+            rows.push(ReportRow {
+                setting: format!("{} GMACs, {stage}", row.name),
+                baseline: None,
+                method: Some(ours),
+                paper: Some(theirs),
+                claim: format!("MACs as section 2.9 plus the reuse MLP (paper top-1 {top1:.2} %)"),
+                verdict: Verdict::Info,
+            });
+        }
+    }
+    #[derive(Serialize)]
+    struct PaperConfig {
+        rows: Vec<&'static str>,
+        deit: PaperRecipe,
+        lvvit: PaperRecipe,
+    }
+    let config = PaperConfig {
+        rows: PAPER_ROWS.iter().map(|r| r.name).collect(),
+        deit: PaperRecipe::deit(),
+        lvvit: PaperRecipe::lvvit(),
+    };
+    let mut run = Run::create(root, "cf-vit/paper", &config, 0, "cpu")?;
+    run.quiet = true;
+    let report = Report {
+        title: "CF-ViT paper configurations (MACs)".into(),
+        command: "cargo xtask reproduce cf-vit --profile paper".into(),
+        rows,
+    };
+    run.write_report(&report)?;
+    let imagenet =
+        embedded::datasets_dir().map(|d| d.join("imagenet")).unwrap_or_else(|_| PathBuf::from("datasets/imagenet"));
+    let pretrained = build::pretrained_deit_small(7, None, None, 0, device);
+    Err(CfVitError::Config(format!(
+        "the paper profile's configurations are built and their MACs written to {}; training needs ImageNet-1k at {} \
+         (cargo xtask fetch imagenet), {}and a GPU (--features cuda); the ImageNet recipe (RandAugment, mixup/cutmix, \
+         repeated augmentation, model EMA) is not implemented in this crate yet",
+        run.dir().display(),
+        imagenet.display(),
+        match pretrained {
+            Ok(_) => String::new(),
+            Err(e) => format!("pretrained DeiT-S from the Hub ({e}), "),
+        }
+    )))
+}
