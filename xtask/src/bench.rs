@@ -89,7 +89,7 @@ pub fn run(what: &str, steps: usize) -> Result<()> {
         return conv_layer(steps);
     }
     if what != "train-step" {
-        bail!("unknown bench {what:?}; benches: train-step, conv, onexn, ddtb, cf-vit");
+        bail!("unknown bench {what:?}; benches: train-step, conv, onexn, ddtb, cf-vit, synth");
     }
     let threads = candle_core::utils::get_num_threads();
     println!(

@@ -4,6 +4,7 @@ mod bench;
 mod bench_cfvit;
 mod bench_ddtb;
 mod bench_onexn;
+mod bench_synth;
 mod device;
 mod features;
 mod tasks;
@@ -74,7 +75,8 @@ enum Task {
     /// Timing benches: `train-step` (ResNet-20 step, ours vs candle's convolution), `conv` (one
     /// conv layer), `onexn` (the 1xN kernel against dense and CSR; MobileNetV2 packed), `ddtb`
     /// (a W2A2 training step of each DDTB arm against the full-precision step), `cf-vit`
-    /// (early-exit throughput at batch 1 and 64 against the fine-only ViT).
+    /// (early-exit throughput at batch 1 and 64 against the fine-only ViT), `synth` (IntraQ's
+    /// image synthesis on ResNet-20, 32 x 32, batch 256).
     Bench {
         /// Which bench.
         #[arg(default_value = "train-step")]
@@ -136,6 +138,8 @@ fn main() -> std::process::ExitCode {
                 bench_ddtb::run(seconds.max(1.0))
             } else if what == "cf-vit" {
                 bench_cfvit::run(seconds.max(1.0))
+            } else if what == "synth" {
+                bench_synth::run(steps)
             } else {
                 bench::run(&what, steps)
             }

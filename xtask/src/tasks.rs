@@ -23,7 +23,7 @@ pub const METHODS: [(&str, &str); 10] = [
     ("whitebox", "class-wise channel pruning"),
 ];
 
-const PROFILES: [&str; 3] = ["smoke", "mini", "paper"];
+const PROFILES: [&str; 4] = ["smoke", "mini", "mini-long", "paper"];
 
 fn known_methods() -> String {
     METHODS.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ")
@@ -80,6 +80,23 @@ pub fn reproduce(method: &str, profile: &str, device: &str, resume: bool, quiet:
         }
         let (dir, report) = cf_vit::reproduce::reproduce(p, runs, resume, quiet, &dev)?;
         println!("{}", report.markdown());
+        println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    if method == "intraq" {
+        let p = match profile {
+            "smoke" => intraq::reproduce::Profile::Smoke,
+            "mini" => intraq::reproduce::Profile::Mini,
+            "mini-long" => intraq::reproduce::Profile::MiniLong,
+            _ => intraq::reproduce::Profile::Paper,
+        };
+        let side_by_side = matches!(p, intraq::reproduce::Profile::Mini | intraq::reproduce::Profile::MiniLong);
+        if side_by_side && dev.is_cpu() && !compress_train::parallel::candle_single_threaded() {
+            // Seeds run two at a time, one core each.
+            return rerun_single_threaded("IntraQ");
+        }
+        let (dir, report) = intraq::reproduce::reproduce(p, runs, resume, quiet, &dev)?;
+        println!("{}", report.markdown_with(3));
         println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
         return Ok(());
     }

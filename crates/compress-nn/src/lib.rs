@@ -12,6 +12,7 @@ pub mod init;
 pub mod layers;
 pub mod network;
 pub mod pretrained;
+pub mod probe;
 pub mod structure;
 pub mod weights;
 pub mod zoo;

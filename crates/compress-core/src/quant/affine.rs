@@ -50,7 +50,7 @@ pub fn affine_fake_quant(x: &Tensor, lower: &Tensor, upper: &Tensor, bits: u32) 
     check_bounds(lower, upper)?;
     if let Some(axis) = fused_axis(x, lower, upper) {
         let (l, u) = (lower.contiguous()?, upper.contiguous()?);
-        return Ok(x.contiguous()?.apply_op3(&l, &u, FusedAffine { bits, axis })?);
+        return Ok(x.contiguous()?.apply_op3(&l, &u, FusedAffine { bits, axis, mode: Mode::ClipInput })?);
     }
     affine_fake_quant_composed(x, lower, upper, bits)
 }
@@ -62,7 +62,7 @@ pub fn affine_fake_quant_composed(x: &Tensor, lower: &Tensor, upper: &Tensor, bi
 
 /// `Some(None)` for scalar bounds, `Some(Some(a))` for bounds varying along axis `a` only (same
 /// rank as `x`), `None` when the fused CPU op does not apply.
-fn fused_axis(x: &Tensor, lower: &Tensor, upper: &Tensor) -> Option<Option<usize>> {
+pub(crate) fn fused_axis(x: &Tensor, lower: &Tensor, upper: &Tensor) -> Option<Option<usize>> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 || lower.dtype() != DType::F32 || upper.dtype() != DType::F32 {
         return None;
     }
@@ -82,13 +82,25 @@ fn fused_axis(x: &Tensor, lower: &Tensor, upper: &Tensor) -> Option<Option<usize
     }
 }
 
-/// The fused quantizer: `(x, lower, upper) -> q`, backward by the closed forms of spec 2.1:
-/// with `r = (clamp(x, l, u) - q) / (u - l)`, `dq/dx = [l < x < u]`,
+/// Where the fused quantizer clips and how it differentiates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// DDTB (2.1): `x` clamped to `[l, u]`, `s = (1 / (u - l)) n`; closed-form gradients to `x`,
+    /// `l` and `u`.
+    ClipInput,
+    /// IntraQ / GDFQ (intraq 2.2): codes clamped to `[-2^(b-1), 2^(b-1) - 1]`,
+    /// `s = n / max(u - l, 1e-8)`; identity gradient to `x`, none to the bounds.
+    ClipCodes,
+}
+
+/// The fused quantizer: `(x, lower, upper) -> q`. In [`Mode::ClipInput`] the backward is the
+/// closed form of spec 2.1: with `r = (clamp(x, l, u) - q) / (u - l)`, `dq/dx = [l < x < u]`,
 /// `dq/du = [x >= u] - r`, `dq/dl = [x <= l] + r`, bound gradients summed per bound.
 #[derive(Debug, Clone, Copy)]
-struct FusedAffine {
-    bits: u32,
-    axis: Option<usize>,
+pub(crate) struct FusedAffine {
+    pub(crate) bits: u32,
+    pub(crate) axis: Option<usize>,
+    pub(crate) mode: Mode,
 }
 
 impl FusedAffine {
@@ -125,11 +137,12 @@ impl CustomOp3 for FusedAffine {
         let n = ((1u32 << self.bits) - 1) as f32;
         let half = (1u32 << (self.bits - 1)) as f32;
         // Per bound: s = n / (u - l) and z = round(s l) + 2^(b-1), in the composed form's order.
+        let codes = self.mode == Mode::ClipCodes;
         let params: Vec<(f32, f32, f32, f32)> = lo
             .iter()
             .zip(up)
             .map(|(&l, &u)| {
-                let s = (1.0 / (u - l)) * n;
+                let s = if codes { n / (u - l).max(1e-8) } else { (1.0 / (u - l)) * n };
                 (l, u, s, rne_f32(s * l) + half)
             })
             .collect();
@@ -138,8 +151,12 @@ impl CustomOp3 for FusedAffine {
             for (j, (o, &xi)) in o.iter_mut().zip(xc).enumerate() {
                 let i = ci * CHUNK + j;
                 let (l, u, s, z) = params[if groups == 1 { 0 } else { (i / inner) % groups }];
-                let c = xi.max(l).min(u);
-                *o = (rne_f32(c * s - z) + z) / s;
+                *o = if codes {
+                    (rne_f32(s * xi - z).clamp(-half, half - 1.0) + z) / s
+                } else {
+                    let c = xi.max(l).min(u);
+                    (rne_f32(c * s - z) + z) / s
+                };
             }
         });
         Ok((CpuStorage::F32(out), lx.shape().clone()))
@@ -153,6 +170,9 @@ impl CustomOp3 for FusedAffine {
         q: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if self.mode == Mode::ClipCodes {
+            return Ok((Some(grad.clone()), None, None));
+        }
         let lo: Vec<f32> = lower.flatten_all()?.to_vec1()?;
         let up: Vec<f32> = upper.flatten_all()?.to_vec1()?;
         let (groups, inner) = self.grouping(x.dims());

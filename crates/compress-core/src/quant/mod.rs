@@ -6,6 +6,10 @@
 //! - [`affine`] is the zero-anchored asymmetric quantizer with bounds `l < u` (DDTB's 2.1):
 //!   both rounds straight-through, so gradients reach the bounds; per tensor, per channel or per
 //!   sample by broadcasting the bounds.
+//! - [`asym`] is GDFQ / IntraQ's asymmetric quantizer (codes clipped, identity straight-through,
+//!   ranges from min/max or a running average without gradient), on the same fused CPU op.
+//! - [`range`] keeps running activation ranges (the official double-bias-corrected average, a
+//!   plain one, a singly corrected one), with freeze / unfreeze.
 //! - [`symmetric`] quantizes on `[-alpha, alpha]` with `2^(b-1) - 1` positive levels (PAMS).
 //! - [`weight`] chooses per-tensor weight ranges (percentile, min/max, symmetric max-abs) or
 //!   ternary levels.
@@ -13,13 +17,17 @@
 //!   reproduces the fake-quantized values bit for bit.
 
 pub mod affine;
+pub mod asym;
 pub mod export;
+pub mod range;
 pub mod round;
 pub mod symmetric;
 pub mod weight;
 
 pub use affine::{AffineGrid, affine_fake_quant};
+pub use asym::{asym_fake_quant, per_channel_minmax};
 pub use export::QuantizedTensor;
+pub use range::{RangeRule, RunningRange};
 pub use round::{rne_f32, round_half_even, ste_round};
 pub use symmetric::symmetric_fake_quant;
 pub use weight::{WeightQuantizer, percentile};

@@ -61,11 +61,14 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(r) = &self.replacement {
-            return r.forward(x);
+impl Linear {
+    /// The layer's forward with another weight of the same shape (a fake-quantized copy): the
+    /// bias, the probe and the cost count are the layer's own.
+    pub fn forward_with_weight(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        if weight.dims() != [self.fout, self.fin] {
+            candle_core::bail!("linear weight {:?} given for a {} -> {} layer", weight.dims(), self.fin, self.fout)
         }
+        crate::probe::record_linear(x);
         let tokens = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1) / x.dim(0)?.max(1);
         let bias_adds = if self.bias { (tokens * self.fout) as u64 } else { 0 };
         record(cost::linear(self.fin, self.fout, tokens, self.bias) + cost::elementwise(bias_adds));
@@ -74,7 +77,7 @@ impl Module for Linear {
         // as one op whose backward sums rows.
         let dims = x.dims().to_vec();
         let rows = x.elem_count() / self.fin.max(1);
-        let y = x.reshape((rows, self.fin))?.matmul(&self.inner.weight().t()?)?;
+        let y = x.reshape((rows, self.fin))?.matmul(&weight.t()?)?;
         let y = match self.inner.bias() {
             Some(b) => compress_core::ops::bias_add_last(&y, b)?,
             None => y,
@@ -84,5 +87,15 @@ impl Module for Linear {
             *last = self.fout;
         }
         y.reshape(out)
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(r) = &self.replacement {
+            crate::probe::record_linear(x);
+            return r.forward(x);
+        }
+        self.forward_with_weight(x, self.inner.weight())
     }
 }

@@ -43,6 +43,9 @@ impl ModuleT for BatchNorm2d {
         // Scale and shift of every element of one sample.
         let per_sample = (x.elem_count() / x.dim(0)?.max(1)) as u64;
         record(cost::norm(self.c) + cost::elementwise(2 * per_sample));
+        if crate::probe::active() {
+            crate::probe::record_bn(x, self.running_mean.as_tensor(), self.running_var.as_tensor())?;
+        }
         let fused = train && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
         if !fused {
             return self.inner.forward_t(x, train);

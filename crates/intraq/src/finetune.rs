@@ -1,0 +1,169 @@
+//! Stage 2 (spec 2.3): activation-range calibration, then fine-tuning of the fake-quantized
+//! student on the synthetic images with `CE(Q(x), y) + alpha T^2 KL(softmax(t/T) || softmax(Q(x)/T))`,
+//! SGD with Nesterov momentum and weight decay on every parameter, both networks in eval mode.
+
+use crate::error::{IntraqError, Result};
+use crate::net::DigitCnn;
+use candle_core::{Device, Tensor};
+use compress_core::rng::SeededRng;
+use compress_data::batch::Dataset;
+use compress_nn::Model;
+use compress_synth::SyntheticSet;
+use compress_synth::crop::{CropBox, crop_resize, sample_box};
+use compress_train::engine::{Engine, TrainConfig};
+use compress_train::loss::{cross_entropy, distillation};
+use compress_train::optim::{OptimizerKind, all_params};
+use compress_train::record::Run;
+use compress_train::schedule::{Decay, Schedule};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// The fine-tuning recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Batch size.
+    pub batch: usize,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Steps at which the rate is multiplied by 0.1.
+    pub milestones: Vec<u64>,
+    /// Nesterov momentum.
+    pub momentum: f64,
+    /// Weight decay (every parameter, BN affine included).
+    pub weight_decay: f64,
+    /// KD weight alpha.
+    pub kd_alpha: f64,
+    /// KD temperature.
+    pub kd_t: f64,
+    /// Calibration batches (ranges running) before fine-tuning.
+    pub calib_batches: usize,
+    /// RandomResizedCrop area lower bound (no flip for digits).
+    pub crop_scale: f64,
+    /// Evaluate on the real test set every this many steps.
+    pub eval_every: u64,
+}
+
+impl FinetuneConfig {
+    /// Section 9 with its validated learning rate: 600 steps of batch 64, lr 1e-5 (x0.1 at 400),
+    /// Nesterov 0.9, wd 1e-4, alpha = T = 20, 20 calibration batches, crops of scale 0.5-1.
+    pub fn mini() -> Self {
+        Self {
+            steps: 600,
+            batch: 64,
+            lr: 1e-5,
+            milestones: vec![400],
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            kd_alpha: 20.0,
+            kd_t: 20.0,
+            calib_batches: 20,
+            crop_scale: 0.5,
+            eval_every: 100,
+        }
+    }
+
+    /// The engine's view of the recipe.
+    pub fn engine_config(&self, seed: u64) -> TrainConfig {
+        TrainConfig {
+            epochs: 1,
+            batch_size: self.batch,
+            accumulate: 1,
+            optimizer: OptimizerKind::sgd(self.momentum, true),
+            weight_decay: self.weight_decay,
+            no_decay_on_norm_and_bias: false,
+            schedule: Schedule {
+                base_lr: self.lr,
+                decay: Decay::MultiStep { milestones: self.milestones.clone(), gamma: 0.1 },
+                warmup_steps: 0,
+                warmup_start: 0.0,
+            },
+            label_smoothing: 0.0,
+            seed,
+            checkpoint_every: 100,
+            log_every: 0,
+            stop_after_steps: None,
+        }
+    }
+}
+
+/// The paper's per-epoch rate: `lr0 0.1^{#{m in milestones : e + 1 > m}}`.
+pub fn lr_at_epoch(lr0: f64, milestones: &[u64], epoch: u64) -> f64 {
+    lr0 * 0.1f64.powi(milestones.iter().filter(|&&m| epoch + 1 > m).count() as i32)
+}
+
+/// A batch of synthetic images (rows `idx`) with a fresh crop each.
+fn batch(set: &SyntheticSet, idx: &[usize], scale: f64, rng: &mut rand::rngs::StdRng) -> Result<(Tensor, Tensor)> {
+    let dev = set.images.device();
+    let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<u32>>(), idx.len(), dev)?;
+    let x = set.images.index_select(&ids, 0)?;
+    let (_, _, h, w) = x.dims4()?;
+    let boxes: Vec<CropBox> = idx.iter().map(|_| sample_box(h, w, (scale, 1.0), (0.75, 4.0 / 3.0), rng)).collect();
+    let x = crop_resize(&x, &boxes, &vec![false; idx.len()], h)?;
+    let y = Tensor::from_vec(idx.iter().map(|&i| set.labels[i]).collect::<Vec<u32>>(), idx.len(), dev)?;
+    Ok((x, y))
+}
+
+/// Moves the student's activation ranges over `cfg.calib_batches` synthetic batches (in order,
+/// no augmentation), then freezes them.
+pub fn calibrate(student: &DigitCnn, set: &SyntheticSet, cfg: &FinetuneConfig) -> Result<()> {
+    student.set_running(true)?;
+    let n = set.labels.len();
+    for b in 0..cfg.calib_batches {
+        let idx: Vec<u32> = (0..cfg.batch).map(|i| ((b * cfg.batch + i) % n) as u32).collect();
+        let ids = Tensor::from_vec(idx, cfg.batch, set.images.device())?;
+        student.forward_t(&set.images.index_select(&ids, 0)?, false)?;
+    }
+    student.set_running(false)
+}
+
+/// Top-1 (%) on real data.
+pub fn top1<D: Dataset>(net: &DigitCnn, data: &D) -> Result<f64> {
+    Ok(compress_train::classify::evaluate(net, data, 250)?.0)
+}
+
+/// Fine-tunes `student` (calibrated, ranges frozen) against `teacher` on `set`; returns the
+/// test top-1 after every `eval_every` steps. Checkpoints every 100 steps; with `resume` it
+/// continues from `run`'s newest checkpoint (the ranges come from the same calibration).
+#[allow(clippy::too_many_arguments)]
+pub fn finetune<D: Dataset>(
+    student: &DigitCnn,
+    teacher: &DigitCnn,
+    set: &SyntheticSet,
+    test: &D,
+    cfg: &FinetuneConfig,
+    seed: u64,
+    run: &mut Run,
+    resume: bool,
+    device: &Device,
+) -> Result<Vec<f64>> {
+    let tc = cfg.engine_config(seed);
+    let groups = all_params(student.varmap(), cfg.weight_decay)?;
+    let mut e = Engine::with_groups(student.varmap(), groups, &tc, run, resume, device)?;
+    let rng = SeededRng::new(seed).child("finetune");
+    let n = set.labels.len();
+    let mut evals: Vec<f64> = e.state.history.iter().filter_map(|h| h["top1"].as_f64()).collect();
+    while e.state.step < cfg.steps {
+        let step = e.state.step;
+        let mut r = rng.stream("batch", step);
+        let idx: Vec<usize> = (0..cfg.batch).map(|_| r.random_range(0..n)).collect();
+        let (x, y) = batch(set, &idx, cfg.crop_scale, &mut r)?;
+        let t = teacher.forward_t(&x, false)?.detach();
+        let s = student.forward_t(&x, false)?;
+        let loss = (cross_entropy(&s, &y, 0.0)? + (distillation(&s, &t, cfg.kd_t)? * cfg.kd_alpha)?)?;
+        e.micro_batch(&loss, run)?;
+        if e.state.step.is_multiple_of(cfg.eval_every) || e.state.step == cfg.steps {
+            let acc = top1(student, test)?;
+            evals.push(acc);
+            let rec = serde_json::json!({"step": e.state.step, "top1": acc, "lr": e.lr()});
+            run.log(&rec)?;
+            e.state.history.push(rec);
+        }
+        e.after_step(run)?;
+    }
+    if evals.is_empty() {
+        return Err(IntraqError::Config("fine-tuning ran no step".into()));
+    }
+    Ok(evals)
+}
