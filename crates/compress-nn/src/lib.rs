@@ -8,6 +8,7 @@
 
 pub mod count;
 pub mod error;
+pub mod fake_quant;
 pub mod init;
 pub mod layers;
 pub mod network;

@@ -3,11 +3,11 @@
 //! SGD with Nesterov momentum and weight decay on every parameter, both networks in eval mode.
 
 use crate::error::{IntraqError, Result};
-use crate::net::DigitCnn;
 use candle_core::{Device, Tensor};
 use compress_core::rng::SeededRng;
 use compress_data::batch::Dataset;
 use compress_nn::Model;
+use compress_nn::fake_quant::Quantized;
 use compress_synth::SyntheticSet;
 use compress_synth::crop::{CropBox, crop_resize, sample_box};
 use compress_train::engine::{Engine, TrainConfig};
@@ -107,19 +107,19 @@ fn batch(set: &SyntheticSet, idx: &[usize], scale: f64, rng: &mut rand::rngs::St
 
 /// Moves the student's activation ranges over `cfg.calib_batches` synthetic batches (in order,
 /// no augmentation), then freezes them.
-pub fn calibrate(student: &DigitCnn, set: &SyntheticSet, cfg: &FinetuneConfig) -> Result<()> {
-    student.set_running(true)?;
+pub fn calibrate<M: Model>(student: &Quantized<M>, set: &SyntheticSet, cfg: &FinetuneConfig) -> Result<()> {
+    student.quant.set_running(true)?;
     let n = set.labels.len();
     for b in 0..cfg.calib_batches {
         let idx: Vec<u32> = (0..cfg.batch).map(|i| ((b * cfg.batch + i) % n) as u32).collect();
         let ids = Tensor::from_vec(idx, cfg.batch, set.images.device())?;
         student.forward_t(&set.images.index_select(&ids, 0)?, false)?;
     }
-    student.set_running(false)
+    Ok(student.quant.set_running(false)?)
 }
 
 /// Top-1 (%) on real data.
-pub fn top1<D: Dataset>(net: &DigitCnn, data: &D) -> Result<f64> {
+pub fn top1<M: Model + ?Sized, D: Dataset>(net: &M, data: &D) -> Result<f64> {
     Ok(compress_train::classify::evaluate(net, data, 250)?.0)
 }
 
@@ -127,9 +127,9 @@ pub fn top1<D: Dataset>(net: &DigitCnn, data: &D) -> Result<f64> {
 /// test top-1 after every `eval_every` steps. Checkpoints every 100 steps; with `resume` it
 /// continues from `run`'s newest checkpoint (the ranges come from the same calibration).
 #[allow(clippy::too_many_arguments)]
-pub fn finetune<D: Dataset>(
-    student: &DigitCnn,
-    teacher: &DigitCnn,
+pub fn finetune<M: Model, T: Model + ?Sized, D: Dataset>(
+    student: &Quantized<M>,
+    teacher: &T,
     set: &SyntheticSet,
     test: &D,
     cfg: &FinetuneConfig,

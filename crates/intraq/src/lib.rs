@@ -12,6 +12,7 @@ pub mod error;
 pub mod finetune;
 pub mod metrics;
 pub mod net;
+pub mod paper;
 pub mod reproduce;
 
 pub use error::{IntraqError, Result};

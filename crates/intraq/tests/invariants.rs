@@ -6,6 +6,7 @@
 use candle_core::{D, Device, Tensor};
 use compress_core::quant::RangeRule;
 use compress_nn::Model;
+use compress_nn::fake_quant::Quantized;
 use compress_synth::Teacher;
 use intraq::reproduce::{self, Profile};
 use intraq::{DigitCnn, lr_at_epoch};
@@ -33,37 +34,34 @@ fn multi_step_learning_rate_of_the_cifar_script() {
 }
 
 #[test]
-fn quantized_student_levels_ranges_and_straight_through_gradients() {
+fn quantized_student_ranges_and_straight_through_gradients() {
     let dev = Device::Cpu;
     let teacher = DigitCnn::new(1, &dev).unwrap();
     let x = Tensor::randn(0f32, 1.0, (8, 1, 28, 28), &dev).unwrap();
-    // Full precision from the same tensors computes the teacher exactly.
-    let fp = DigitCnn::from_tensors(&teacher.tensors().unwrap(), None, &dev).unwrap();
+    // A copy computes the teacher exactly.
+    let fp = DigitCnn::from_tensors(&teacher.tensors().unwrap(), &dev).unwrap();
     let d = (fp.forward_t(&x, false).unwrap() - teacher.forward_t(&x, false).unwrap()).unwrap();
     assert_eq!(d.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     for bits in [2u32, 3] {
-        let q = DigitCnn::from_tensors(&teacher.tensors().unwrap(), Some((bits, bits, RangeRule::BiasCorrected)), &dev)
+        let q = Quantized::new(DigitCnn::from_tensors(&teacher.tensors().unwrap(), &dev).unwrap(), bits, bits, RangeRule::BiasCorrected)
             .unwrap();
         q.forward_t(&x, false).unwrap();
-        q.set_running(false).unwrap();
-        let r = q.quant().unwrap().ranges.lock().unwrap().clone();
+        q.quant.set_running(false).unwrap();
+        let r = q.quant.snapshot().unwrap();
+        assert_eq!(r.len(), 4, "one activation site per ReLU");
         assert!(r.iter().all(|s| s.updates() == 1 && !s.running && s.range().1 > 0.0));
-        // The penultimate features are means of quantized ReLU outputs; the first conv's output
-        // after ReLU takes at most 2^bits values: check through the probe of a 1x1-pixel input.
-        let (f, logits) = q.features_and_logits(&x, false).unwrap();
-        assert_eq!((f.dims(), logits.dims()), (&[8usize, 32][..], &[8usize, 10][..]));
-        let after = q.quant().unwrap().ranges.lock().unwrap().clone();
-        assert_eq!(r, after, "frozen ranges do not move");
+        let logits = q.forward_t(&x, false).unwrap();
+        assert_eq!(q.quant.snapshot().unwrap(), r, "frozen ranges do not move");
+        assert!((&logits - teacher.forward_t(&x, false).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
         // Gradients pass the quantizers straight through to every weight.
-        let loss = logits.sqr().unwrap().sum_all().unwrap();
-        let g = loss.backward().unwrap();
+        let g = logits.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         for (name, v) in q.varmap().data().lock().unwrap().iter() {
             if name.ends_with("weight") {
                 assert!(g.get(v.as_tensor()).is_some(), "{name} gets no gradient");
             }
         }
     }
-    assert!(DigitCnn::from_tensors(&teacher.tensors().unwrap(), Some((0, 4, RangeRule::Legacy)), &dev).is_err());
+    assert!(Quantized::new(DigitCnn::new(0, &dev).unwrap(), 0, 4, RangeRule::Legacy).is_err());
 }
 
 #[test]
@@ -90,4 +88,46 @@ fn smoke_reproduction_runs_and_resumes_to_the_same_report() {
         assert_eq!((x.baseline, x.method), (y.baseline, y.method), "{}", x.setting);
     }
     assert!(reproduce::reproduce(Profile::Paper, dir.path(), false, true, &Device::Cpu).is_err());
+}
+
+#[test]
+fn paper_configurations_build_and_run_one_synthesis_and_one_fine_tuning_step() {
+    use intraq::paper::{Dataset, PAPER_ROWS, PaperModel};
+    let dev = Device::Cpu;
+    assert_eq!(PAPER_ROWS.len(), 10);
+    assert_eq!(Dataset::Cifar100.synth().eps_soft, 0.6);
+    assert_eq!(Dataset::ImageNet.synth().lambda, (0.0, 2.0));
+    let ft = Dataset::ImageNet.finetune();
+    assert_eq!((ft.batch, ft.lr, ft.calib_batches), (16, 1e-6, 800));
+    for (dataset, model) in [
+        (Dataset::Cifar10, PaperModel::ResNet20),
+        (Dataset::Cifar100, PaperModel::ResNet20),
+        (Dataset::ImageNet, PaperModel::ResNet18),
+        (Dataset::ImageNet, PaperModel::MobileNetV1),
+        (Dataset::ImageNet, PaperModel::MobileNetV2),
+    ] {
+        let teacher = model.build(dataset.classes(), 0, &dev).unwrap();
+        let t = teacher.model();
+        // One synthesis iteration on two images at the dataset's size.
+        let cfg = compress_synth::SynthConfig { groups: 1, batches_per_group: 1, batch: 2, iters: 1, ..dataset.synth() };
+        let set = compress_synth::synthesize(teacher.teacher(), &cfg, 0, &[], None, &dev).unwrap();
+        assert_eq!(set.images.dims(), &[2, 3, cfg.image_size, cfg.image_size], "{model:?}");
+        assert!(set.stats[0].bns.is_finite());
+        // One fine-tuning step of the 4-bit student (a copy of the teacher's variables).
+        let student = Quantized::new(model.build(dataset.classes(), 0, &dev).unwrap(), 4, 4, RangeRule::Legacy).unwrap();
+        let x = intraq::paper::random_images(dataset, 2, &dev).unwrap();
+        let y = Tensor::new(&[1u32, 0], &dev).unwrap();
+        student.inner.model().forward_t(&x, false).unwrap();
+        let s = compress_nn::fake_quant::with(&student.quant, || student.inner.model().forward_t(&x, false)).unwrap();
+        let tl = t.forward_t(&x, false).unwrap().detach();
+        let loss = (compress_train::loss::cross_entropy(&s, &y, 0.0).unwrap()
+            + (compress_train::loss::distillation(&s, &tl, 20.0).unwrap() * 20.0).unwrap())
+        .unwrap();
+        let vm = student.inner.model().varmap();
+        let groups = compress_train::optim::all_params(vm, 1e-4).unwrap();
+        let mut opt = compress_train::optim::Optimizer::new(compress_train::optim::OptimizerKind::sgd(0.9, true), groups).unwrap();
+        opt.step(&loss.backward().unwrap(), 1e-3).unwrap();
+        let sites = student.quant.snapshot().unwrap().len();
+        assert!(sites > 4, "{model:?}: {sites} activation sites");
+    }
 }

@@ -158,7 +158,7 @@ impl Module for Conv2d {
         if let Some(r) = &self.replacement {
             return r.forward(x);
         }
-        self.conv(x, &self.weight)
+        self.conv(x, &crate::fake_quant::weight(&self.weight)?)
     }
 }
 
@@ -185,13 +185,14 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// Applies the activation.
+    /// Applies the activation (followed by an activation quantizer inside a
+    /// [`crate::fake_quant`] scope).
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Activation::None => Ok(x.clone()),
             // One pass forward and one backward on the CPU (candle's clamp takes about eight).
-            Activation::Relu => compress_core::ops::clamp_activation(x, 0.0, f64::INFINITY),
-            Activation::Relu6 => compress_core::ops::clamp_activation(x, 0.0, 6.0),
+            Activation::Relu => crate::fake_quant::activation(&compress_core::ops::clamp_activation(x, 0.0, f64::INFINITY)?),
+            Activation::Relu6 => crate::fake_quant::activation(&compress_core::ops::clamp_activation(x, 0.0, 6.0)?),
         }
     }
 }

@@ -1,0 +1,195 @@
+//! Fake quantization of any zoo model without rewriting it (GDFQ / IntraQ / FDDA placement,
+//! intraq spec 2.2): while a closure runs under a [`FakeQuant`] scope, every `Conv2d` and `Linear`
+//! uses its weight fake-quantized per output channel from its current min / max at `wbits`, and
+//! every ReLU / ReLU6 output passes a per-tensor quantizer at `abits` whose range is a running
+//! average of batch extrema (while running) or frozen. Activation sites are numbered in call
+//! order, which a model's forward keeps fixed. Everything else (inputs, BatchNorm, biases,
+//! residual sums, linear bottlenecks) stays in full precision. Straight-through gradients.
+
+use candle_core::{Result, Tensor};
+use compress_core::quant::{RangeRule, RunningRange, asym_fake_quant, check_bits, per_channel_minmax};
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+
+/// Bits and the activation ranges of one quantized model.
+#[derive(Debug)]
+pub struct FakeQuant {
+    /// Weight bits.
+    pub wbits: u32,
+    /// Activation bits.
+    pub abits: u32,
+    /// How ranges average batch extrema.
+    pub rule: RangeRule,
+    /// One range per activation site, in call order (created on first use, running).
+    pub ranges: Mutex<Vec<RunningRange>>,
+}
+
+impl FakeQuant {
+    /// A quantizer set at `(wbits, abits)` with no site seen yet.
+    pub fn new(wbits: u32, abits: u32, rule: RangeRule) -> Result<Arc<Self>> {
+        check_bits(wbits).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        check_bits(abits).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok(Arc::new(Self { wbits, abits, rule, ranges: Mutex::new(Vec::new()) }))
+    }
+
+    /// Freezes (`false`) or releases (`true`) every range.
+    pub fn set_running(&self, running: bool) -> Result<()> {
+        let mut r = self.ranges.lock().map_err(|_| candle_core::Error::Msg("range lock poisoned".into()))?;
+        r.iter_mut().for_each(|x| if running { x.unfix() } else { x.fix() });
+        Ok(())
+    }
+
+    /// Copies of the ranges.
+    pub fn snapshot(&self) -> Result<Vec<RunningRange>> {
+        Ok(self.ranges.lock().map_err(|_| candle_core::Error::Msg("range lock poisoned".into()))?.clone())
+    }
+}
+
+thread_local! {
+    static SCOPE: RefCell<Option<(Arc<FakeQuant>, usize)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with every layer it calls fake-quantized by `q` (nested scopes: the inner wins).
+pub fn with<R>(q: &Arc<FakeQuant>, f: impl FnOnce() -> R) -> R {
+    let prev = SCOPE.with(|s| s.borrow_mut().replace((q.clone(), 0)));
+    let r = f();
+    SCOPE.with(|s| *s.borrow_mut() = prev);
+    r
+}
+
+fn current() -> Option<Arc<FakeQuant>> {
+    SCOPE.with(|s| s.borrow().as_ref().map(|(q, _)| q.clone()))
+}
+
+fn err(e: impl std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
+/// The weight a layer computes with: itself outside a scope, its per-output-channel fake
+/// quantization inside one.
+pub(crate) fn weight(w: &Tensor) -> Result<Tensor> {
+    match current() {
+        None => Ok(w.clone()),
+        Some(q) => {
+            let (lo, hi) = per_channel_minmax(w).map_err(err)?;
+            asym_fake_quant(w, &lo, &hi, q.wbits).map_err(err)
+        }
+    }
+}
+
+/// A ReLU / ReLU6 output: itself outside a scope, quantized per tensor by the next site's range
+/// inside one (the range moves first while running).
+pub(crate) fn activation(x: &Tensor) -> Result<Tensor> {
+    let Some((q, site)) = SCOPE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.as_mut().map(|(q, n)| {
+            *n += 1;
+            (q.clone(), *n - 1)
+        })
+    }) else {
+        return Ok(x.clone());
+    };
+    let (lo, hi) = {
+        let mut ranges = q.ranges.lock().map_err(err)?;
+        while ranges.len() <= site {
+            ranges.push(RunningRange::new(0.9, q.rule));
+        }
+        let r = &mut ranges[site];
+        if r.running {
+            let d = x.detach();
+            let mn = d.min_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            let mx = d.max_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            r.update(mn, mx);
+        }
+        r.range()
+    };
+    let dev = x.device();
+    let lo_t = Tensor::new(lo as f32, dev)?.to_dtype(x.dtype())?;
+    let hi_t = Tensor::new(hi.max(lo) as f32, dev)?.to_dtype(x.dtype())?;
+    asym_fake_quant(x, &lo_t, &hi_t, q.abits).map_err(err)
+}
+
+/// A model whose every forward runs under its [`FakeQuant`] scope: the quantized student of a
+/// full-precision model (same variables, so weights load and train unchanged).
+pub struct Quantized<M> {
+    /// The full-precision model.
+    pub inner: M,
+    /// Its quantizers.
+    pub quant: Arc<FakeQuant>,
+}
+
+impl<M> Quantized<M> {
+    /// Wraps `inner`, quantized at `(wbits, abits)` with ranges averaged by `rule`.
+    pub fn new(inner: M, wbits: u32, abits: u32, rule: RangeRule) -> Result<Self> {
+        Ok(Self { inner, quant: FakeQuant::new(wbits, abits, rule)? })
+    }
+}
+
+impl<M> std::fmt::Debug for Quantized<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quantized").field("quant", &self.quant).finish()
+    }
+}
+
+impl<M: crate::Model> crate::Model for Quantized<M> {
+    fn varmap(&self) -> &candle_nn::VarMap {
+        self.inner.varmap()
+    }
+    fn device(&self) -> &candle_core::Device {
+        self.inner.device()
+    }
+    fn forward_t(&self, x: &Tensor, train: bool) -> crate::error::Result<Tensor> {
+        with(&self.quant, || self.inner.forward_t(x, train))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{Activation, Conv2d, ConvSpec, Linear};
+    use candle_core::{DType, Device, Module, Var};
+    use candle_nn::{VarBuilder, VarMap};
+
+    #[test]
+    fn layers_quantize_inside_a_scope_only() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let conv = Conv2d::new(2, 4, ConvSpec::same(3), vb.pp("c")).unwrap();
+        let fc = Linear::new(4, 3, true, vb.pp("fc")).unwrap();
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 2, 5, 5), &dev).unwrap()).unwrap();
+        let net = |x: &Tensor| -> Tensor {
+            let h = Activation::Relu.apply(&conv.forward(x).unwrap()).unwrap();
+            let h = Activation::Relu6.apply(&h).unwrap();
+            fc.forward(&h.mean((2, 3)).unwrap()).unwrap()
+        };
+        let fp = net(x.as_tensor());
+        let q = FakeQuant::new(2, 2, RangeRule::BiasCorrected).unwrap();
+        let yq = with(&q, || net(x.as_tensor()));
+        assert!((&fp - &yq).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 1e-4);
+        // Two activation sites, each a 2-bit grid: at most 4 distinct values per site.
+        let ranges = q.snapshot().unwrap();
+        assert_eq!(ranges.len(), 2);
+        let levels = with(&q, || {
+            let h = Activation::Relu.apply(&conv.forward(x.as_tensor()).unwrap()).unwrap();
+            let mut v: Vec<f32> = h.flatten_all().unwrap().to_vec1().unwrap();
+            v.sort_by(f32::total_cmp);
+            v.dedup();
+            v.len()
+        });
+        assert!(levels <= 4, "{levels}");
+        // Frozen ranges do not move; outside the scope the network is full precision again.
+        q.set_running(false).unwrap();
+        let before = q.snapshot().unwrap();
+        with(&q, || net(&(x.as_tensor() * 10.0).unwrap()));
+        assert_eq!(q.snapshot().unwrap()[..2], before[..2]);
+        assert_eq!((net(x.as_tensor()) - &fp).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        // Straight-through: the quantized network trains every weight and passes gradients to x.
+        let g = with(&q, || net(x.as_tensor())).sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(x.as_tensor()).is_some());
+        for (name, v) in vm.data().lock().unwrap().iter() {
+            assert!(g.get(v.as_tensor()).is_some(), "{name}");
+        }
+        assert!(FakeQuant::new(0, 4, RangeRule::Legacy).is_err());
+    }
+}
