@@ -36,6 +36,9 @@ pub fn reproduce(method: &str, profile: &str, device: &str, resume: bool, quiet:
     if !PROFILES.contains(&profile) {
         bail!("unknown profile {profile:?}; profiles: {}", PROFILES.join(", "));
     }
+    if profile == "mini-long" && method != "intraq" {
+        bail!("the mini-long profile is IntraQ's; {method} has smoke, mini and paper");
+    }
     let dev = crate::device::parse(device)?;
     let start = std::time::Instant::now();
     let runs = std::path::Path::new("runs");
@@ -311,7 +314,9 @@ mod tests {
         let e = reproduce("prune-all", "mini", "cpu", false, true).expect_err("unknown");
         assert!(e.to_string().contains("known methods: ddtb, cf-vit"), "{e}");
         let e = reproduce("dcff", "huge", "cpu", false, true).expect_err("bad profile");
-        assert!(e.to_string().contains("profiles: smoke, mini, paper"), "{e}");
+        assert!(e.to_string().contains("profiles: smoke, mini, mini-long, paper"), "{e}");
+        let e = reproduce("dcff", "mini-long", "cpu", false, true).expect_err("intraq only");
+        assert!(e.to_string().contains("IntraQ's"), "{e}");
         let e = reproduce("optg", "mini", "cpu", false, true).expect_err("not yet");
         assert!(e.to_string().contains("not implemented yet"), "{e}");
     }

@@ -183,7 +183,10 @@ mod tests {
         let before = q.snapshot().unwrap();
         with(&q, || net(&(x.as_tensor() * 10.0).unwrap()));
         assert_eq!(q.snapshot().unwrap()[..2], before[..2]);
-        assert_eq!((net(x.as_tensor()) - &fp).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        assert_eq!(
+            (net(x.as_tensor()) - &fp).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(),
+            0.0
+        );
         // Straight-through: the quantized network trains every weight and passes gradients to x.
         let g = with(&q, || net(x.as_tensor())).sqr().unwrap().sum_all().unwrap().backward().unwrap();
         assert!(g.get(x.as_tensor()).is_some());

@@ -33,7 +33,10 @@ impl DigitCnn {
         let mut convs = Vec::new();
         for (i, &(cin, cout, stride)) in LAYERS.iter().enumerate() {
             let spec = ConvSpec::same(3).stride(stride).init(WeightInit::KaimingFanOut);
-            convs.push((Conv2d::new(cin, cout, spec, vb.pp(format!("convs.{i}")))?, BatchNorm2d::new(cout, vb.pp(format!("bns.{i}")))?));
+            convs.push((
+                Conv2d::new(cin, cout, spec, vb.pp(format!("convs.{i}")))?,
+                BatchNorm2d::new(cout, vb.pp(format!("bns.{i}")))?,
+            ));
         }
         let fc = Linear::new(32, 10, true, vb.pp("fc"))?;
         Ok(Self { convs, fc, varmap, device: device.clone() })

@@ -7,7 +7,10 @@ use crate::finetune::FinetuneConfig;
 use candle_core::{Device, Tensor};
 use compress_nn::Model;
 use compress_nn::network::Network;
-use compress_nn::zoo::{MobileNetV1, MobileNetV1Config, MobileNetV2, MobileNetV2Config, ResNet, ResNetCifar, ResNetCifarConfig, ResNetConfig, Shortcut};
+use compress_nn::zoo::{
+    MobileNetV1, MobileNetV1Config, MobileNetV2, MobileNetV2Config, ResNet, ResNetCifar, ResNetCifarConfig,
+    ResNetConfig, Shortcut,
+};
 use compress_synth::SynthConfig;
 use serde::{Deserialize, Serialize};
 
@@ -60,8 +63,20 @@ pub const PAPER_ROWS: [PaperRow; 10] = [
     PaperRow { dataset: Dataset::ImageNet, model: PaperModel::ResNet18, bits: (5, 5), fp: Some(71.47), intraq: 69.94 },
     PaperRow { dataset: Dataset::ImageNet, model: PaperModel::MobileNetV1, bits: (4, 4), fp: None, intraq: 51.36 },
     PaperRow { dataset: Dataset::ImageNet, model: PaperModel::MobileNetV1, bits: (5, 5), fp: None, intraq: 68.17 },
-    PaperRow { dataset: Dataset::ImageNet, model: PaperModel::MobileNetV2, bits: (4, 4), fp: Some(73.03), intraq: 65.10 },
-    PaperRow { dataset: Dataset::ImageNet, model: PaperModel::MobileNetV2, bits: (5, 5), fp: Some(73.03), intraq: 71.28 },
+    PaperRow {
+        dataset: Dataset::ImageNet,
+        model: PaperModel::MobileNetV2,
+        bits: (4, 4),
+        fp: Some(73.03),
+        intraq: 65.10,
+    },
+    PaperRow {
+        dataset: Dataset::ImageNet,
+        model: PaperModel::MobileNetV2,
+        bits: (5, 5),
+        fp: Some(73.03),
+        intraq: 71.28,
+    },
 ];
 
 impl Dataset {
@@ -153,8 +168,12 @@ impl PaperModel {
                 Built::ResNet20(Network::new(cfg, seed, device)?)
             }
             PaperModel::ResNet18 => Built::ResNet18(Network::new(ResNetConfig::resnet18(classes)?, seed, device)?),
-            PaperModel::MobileNetV1 => Built::MobileNetV1(Network::new(MobileNetV1Config::new(1.0, classes)?, seed, device)?),
-            PaperModel::MobileNetV2 => Built::MobileNetV2(Network::new(MobileNetV2Config::new(1.0, classes)?, seed, device)?),
+            PaperModel::MobileNetV1 => {
+                Built::MobileNetV1(Network::new(MobileNetV1Config::new(1.0, classes)?, seed, device)?)
+            }
+            PaperModel::MobileNetV2 => {
+                Built::MobileNetV2(Network::new(MobileNetV2Config::new(1.0, classes)?, seed, device)?)
+            }
         })
     }
 

@@ -7,9 +7,9 @@ use crate::metrics::intra_class_cosine_distance;
 use crate::net::DigitCnn;
 use candle_core::{DType, Device, Tensor};
 use compress_core::quant::RangeRule;
-use compress_nn::fake_quant::Quantized;
 use compress_data::batch::{Augment, Dataset, ImageDataset};
 use compress_data::{embedded, mnist};
+use compress_nn::fake_quant::Quantized;
 use compress_synth::{SynthConfig, Teacher, synthesize};
 use compress_train::engine::TrainConfig;
 use compress_train::optim::OptimizerKind;
@@ -525,7 +525,11 @@ fn paper(root: &Path) -> Result<(PathBuf, Report)> {
             missing.push(w.display().to_string());
         }
     }
-    let report = Report { title: "IntraQ paper settings (table 5)".into(), command: "cargo xtask reproduce intraq --profile paper".into(), rows };
+    let report = Report {
+        title: "IntraQ paper settings (table 5)".into(),
+        command: "cargo xtask reproduce intraq --profile paper".into(),
+        rows,
+    };
     run.write_report(&report)?;
     Err(IntraqError::Config(format!(
         "the paper rows and their settings are written to {}; a run needs the CIFAR-10/100 test sets and ImageNet \

@@ -43,8 +43,13 @@ fn quantized_student_ranges_and_straight_through_gradients() {
     let d = (fp.forward_t(&x, false).unwrap() - teacher.forward_t(&x, false).unwrap()).unwrap();
     assert_eq!(d.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     for bits in [2u32, 3] {
-        let q = Quantized::new(DigitCnn::from_tensors(&teacher.tensors().unwrap(), &dev).unwrap(), bits, bits, RangeRule::BiasCorrected)
-            .unwrap();
+        let q = Quantized::new(
+            DigitCnn::from_tensors(&teacher.tensors().unwrap(), &dev).unwrap(),
+            bits,
+            bits,
+            RangeRule::BiasCorrected,
+        )
+        .unwrap();
         q.forward_t(&x, false).unwrap();
         q.quant.set_running(false).unwrap();
         let r = q.quant.snapshot().unwrap();
@@ -52,7 +57,17 @@ fn quantized_student_ranges_and_straight_through_gradients() {
         assert!(r.iter().all(|s| s.updates() == 1 && !s.running && s.range().1 > 0.0));
         let logits = q.forward_t(&x, false).unwrap();
         assert_eq!(q.quant.snapshot().unwrap(), r, "frozen ranges do not move");
-        assert!((&logits - teacher.forward_t(&x, false).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+        assert!(
+            (&logits - teacher.forward_t(&x, false).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
         // Gradients pass the quantizers straight through to every weight.
         let g = logits.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         for (name, v) in q.varmap().data().lock().unwrap().iter() {
@@ -109,12 +124,14 @@ fn paper_configurations_build_and_run_one_synthesis_and_one_fine_tuning_step() {
         let teacher = model.build(dataset.classes(), 0, &dev).unwrap();
         let t = teacher.model();
         // One synthesis iteration on two images at the dataset's size.
-        let cfg = compress_synth::SynthConfig { groups: 1, batches_per_group: 1, batch: 2, iters: 1, ..dataset.synth() };
+        let cfg =
+            compress_synth::SynthConfig { groups: 1, batches_per_group: 1, batch: 2, iters: 1, ..dataset.synth() };
         let set = compress_synth::synthesize(teacher.teacher(), &cfg, 0, &[], None, &dev).unwrap();
         assert_eq!(set.images.dims(), &[2, 3, cfg.image_size, cfg.image_size], "{model:?}");
         assert!(set.stats[0].bns.is_finite());
         // One fine-tuning step of the 4-bit student (a copy of the teacher's variables).
-        let student = Quantized::new(model.build(dataset.classes(), 0, &dev).unwrap(), 4, 4, RangeRule::Legacy).unwrap();
+        let student =
+            Quantized::new(model.build(dataset.classes(), 0, &dev).unwrap(), 4, 4, RangeRule::Legacy).unwrap();
         let x = intraq::paper::random_images(dataset, 2, &dev).unwrap();
         let y = Tensor::new(&[1u32, 0], &dev).unwrap();
         student.inner.model().forward_t(&x, false).unwrap();
@@ -125,7 +142,9 @@ fn paper_configurations_build_and_run_one_synthesis_and_one_fine_tuning_step() {
         .unwrap();
         let vm = student.inner.model().varmap();
         let groups = compress_train::optim::all_params(vm, 1e-4).unwrap();
-        let mut opt = compress_train::optim::Optimizer::new(compress_train::optim::OptimizerKind::sgd(0.9, true), groups).unwrap();
+        let mut opt =
+            compress_train::optim::Optimizer::new(compress_train::optim::OptimizerKind::sgd(0.9, true), groups)
+                .unwrap();
         opt.step(&loss.backward().unwrap(), 1e-3).unwrap();
         let sites = student.quant.snapshot().unwrap().len();
         assert!(sites > 4, "{model:?}: {sites} activation sites");

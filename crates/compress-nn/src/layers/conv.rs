@@ -191,7 +191,9 @@ impl Activation {
         match self {
             Activation::None => Ok(x.clone()),
             // One pass forward and one backward on the CPU (candle's clamp takes about eight).
-            Activation::Relu => crate::fake_quant::activation(&compress_core::ops::clamp_activation(x, 0.0, f64::INFINITY)?),
+            Activation::Relu => {
+                crate::fake_quant::activation(&compress_core::ops::clamp_activation(x, 0.0, f64::INFINITY)?)
+            }
             Activation::Relu6 => crate::fake_quant::activation(&compress_core::ops::clamp_activation(x, 0.0, 6.0)?),
         }
     }
