@@ -5,7 +5,7 @@ use crate::backbone::{LvVit, LvVitConfig};
 use crate::config::CfVitConfig;
 use crate::error::{CfVitError, Result};
 use crate::model::CfVit;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use compress_nn::init::seeded_builder;
 use compress_nn::network::Architecture;
@@ -14,13 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 fn filled(tensors: &HashMap<String, Tensor>, device: &Device) -> Result<VarMap> {
-    let varmap = VarMap::new();
-    let mut data = varmap.data().lock().map_err(|_| CfVitError::Config("VarMap lock poisoned".into()))?;
-    for (k, t) in tensors {
-        data.insert(k.clone(), Var::from_tensor(&t.to_device(device)?.to_dtype(DType::F32)?)?);
-    }
-    drop(data);
-    Ok(varmap)
+    Ok(compress_nn::init::varmap_from(tensors, device)?)
 }
 
 fn check_deit(vit: &VitConfig, cfg: &CfVitConfig) -> Result<()> {
@@ -111,6 +105,5 @@ pub fn pretrained_deit_small(
 
 /// Every variable of a model by name (for saving).
 pub fn tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
-    let data = varmap.data().lock().map_err(|_| CfVitError::Config("VarMap lock poisoned".into()))?;
-    Ok(data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect())
+    Ok(compress_nn::init::varmap_tensors(varmap)?)
 }

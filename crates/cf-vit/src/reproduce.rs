@@ -15,6 +15,7 @@ use compress_data::{embedded, mnist};
 use compress_nn::network::Network;
 use compress_nn::zoo::{Vit, VitConfig};
 use compress_train::classify::{self, fit_objective};
+use compress_train::metrics::mean;
 use compress_train::{NoHooks, Report, ReportRow, Run, Verdict, parallel};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -262,11 +263,6 @@ pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &D
     )?;
     run.write_report_with(&report, 2, &extra)?;
     Ok((run.dir().to_path_buf(), report))
-}
-
-fn mean(v: impl Iterator<Item = f64>) -> f64 {
-    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    s / n.max(1) as f64
 }
 
 /// The operating point of claim 2: among thresholds whose expected MACs are at most

@@ -97,6 +97,28 @@ impl SimpleBackend for SeededVarMap {
     }
 }
 
+/// A `VarMap` holding `tensors` as f32 variables on `device`. Tensors already f32 on `device`
+/// share their storage with the new variables (copy them first for an independent model).
+pub fn varmap_from(
+    tensors: &std::collections::HashMap<String, Tensor>,
+    device: &Device,
+) -> candle_core::Result<VarMap> {
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap.data().lock().map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+        for (k, t) in tensors {
+            data.insert(k.clone(), Var::from_tensor(&t.to_device(device)?.to_dtype(DType::F32)?)?);
+        }
+    }
+    Ok(varmap)
+}
+
+/// Every variable of `map` by name (sharing storage with the variables).
+pub fn varmap_tensors(map: &VarMap) -> candle_core::Result<std::collections::HashMap<String, Tensor>> {
+    let data = map.data().lock().map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+    Ok(data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect())
+}
+
 /// A `VarBuilder` over `map` that initialises missing variables from `seed`.
 pub fn seeded_builder(map: &VarMap, seed: u64, dtype: DType, device: &Device) -> VarBuilder<'static> {
     VarBuilder::from_backend(Box::new(SeededVarMap::new(map.clone(), seed)), dtype, device.clone())

@@ -127,13 +127,7 @@ impl<A: Architecture> Network<A> {
     /// A model whose variables are exactly `tensors` (every tensor the model needs must be
     /// there, with its shape; extra tensors are an error too).
     pub fn from_tensors(config: A::Config, tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Self> {
-        let varmap = VarMap::new();
-        {
-            let mut data = varmap.data().lock().map_err(|_| config_err("VarMap lock poisoned"))?;
-            for (k, t) in tensors {
-                data.insert(k.clone(), Var::from_tensor(&t.to_device(device)?.to_dtype(DType::F32)?)?);
-            }
-        }
+        let varmap = crate::init::varmap_from(tensors, device)?;
         let model = A::build(&config, VarBuilder::from_varmap(&varmap, DType::F32, device)).map_err(|e| {
             // VarMap reports a wrong shape as a message; name the tensor in our error.
             let msg = e.to_string();

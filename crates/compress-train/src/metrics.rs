@@ -87,6 +87,12 @@ pub fn ssim_y(sr: &Tensor, hr: &Tensor, shave: usize) -> Result<f64> {
     Ok(total / (oh * ow) as f64)
 }
 
+/// Arithmetic mean (0 for no values): the averages over seeds of the reproductions.
+pub fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
+    let (s, n) = values.into_iter().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    s / n.max(1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

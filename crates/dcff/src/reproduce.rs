@@ -17,6 +17,7 @@ use compress_data::{embedded, mnist};
 use compress_nn::zoo::{Vgg, VggConfig};
 use compress_nn::{Architecture, Model, Network};
 use compress_prune::{LayerwiseRates, Reduction, compact_config, magnitude_kept, measured_cost};
+use compress_train::metrics::mean;
 use compress_train::optim::OptimizerKind;
 use compress_train::schedule::{Decay, Schedule};
 use compress_train::{NoHooks, Report, ReportRow, Run, TrainConfig, Verdict, classify};
@@ -205,10 +206,6 @@ where
     Ok((arm, DcffExtras { refreshes, compact_top1, max_logit_diff: max_diff }, compact))
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
 /// Runs the mini (or smoke) experiment under `root` and returns its report.
 pub fn mini(
     settings: &MiniSettings,
@@ -282,7 +279,7 @@ pub fn mini(
         let curve = top1_curve(&h);
         dense.push(ArmOutcome { arm: "dense".into(), seed, top1: curve.last().copied().unwrap_or(f64::NAN), curve });
     }
-    let m = |v: &[ArmOutcome]| mean(&v.iter().map(|o| o.top1).collect::<Vec<_>>());
+    let m = |v: &[ArmOutcome]| mean(v.iter().map(|o| o.top1));
     let (ma, mb, mc, md, ms) = (m(&a), m(&b), m(&c), m(&dense), m(&a_stable));
     // Claim 3: every layer's scores turn non-finite at epoch 1 and S never changes after epoch 0.
     let frozen_layers: Vec<bool> = extras
@@ -382,9 +379,7 @@ pub fn mini(
         ],
     )?;
     let epochs_curve = |v: &[ArmOutcome]| -> Vec<(f64, f64)> {
-        (0..settings.epochs)
-            .map(|e| (e as f64 + 1.0, mean(&v.iter().filter_map(|o| o.curve.get(e).copied()).collect::<Vec<_>>())))
-            .collect()
+        (0..settings.epochs).map(|e| (e as f64 + 1.0, mean(v.iter().filter_map(|o| o.curve.get(e).copied())))).collect()
     };
     exp.plot(
         "accuracy.svg",

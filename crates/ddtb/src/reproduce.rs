@@ -12,6 +12,7 @@ use crate::trainer::{self, Outcome, engine_config};
 use candle_core::{Device, Tensor};
 use compress_data::{SrPairs, embedded};
 use compress_nn::zoo::EdsrConfig;
+use compress_train::metrics::mean;
 use compress_train::super_resolution::bicubic_score;
 use compress_train::{Report, ReportRow, Run, Verdict};
 use compress_train::{baselines, parallel};
@@ -127,11 +128,6 @@ pub struct ArmResult {
     pub seconds_per_step: f64,
 }
 
-fn mean(v: impl Iterator<Item = f64>) -> f64 {
-    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    s / n.max(1) as f64
-}
-
 pub use compress_train::parallel::candle_single_threaded;
 
 /// Trains (or finds cached) what `profile` starts from: the full-precision EDSR-mini.
@@ -211,7 +207,7 @@ pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &D
 
 fn psnr_of(results: &[ArmResult], arm: Arm) -> Option<f64> {
     let v: Vec<f64> = results.iter().filter(|r| r.arm == arm).map(|r| r.outcome.score.psnr).collect();
-    (!v.is_empty()).then(|| mean(v.into_iter()))
+    (!v.is_empty()).then(|| mean(v))
 }
 
 fn report(s: &MiniSettings, results: &[ArmResult], fp: f64, bicubic: f64, fp_path: &Path) -> (Report, String) {

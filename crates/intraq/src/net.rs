@@ -49,13 +49,9 @@ impl DigitCnn {
 
     /// A network holding copies of `tensors` (every variable must be there).
     pub fn from_tensors(tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Self> {
-        let varmap = VarMap::new();
-        {
-            let mut data = varmap.data().lock().map_err(|_| IntraqError::Config("VarMap lock poisoned".into()))?;
-            for (k, t) in tensors {
-                data.insert(k.clone(), candle_core::Var::from_tensor(&t.copy()?.to_device(device)?)?);
-            }
-        }
+        // Copies: a student built from its teacher's tensors must not train the teacher.
+        let copies = tensors.iter().map(|(k, t)| Ok((k.clone(), t.copy()?))).collect::<Result<HashMap<_, _>>>()?;
+        let varmap = compress_nn::init::varmap_from(&copies, device)?;
         let n = varmap.all_vars().len();
         let net = Self::build(varmap, 0, device)?;
         if net.varmap.all_vars().len() != n {
@@ -64,10 +60,10 @@ impl DigitCnn {
         Ok(net)
     }
 
-    /// Every variable by name (copies).
+    /// Every variable by name (sharing storage with the variables; a model built from them
+    /// copies).
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
-        let data = self.varmap.data().lock().map_err(|_| IntraqError::Config("VarMap lock poisoned".into()))?;
-        data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect()
+        Ok(compress_nn::init::varmap_tensors(&self.varmap)?)
     }
 
     /// Penultimate features `[B, 32]` and logits.

@@ -12,6 +12,7 @@ use compress_data::{embedded, mnist};
 use compress_nn::fake_quant::Quantized;
 use compress_synth::{SynthConfig, Teacher, synthesize};
 use compress_train::engine::TrainConfig;
+use compress_train::metrics::mean;
 use compress_train::optim::OptimizerKind;
 use compress_train::schedule::Schedule;
 use compress_train::{NoHooks, Report, ReportRow, Run, Verdict, parallel};
@@ -246,11 +247,6 @@ pub struct ArmResult {
     pub quant: Vec<QuantOutcome>,
     /// Wall-clock seconds.
     pub seconds: f64,
-}
-
-fn mean(v: impl Iterator<Item = f64>) -> f64 {
-    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    s / n.max(1) as f64
 }
 
 /// Synthesis of one arm for one seed, then calibration and fine-tuning at every bit-width.

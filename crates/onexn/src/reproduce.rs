@@ -19,6 +19,7 @@ use compress_data::batch::{Augment, Dataset, ImageDataset};
 use compress_data::{Batcher, embedded, mnist};
 use compress_nn::zoo::{Mlp, MlpConfig};
 use compress_nn::{Model, Network};
+use compress_train::metrics::mean;
 use compress_train::metrics::topk_correct;
 use compress_train::optim::OptimizerKind;
 use compress_train::schedule::{Decay, Schedule};
@@ -210,11 +211,6 @@ fn mnist_split(train: bool, subset: Option<(usize, usize)>) -> Result<ImageDatas
 
 fn device_name(d: &Device) -> String {
     format!("{:?}", d.location())
-}
-
-fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
-    let v: Vec<f64> = v.into_iter().collect();
-    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 /// Top-1 of `a` and `b` on `data`, and their largest logit difference.
