@@ -13,6 +13,7 @@ pub mod init;
 pub mod layers;
 pub mod network;
 pub mod pretrained;
+pub mod pytorchcv;
 pub mod probe;
 pub mod structure;
 pub mod weights;

@@ -85,7 +85,8 @@ pub fn hub_file(w: &HubWeights, cache_dir: Option<&Path>, endpoint: Option<&str>
 
 /// Loads pretrained weights for a model whose own tensors are `reference`: names are mapped with
 /// `map` (ours -> theirs), floating dtypes are converted to the reference dtype, and a missing
-/// tensor or a shape mismatch names both names. Tensors of the file the model does not use
+/// tensor or a shape mismatch names both names; a `[o, i, 1, 1]` tensor fills an `[o, i]` one.
+/// Tensors of the file the model does not use
 /// (classifier heads of another task, `num_batches_tracked`) are ignored.
 pub fn load_mapped(
     path: &Path,
@@ -104,7 +105,13 @@ pub fn load_mapped(
         if !t.dtype().is_float() {
             return Err(NnError::DtypeMismatch { name: theirs, expected: want.dtype(), found: t.dtype() });
         }
-        let t = t.to_dtype(want.dtype())?;
+        let mut t = t.to_dtype(want.dtype())?;
+        if let (&[o, i, 1, 1], &[wo, wi]) = (t.dims(), want.dims())
+            && (o, i) == (wo, wi)
+        {
+            // A 1x1-conv classifier (pytorchcv's MobileNetV2) into a linear one.
+            t = t.reshape((o, i))?;
+        }
         check(ours, &t, want.dims(), want.dtype())?;
         out.insert(ours.clone(), t);
     }

@@ -24,9 +24,9 @@ impl Linear {
     }
 
     /// Weight `N(0, std^2)`, bias 0: torchvision's classifier initialisation (MobileNetV2).
-    pub fn normal(fin: usize, fout: usize, std: f64, vb: VarBuilder) -> Result<Self> {
+    pub fn normal(fin: usize, fout: usize, std: f64, bias: bool, vb: VarBuilder) -> Result<Self> {
         let w = candle_nn::Init::Randn { mean: 0.0, stdev: std };
-        Self::with_init(fin, fout, true, w, candle_nn::Init::Const(0.0), vb)
+        Self::with_init(fin, fout, bias, w, candle_nn::Init::Const(0.0), vb)
     }
 
     /// timm's transformer initialisation: weight `trunc_normal_(std=0.02)` (truncated at +-2,

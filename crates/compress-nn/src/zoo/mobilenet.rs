@@ -241,8 +241,15 @@ pub struct MobileNetV2Config {
     /// Stride of the stem conv: 2 (ImageNet) or 1 (small inputs, as CIFAR ports of MobileNetV2
     /// do, so 28-32 px images are not reduced to 1 x 1 before the last stage).
     pub stem_stride: usize,
+    /// Whether the classifier has a bias (torchvision's Linear; pytorchcv's 1x1 conv has none).
+    #[serde(default = "yes")]
+    pub classifier_bias: bool,
     blocks: Vec<V2Block>,
     widths: Widths,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl MobileNetV2Config {
@@ -270,7 +277,21 @@ impl MobileNetV2Config {
             }
         }
         widths.insert("head".into(), make_divisible(1280.0 * width_mult.max(1.0), 8));
-        Ok(Self { in_channels: 3, image_size: 224, num_classes, stem_stride: 2, blocks, widths })
+        Ok(Self { in_channels: 3, image_size: 224, num_classes, stem_stride: 2, classifier_bias: true, blocks, widths })
+    }
+
+    /// pytorchcv's `mobilenetv2_w*` layout: the first block (expansion 1) keeps a 1x1 conv of
+    /// its own width before the depthwise conv, and the classifier (a 1x1 conv there) has no bias
+    /// (3,504,960 parameters at width 1.0 against torchvision's 3,504,872).
+    pub fn pytorchcv(mut self) -> Self {
+        if let Some(b) = self.blocks.first_mut()
+            && !b.expand
+        {
+            b.expand = true;
+            self.widths.insert(format!("features.{}.expand", b.index), self.widths["stem"]);
+        }
+        self.classifier_bias = false;
+        self
     }
 
     /// The same network on `c x size x size` inputs.
@@ -398,7 +419,7 @@ impl ArchConfig for MobileNetV2Config {
         let head = self.widths["head"];
         c + cost::conv2d(last, head, 1, 1, side, side, false)
             + cost::norm(head)
-            + cost::linear(head, self.num_classes, 1, true)
+            + cost::linear(head, self.num_classes, 1, self.classifier_bias)
     }
 }
 
@@ -461,7 +482,7 @@ impl Architecture for MobileNetV2 {
             vb.pp(format!("features.{h}.1")),
         )?;
         // torchvision: classifier weight N(0, 0.01^2), bias 0.
-        let classifier = Linear::normal(head_w, cfg.num_classes, 0.01, vb.pp("classifier.1"))?;
+        let classifier = Linear::normal(head_w, cfg.num_classes, 0.01, cfg.classifier_bias, vb.pp("classifier.1"))?;
         Ok(Self { stem, blocks, head, classifier })
     }
 }
