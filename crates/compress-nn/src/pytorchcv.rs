@@ -3,7 +3,7 @@
 //!
 //! pytorchcv publishes its weights as zipped PyTorch pickles, not on the Hub; they are read here
 //! from a safetensors file converted from the model's `state_dict()` with pytorchcv's own names
-//! (`benches/reference/convert_pytorchcv.py` does it). A file already in the zoo's names loads too.
+//! (`tools/convert_pytorchcv.py` does it). A file already in the zoo's names loads too.
 //!
 //! pytorchcv's layout: `features.init_block`, `features.stage{s}.unit{u}` (1-based), `output`.
 //! Every conv is a `ConvBlock` (`.conv` + `.bn`), so ResNet units are `body.conv{1,2}.{conv,bn}`
@@ -136,7 +136,7 @@ pub fn load<A: Architecture>(family: Family, path: &Path, config: A::Config, dev
     if !path.is_file() {
         return Err(NnError::File {
             path: path.to_path_buf(),
-            msg: "no such file (convert pytorchcv's weights with benches/reference/convert_pytorchcv.py)".into(),
+            msg: "no such file (convert pytorchcv's weights with tools/convert_pytorchcv.py)".into(),
         });
     }
     let reference = Network::<A>::new(config.clone(), 0, device)?.tensors()?;

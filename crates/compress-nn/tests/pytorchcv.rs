@@ -40,7 +40,11 @@ fn names_follow_pytorchcv_layout() {
         (Family::ResNetCifar, "layer1.0.conv1.weight", "features.stage1.unit1.body.conv1.conv.weight"),
         (Family::ResNetCifar, "layer3.2.bn2.bias", "features.stage3.unit3.body.conv2.bn.bias"),
         (Family::ResNetCifar, "layer2.0.shortcut.0.weight", "features.stage2.unit1.identity_conv.conv.weight"),
-        (Family::ResNetCifar, "layer2.0.shortcut.1.running_mean", "features.stage2.unit1.identity_conv.bn.running_mean"),
+        (
+            Family::ResNetCifar,
+            "layer2.0.shortcut.1.running_mean",
+            "features.stage2.unit1.identity_conv.bn.running_mean",
+        ),
         (Family::ResNetCifar, "fc.bias", "output.bias"),
         (Family::ResNet, "conv1.weight", "features.init_block.conv.conv.weight"),
         (Family::ResNet, "bn1.weight", "features.init_block.conv.bn.weight"),
@@ -142,7 +146,12 @@ fn files_in_pytorchcv_names_load_into_the_zoo() {
 
 #[test]
 fn a_missing_file_says_how_to_make_it() {
-    let e = load::<ResNetCifar>(Family::ResNetCifar, std::path::Path::new("nope/w.safetensors"), resnet20(10), &Device::Cpu)
-        .unwrap_err();
+    let e = load::<ResNetCifar>(
+        Family::ResNetCifar,
+        std::path::Path::new("nope/w.safetensors"),
+        resnet20(10),
+        &Device::Cpu,
+    )
+    .unwrap_err();
     assert!(matches!(&e, NnError::File { .. }) && e.to_string().contains("convert_pytorchcv"), "{e}");
 }

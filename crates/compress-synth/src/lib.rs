@@ -8,11 +8,14 @@
 //! - [`losses`]: `L_BNS`, the soft inception loss, the marginal distance constraint.
 //! - [`crop`]: local object reinforcement (differentiable random-resized crop and flip).
 //! - [`centres`]: class centres of the images finished before; [`plateau`]: the LR rule.
+//! - [`generator`]: GDFQ's class-conditional generator (CIFAR / ImageNet variants) and its
+//!   training step, which IntraQ calibrates with and FDDA trains throughout.
 //! - [`synth`]: the loop, its configuration presets, extra terms ([`SynthTerm`]) and the cache.
 
 pub mod centres;
 pub mod crop;
 pub mod error;
+pub mod generator;
 pub mod losses;
 pub mod plateau;
 pub mod synth;
@@ -20,5 +23,6 @@ pub mod teacher;
 
 pub use centres::ClassCentres;
 pub use error::{Result, SynthError};
+pub use generator::{CondGenerator, GdfqTrainer, GenConfig};
 pub use synth::{BatchContext, BatchStats, SynthConfig, SynthTerm, SyntheticSet, synthesize};
 pub use teacher::{Teacher, TeacherOut};
