@@ -68,7 +68,7 @@ impl GenConfig {
         if self.latent == 0 || self.classes == 0 || self.init_size == 0 || self.channels == 0 {
             return Err(SynthError::Config(format!("generator needs non-zero sizes, got {self:?}")));
         }
-        if !(self.inner_eps > 0.0) {
+        if self.inner_eps.is_nan() || self.inner_eps <= 0.0 {
             return Err(SynthError::Config(format!("generator BN eps must be > 0, got {}", self.inner_eps)));
         }
         Ok(())

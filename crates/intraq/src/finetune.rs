@@ -3,13 +3,15 @@
 //! SGD with Nesterov momentum and weight decay on every parameter, both networks in eval mode.
 
 use crate::error::{IntraqError, Result};
+use crate::reproduce::Arm;
 use candle_core::{Device, Tensor};
+use compress_core::quant::RangeRule;
 use compress_core::rng::SeededRng;
 use compress_data::batch::Dataset;
 use compress_nn::Model;
 use compress_nn::fake_quant::Quantized;
-use compress_synth::SyntheticSet;
 use compress_synth::crop::{CropBox, crop_resize, sample_box};
+use compress_synth::{CondGenerator, GdfqTrainer, GenConfig, SyntheticSet};
 use compress_train::engine::{Engine, TrainConfig};
 use compress_train::loss::{cross_entropy, distillation};
 use compress_train::optim::{OptimizerKind, all_params};
@@ -17,6 +19,37 @@ use compress_train::record::Run;
 use compress_train::schedule::{Decay, Schedule};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+
+/// What moves the activation ranges before fine-tuning (spec 2.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CalibSource {
+    /// The synthetic images, `calib_batches` batches in order (the spec's alternative).
+    Synthetic,
+    /// The official code's: a GDFQ generator trained alongside (`CE + bns_weight L_BNS`, Adam
+    /// 1e-3, betas 0.5 / 0.999), whose detached batches of `batch` images pass through the
+    /// student, one per generator step, `calib_batches` steps in all.
+    Generator {
+        /// The generator's shape.
+        config: GenConfig,
+        /// Images per generator step (16).
+        batch: usize,
+        /// Adam learning rate (1e-3).
+        lr: f64,
+        /// Weight of `L_BNS` (0.1).
+        bns_weight: f64,
+    },
+}
+
+impl CalibSource {
+    /// The official code's generator calibration for `config`.
+    pub fn generator(config: GenConfig) -> Self {
+        Self::Generator { config, batch: 16, lr: 1e-3, bns_weight: 0.1 }
+    }
+}
+
+fn synthetic() -> CalibSource {
+    CalibSource::Synthetic
+}
 
 /// The fine-tuning recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,8 +72,14 @@ pub struct FinetuneConfig {
     pub kd_t: f64,
     /// Calibration batches (ranges running) before fine-tuning.
     pub calib_batches: usize,
-    /// RandomResizedCrop area lower bound (no flip for digits).
+    /// Where the calibration batches come from.
+    #[serde(default = "synthetic")]
+    pub calib: CalibSource,
+    /// RandomResizedCrop area lower bound.
     pub crop_scale: f64,
+    /// Random horizontal flips of the fine-tuning crops (not for digits).
+    #[serde(default)]
+    pub flip: bool,
     /// Evaluate on the real test set every this many steps.
     pub eval_every: u64,
 }
@@ -59,7 +98,9 @@ impl FinetuneConfig {
             kd_alpha: 20.0,
             kd_t: 20.0,
             calib_batches: 20,
+            calib: CalibSource::Synthetic,
             crop_scale: 0.5,
+            flip: false,
             eval_every: 100,
         }
     }
@@ -93,21 +134,57 @@ pub fn lr_at_epoch(lr0: f64, milestones: &[u64], epoch: u64) -> f64 {
     lr0 * 0.1f64.powi(milestones.iter().filter(|&&m| epoch + 1 > m).count() as i32)
 }
 
-/// A batch of synthetic images (rows `idx`) with a fresh crop each.
-fn batch(set: &SyntheticSet, idx: &[usize], scale: f64, rng: &mut rand::rngs::StdRng) -> Result<(Tensor, Tensor)> {
+/// A batch of synthetic images (rows `idx`) with a fresh crop (and flip) each.
+fn batch(
+    set: &SyntheticSet,
+    idx: &[usize],
+    scale: f64,
+    flip: bool,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<(Tensor, Tensor)> {
     let dev = set.images.device();
     let ids = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<u32>>(), idx.len(), dev)?;
     let x = set.images.index_select(&ids, 0)?;
     let (_, _, h, w) = x.dims4()?;
-    let boxes: Vec<CropBox> = idx.iter().map(|_| sample_box(h, w, (scale, 1.0), (0.75, 4.0 / 3.0), rng)).collect();
-    let x = crop_resize(&x, &boxes, &vec![false; idx.len()], h)?;
+    let mut boxes: Vec<CropBox> = Vec::with_capacity(idx.len());
+    let mut flips = Vec::with_capacity(idx.len());
+    for _ in idx {
+        boxes.push(sample_box(h, w, (scale, 1.0), (0.75, 4.0 / 3.0), rng));
+        flips.push(flip && rng.random_bool(0.5));
+    }
+    let x = crop_resize(&x, &boxes, &flips, h)?;
     let y = Tensor::from_vec(idx.iter().map(|&i| set.labels[i]).collect::<Vec<u32>>(), idx.len(), dev)?;
     Ok((x, y))
 }
 
-/// Moves the student's activation ranges over `cfg.calib_batches` synthetic batches (in order,
-/// no augmentation), then freezes them.
-pub fn calibrate<M: Model>(student: &Quantized<M>, set: &SyntheticSet, cfg: &FinetuneConfig) -> Result<()> {
+/// Moves the student's activation ranges over `cfg.calib_batches` batches, then freezes them:
+/// the synthetic images in order without augmentation, or a GDFQ generator's batches while it
+/// trains against `teacher` (seeded by `seed`).
+pub fn calibrate<M: Model, T: Model + ?Sized>(
+    student: &Quantized<M>,
+    teacher: &T,
+    set: &SyntheticSet,
+    cfg: &FinetuneConfig,
+    seed: u64,
+) -> Result<()> {
+    match &cfg.calib {
+        CalibSource::Synthetic => calibrate_on(student, set, cfg),
+        CalibSource::Generator { config, batch, lr, bns_weight } => {
+            let device = set.images.device();
+            let g = CondGenerator::new(config.clone(), SeededRng::new(seed).child("generator").seed(), device)?;
+            let mut trainer = GdfqTrainer::new(g, *lr, *bns_weight)?;
+            let mut rng = SeededRng::new(seed).stream("generator", 0);
+            student.quant.set_running(true)?;
+            for _ in 0..cfg.calib_batches {
+                let (x, _, _) = trainer.step(teacher, *batch, &mut rng)?;
+                student.forward_t(&x, false)?;
+            }
+            Ok(student.quant.set_running(false)?)
+        }
+    }
+}
+
+fn calibrate_on<M: Model>(student: &Quantized<M>, set: &SyntheticSet, cfg: &FinetuneConfig) -> Result<()> {
     student.quant.set_running(true)?;
     let n = set.labels.len();
     for b in 0..cfg.calib_batches {
@@ -148,7 +225,7 @@ pub fn finetune<M: Model, T: Model + ?Sized, D: Dataset>(
         let step = e.state.step;
         let mut r = rng.stream("batch", step);
         let idx: Vec<usize> = (0..cfg.batch).map(|_| r.random_range(0..n)).collect();
-        let (x, y) = batch(set, &idx, cfg.crop_scale, &mut r)?;
+        let (x, y) = batch(set, &idx, cfg.crop_scale, cfg.flip, &mut r)?;
         let t = teacher.forward_t(&x, false)?.detach();
         let s = student.forward_t(&x, false)?;
         let loss = (cross_entropy(&s, &y, 0.0)? + (distillation(&s, &t, cfg.kd_t)? * cfg.kd_alpha)?)?;
@@ -166,4 +243,77 @@ pub fn finetune<M: Model, T: Model + ?Sized, D: Dataset>(
         return Err(IntraqError::Config("fine-tuning ran no step".into()));
     }
     Ok(evals)
+}
+
+/// One quantized model's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuantOutcome {
+    /// Synthesis arm.
+    pub arm: Arm,
+    /// `(w, a)` bits.
+    pub bits: (u32, u32),
+    /// Top-1 (%) after calibration, before fine-tuning.
+    pub calibrated: f64,
+    /// Top-1 (%) after each evaluation of fine-tuning (the last is the final model).
+    pub evals: Vec<f64>,
+}
+
+impl QuantOutcome {
+    /// Final top-1.
+    pub fn last(&self) -> f64 {
+        self.evals.last().copied().unwrap_or(f64::NAN)
+    }
+    /// Best of the evaluations.
+    pub fn best(&self) -> f64 {
+        self.evals.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
+/// Stage 2 for every bit-width of one synthetic set: a fresh student per bit-width, calibrated
+/// (top-1 measured), then fine-tuned with evaluations; runs are `<name>-w{w}a{a}-seed{seed}`
+/// under `root` and resume from their checkpoints.
+#[derive(Debug, Clone)]
+pub struct Stage2<'a> {
+    /// `(w, a)` bit-widths (all layers).
+    pub bits: &'a [(u32, u32)],
+    /// The recipe.
+    pub finetune: &'a FinetuneConfig,
+    /// How activation ranges run.
+    pub range_rule: RangeRule,
+    /// Seed of calibration and fine-tuning.
+    pub seed: u64,
+    /// The synthesis arm the images came from (recorded in the outcomes).
+    pub arm: Arm,
+    /// Run name prefix.
+    pub name: String,
+}
+
+impl Stage2<'_> {
+    /// Quantizes `fresh()` copies of the teacher at every bit-width.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run<M: Model, T: Model + ?Sized, D: Dataset>(
+        &self,
+        fresh: impl Fn() -> Result<M>,
+        teacher: &T,
+        set: &SyntheticSet,
+        test: &D,
+        root: &std::path::Path,
+        resume: bool,
+        quiet: bool,
+        device: &Device,
+    ) -> Result<Vec<QuantOutcome>> {
+        let mut out = Vec::new();
+        for &(w, a) in self.bits {
+            let student = Quantized::new(fresh()?, w, a, self.range_rule)?;
+            calibrate(&student, teacher, set, self.finetune, self.seed)?;
+            let calibrated = top1(&student, test)?;
+            let name = format!("{}-w{w}a{a}-seed{}", self.name, self.seed);
+            let dev_name = if device.is_cpu() { "cpu" } else { "cuda" };
+            let (mut run, resuming) =
+                Run::for_arm(root, &name, &self.finetune.engine_config(self.seed), resume, quiet, dev_name)?;
+            let evals = finetune(&student, teacher, set, test, self.finetune, self.seed, &mut run, resuming, device)?;
+            out.push(QuantOutcome { arm: self.arm, bits: (w, a), calibrated, evals });
+        }
+        Ok(out)
+    }
 }

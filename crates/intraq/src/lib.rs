@@ -6,13 +6,15 @@
 //! (`compress_synth`); stage 2 calibrates the activation ranges of the fake-quantized student
 //! (`compress_core::quant::{asym, range}`) and fine-tunes it with distillation ([`finetune`]).
 //! The section-9 network and its quantized form ([`net`]), intra-class diversity ([`metrics`])
-//! and `cargo xtask reproduce intraq` ([`reproduce`]).
+//! and `cargo xtask reproduce intraq` ([`reproduce`]); the paper's settings ([`paper`]) and its
+//! pipeline on pytorchcv teachers and the real test sets ([`paper_run`]).
 
 pub mod error;
 pub mod finetune;
 pub mod metrics;
 pub mod net;
 pub mod paper;
+pub mod paper_run;
 pub mod reproduce;
 
 pub use error::{IntraqError, Result};

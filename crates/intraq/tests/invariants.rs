@@ -8,6 +8,7 @@ use compress_core::quant::RangeRule;
 use compress_nn::Model;
 use compress_nn::fake_quant::Quantized;
 use compress_synth::Teacher;
+use intraq::finetune::{CalibSource, FinetuneConfig};
 use intraq::reproduce::{self, Profile};
 use intraq::{DigitCnn, lr_at_epoch};
 
@@ -148,5 +149,27 @@ fn paper_configurations_build_and_run_one_synthesis_and_one_fine_tuning_step() {
         opt.step(&loss.backward().unwrap(), 1e-3).unwrap();
         let sites = student.quant.snapshot().unwrap().len();
         assert!(sites > 4, "{model:?}: {sites} activation sites");
+        // One step of the official generator calibration at the dataset's size (once per dataset).
+        if model != PaperModel::ResNet18 && model != PaperModel::MobileNetV1 {
+            let calib = match dataset.finetune().calib {
+                CalibSource::Generator { config, lr, bns_weight, .. } => {
+                    assert_eq!(config.image_size(), cfg.image_size);
+                    CalibSource::Generator { config, batch: 2, lr, bns_weight }
+                }
+                c => panic!("{dataset:?} calibrates with {c:?}"),
+            };
+            let ft = FinetuneConfig { calib_batches: 1, calib, ..dataset.finetune() };
+            let before: Vec<u64> = student.quant.snapshot().unwrap().iter().map(|r| r.updates()).collect();
+            intraq::calibrate(&student, t, &set, &ft, 0).unwrap();
+            let ranges = student.quant.snapshot().unwrap();
+            assert!(
+                ranges
+                    .iter()
+                    .zip(&before)
+                    .all(|(r, b)| r.updates() == b + 1 && !r.running && r.range().1 > r.range().0),
+                "{model:?}: ranges did not move: {:?}",
+                ranges.iter().map(|r| (r.updates(), r.range())).collect::<Vec<_>>()
+            );
+        }
     }
 }
