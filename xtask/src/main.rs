@@ -87,7 +87,8 @@ enum Task {
         /// onexn: least seconds per timing (median of the repetitions).
         #[arg(long, default_value_t = 0.1)]
         seconds: f64,
-        /// onexn: batch 8, p 0.5 / 0.75, N = 8 only.
+        /// onexn: batch 8, p 0.5 / 0.75, N = 8 only; train-step: the toolkit's convolution only
+        /// (no candle comparison, e.g. under a profiler).
         #[arg(long)]
         quick: bool,
     },
@@ -141,7 +142,7 @@ fn main() -> std::process::ExitCode {
             } else if what == "synth" {
                 bench_synth::run(steps)
             } else {
-                bench::run(&what, steps)
+                bench::run(&what, steps, quick)
             }
         }
         Task::Report => tasks::report(),

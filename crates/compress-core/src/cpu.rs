@@ -52,3 +52,132 @@ where
         out.par_chunks_mut(chunk).zip(a.par_chunks(chunk).zip(b.par_chunks(chunk))).for_each(|(o, (x, y))| f(o, x, y));
     }
 }
+
+/// `f` applied to every element of `x`, in parallel `chunk`-value pieces (on the caller's thread
+/// when there is one), written straight into the new vector (no zero-filling pass).
+pub(crate) fn par_map<T, U, F>(x: &[T], chunk: usize, f: F) -> Vec<U>
+where
+    T: Copy + Sync,
+    U: Send,
+    F: Fn(T) -> U + Sync,
+{
+    let n = x.len();
+    let chunk = chunk.max(1);
+    let mut out: Vec<U> = Vec::with_capacity(n);
+    let fill = |o: &mut [std::mem::MaybeUninit<U>], i: &[T]| {
+        for (o, &v) in o.iter_mut().zip(i) {
+            o.write(f(v));
+        }
+    };
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n <= chunk {
+        fill(spare, x);
+    } else {
+        spare.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(o, i)| fill(o, i));
+    }
+    // SAFETY: `fill` wrote each of the first `n` elements (the chunks of `spare` and `x` pair
+    // up one to one and cover both).
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// `f` applied to matching elements of `a` and `b` (equal lengths), as [`par_map`].
+pub(crate) fn par_map2<T, U, F>(a: &[T], b: &[T], chunk: usize, f: F) -> Vec<U>
+where
+    T: Copy + Sync,
+    U: Send,
+    F: Fn(T, T) -> U + Sync,
+{
+    assert_eq!(a.len(), b.len(), "par_map2: operands differ in length");
+    let n = a.len();
+    let chunk = chunk.max(1);
+    let mut out: Vec<U> = Vec::with_capacity(n);
+    let fill = |o: &mut [std::mem::MaybeUninit<U>], x: &[T], y: &[T]| {
+        for ((o, &u), &v) in o.iter_mut().zip(x).zip(y) {
+            o.write(f(u, v));
+        }
+    };
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n <= chunk {
+        fill(spare, a, b);
+    } else {
+        spare.par_chunks_mut(chunk).zip(a.par_chunks(chunk).zip(b.par_chunks(chunk))).for_each(|(o, (x, y))| fill(o, x, y));
+    }
+    // SAFETY: as in `par_map`: every one of the first `n` elements was written.
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// `f(&consts(j), v)` for every value `v` of every `p`-value plane `j` of `x` (planes whole in
+/// each parallel task; `consts` is evaluated once per plane), written straight into the result.
+pub(crate) fn par_map_planes<T, U, C, G, F>(x: &[T], p: usize, consts: G, f: F) -> Vec<U>
+where
+    T: Copy + Sync,
+    U: Send,
+    G: Fn(usize) -> C + Sync,
+    F: Fn(&C, T) -> U + Sync,
+{
+    let p = p.max(1);
+    let fill = |first: usize, o: &mut [std::mem::MaybeUninit<U>], i: &[T]| {
+        for (j, (op, ip)) in o.chunks_mut(p).zip(i.chunks(p)).enumerate() {
+            let c = consts(first + j);
+            for (o, &v) in op.iter_mut().zip(ip) {
+                o.write(f(&c, v));
+            }
+        }
+    };
+    let n = x.len();
+    let mut out: Vec<U> = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    let per_task = rows_per_task(p);
+    if n <= per_task * p {
+        fill(0, spare, x);
+    } else {
+        spare
+            .par_chunks_mut(per_task * p)
+            .zip(x.par_chunks(per_task * p))
+            .enumerate()
+            .for_each(|(t, (o, i))| fill(t * per_task, o, i));
+    }
+    // SAFETY: `fill` wrote each of the first `n` elements (its planes pair up with those of `x`
+    // and cover them).
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// [`par_map_planes`] over matching planes of `a` and `b` (equal lengths).
+pub(crate) fn par_map2_planes<T, U, C, G, F>(a: &[T], b: &[T], p: usize, consts: G, f: F) -> Vec<U>
+where
+    T: Copy + Sync,
+    U: Send,
+    G: Fn(usize) -> C + Sync,
+    F: Fn(&C, T, T) -> U + Sync,
+{
+    assert_eq!(a.len(), b.len(), "par_map2_planes: operands differ in length");
+    let p = p.max(1);
+    let fill = |first: usize, o: &mut [std::mem::MaybeUninit<U>], x: &[T], y: &[T]| {
+        for (j, ((op, xp), yp)) in o.chunks_mut(p).zip(x.chunks(p)).zip(y.chunks(p)).enumerate() {
+            let c = consts(first + j);
+            for ((o, &u), &v) in op.iter_mut().zip(xp).zip(yp) {
+                o.write(f(&c, u, v));
+            }
+        }
+    };
+    let n = a.len();
+    let mut out: Vec<U> = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    let per_task = rows_per_task(p);
+    if n <= per_task * p {
+        fill(0, spare, a, b);
+    } else {
+        let chunk = per_task * p;
+        spare
+            .par_chunks_mut(chunk)
+            .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
+            .enumerate()
+            .for_each(|(t, (o, (x, y)))| fill(t * per_task, o, x, y));
+    }
+    // SAFETY: as in `par_map_planes`.
+    unsafe { out.set_len(n) };
+    out
+}

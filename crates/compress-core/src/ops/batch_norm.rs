@@ -54,7 +54,16 @@ fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     }
 }
 
-trait Float: Copy + Send + Sync + 'static {
+trait Float:
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + Default
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+{
     fn f(self) -> f64;
     fn of(v: f64) -> Self;
 }
@@ -77,20 +86,50 @@ impl Float for f64 {
     }
 }
 
+const LANES: usize = 8;
+
+/// `sum f(v)` over `x` with eight independent accumulators in `T` (so the loop vectorizes; a
+/// single running sum cannot be reordered), totalled in f64.
+fn lane_sum<T: Float>(x: &[T], f: impl Fn(T) -> T) -> f64 {
+    let mut acc = [T::default(); LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = *a + f(v);
+        }
+    }
+    acc.iter().map(|a| a.f()).sum::<f64>() + chunks.remainder().iter().map(|&v| f(v).f()).sum::<f64>()
+}
+
+/// [`lane_sum`] of `f(x_i, y_i)`.
+fn lane_sum2<T: Float>(x: &[T], y: &[T], f: impl Fn(T, T) -> T) -> f64 {
+    let mut acc = [T::default(); LANES];
+    let (mut cx, mut cy) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    for (a8, b8) in (&mut cx).zip(&mut cy) {
+        for ((a, &u), &v) in acc.iter_mut().zip(a8).zip(b8) {
+            *a = *a + f(u, v);
+        }
+    }
+    let tail: f64 = cx.remainder().iter().zip(cy.remainder()).map(|(&u, &v)| f(u, v).f()).sum();
+    acc.iter().map(|a| a.f()).sum::<f64>() + tail
+}
+
 fn stats<T: Float>(x: &[T], n: usize, c: usize, p: usize, eps: f64) -> Stats {
     let per: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let m = (n * p) as f64;
-            let mut s = 0.0;
-            for i in 0..n {
-                s += x[(i * c + ch) * p..][..p].iter().map(|v| v.f()).sum::<f64>();
-            }
-            let mean = s / m;
-            let mut q = 0.0;
-            for i in 0..n {
-                q += x[(i * c + ch) * p..][..p].iter().map(|v| (v.f() - mean).powi(2)).sum::<f64>();
-            }
+            let plane = |i: usize| &x[(i * c + ch) * p..][..p];
+            let mean = (0..n).map(|i| lane_sum(plane(i), |v| v)).sum::<f64>() / m;
+            let mt = T::of(mean);
+            let q = (0..n)
+                .map(|i| {
+                    lane_sum(plane(i), |v| {
+                        let d = v - mt;
+                        d * d
+                    })
+                })
+                .sum::<f64>();
             (mean, q / m)
         })
         .collect();
@@ -129,16 +168,18 @@ struct Normalize {
     st: Arc<Stats>,
 }
 
+/// `y = a_c x + b_c` with `a_c = gamma_c / sigma_c`, `b_c = beta_c - mu_c a_c` (one pass).
 fn normalize<T: Float>(x: &[T], g: &[T], b: &[T], st: &Stats, c: usize, p: usize) -> Vec<T> {
-    let mut y = vec![T::of(0.0); x.len()];
-    y.par_chunks_mut(p).zip(x.par_chunks(p)).enumerate().for_each(|(i, (yo, xi))| {
-        let ch = i % c;
-        let (m, s, gg, bb) = (st.mean[ch], st.invstd[ch], g[ch].f(), b[ch].f());
-        for (o, v) in yo.iter_mut().zip(xi) {
-            *o = T::of((v.f() - m) * s * gg + bb);
-        }
-    });
-    y
+    crate::cpu::par_map_planes(
+        x,
+        p,
+        |i| {
+            let ch = i % c;
+            let a = st.invstd[ch] * g[ch].f();
+            (T::of(a), T::of(b[ch].f() - st.mean[ch] * a))
+        },
+        |&(a, b), v| v * a + b,
+    )
 }
 
 impl CustomOp3 for Normalize {
@@ -192,16 +233,15 @@ fn sums<T: Float>(x: &[T], dy: &[T], st: &Stats, n: usize, c: usize, p: usize) -
     let per: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (m, s) = (st.mean[ch], st.invstd[ch]);
+            let (m, s) = (T::of(st.mean[ch]), st.invstd[ch]);
             let (mut a, mut b) = (0.0, 0.0);
             for i in 0..n {
                 let o = (i * c + ch) * p;
-                for (xv, g) in x[o..o + p].iter().zip(&dy[o..o + p]) {
-                    a += g.f();
-                    b += g.f() * (xv.f() - m) * s;
-                }
+                let (xp, gp) = (&x[o..o + p], &dy[o..o + p]);
+                a += lane_sum(gp, |g| g);
+                b += lane_sum2(xp, gp, |xv, g| g * (xv - m));
             }
-            (a, b)
+            (a, b * s)
         })
         .collect();
     per.iter().map(|v| v.0).chain(per.iter().map(|v| v.1)).collect()
@@ -229,22 +269,25 @@ struct InputGrad {
     sums: Tensor,
 }
 
+/// `dx = k (M dy - dbeta - xhat dgamma)`, `k = gamma / sigma / M`, as `A dy + B x + C` per
+/// channel (one pass).
 fn input_grad<T: Float>(x: &[T], dy: &[T], g: &[T], st: &Stats, sums: &[f64], c: usize, p: usize) -> Vec<T> {
     // M = N * plane values per channel.
     let m = (x.len() / c) as f64;
-    let mut dx = vec![T::of(0.0); x.len()];
-    dx.par_chunks_mut(p).enumerate().for_each(|(i, out)| {
-        let ch = i % c;
-        let (mu, s) = (st.mean[ch], st.invstd[ch]);
-        let (db, dg) = (sums[ch], sums[c + ch]);
-        let k = g[ch].f() * s / m;
-        let o = i * p;
-        for ((d, xv), gy) in out.iter_mut().zip(&x[o..o + p]).zip(&dy[o..o + p]) {
-            let xhat = (xv.f() - mu) * s;
-            *d = T::of(k * (m * gy.f() - db - xhat * dg));
-        }
-    });
-    dx
+    crate::cpu::par_map2_planes(
+        x,
+        dy,
+        p,
+        |i| {
+            let ch = i % c;
+            let (mu, s) = (st.mean[ch], st.invstd[ch]);
+            let (db, dg) = (sums[ch], sums[c + ch]);
+            let k = g[ch].f() * s / m;
+            // k (M dy - db - (x - mu) s dg) = (k M) dy + (-k s dg) x + k (mu s dg - db)
+            (T::of(k * m), T::of(-k * s * dg), T::of(k * (mu * s * dg - db)))
+        },
+        |&(a, b, cc), xv, gy| a * gy + b * xv + cc,
+    )
 }
 
 impl CustomOp3 for InputGrad {
@@ -353,6 +396,44 @@ mod tests {
                 );
             }
         }
+        let bad = Tensor::zeros(4, DType::F32, &Device::Cpu).expect("z");
+        assert!(batch_norm_train(&bad, &bad, &bad, 1e-5).is_err());
+    }
+
+    /// The f32 path (computed in f32 with eight-lane sums) against the f64 one, on planes long
+    /// enough for the lane sums and their remainders, values and gradients.
+    #[test]
+    fn f32_matches_f64_within_single_precision() {
+        let dims = [3usize, 4, 7, 9];
+        let n: usize = dims.iter().product();
+        let run = |dt: DType| {
+            let x = Var::from_tensor(
+                &Tensor::from_vec(values(n, 5).iter().map(|v| v * 4.0 + 2.0).collect::<Vec<_>>(), &dims[..], &Device::Cpu)
+                    .expect("x")
+                    .to_dtype(dt)
+                    .expect("dt"),
+            )
+            .expect("var");
+            let g = Tensor::from_vec(values(4, 6).iter().map(|v| v + 1.2).collect::<Vec<_>>(), 4, &Device::Cpu)
+                .expect("g")
+                .to_dtype(dt)
+                .expect("dt");
+            let b = Tensor::from_vec(values(4, 7), 4, &Device::Cpu).expect("b").to_dtype(dt).expect("dt");
+            let r = Tensor::from_vec(values(n, 8), &dims[..], &Device::Cpu).expect("r").to_dtype(dt).expect("dt");
+            let (y, _, _) = batch_norm_train(x.as_tensor(), &g, &b, 1e-5).expect("bn");
+            let gx = (&y * &r).expect("m").sum_all().expect("s").backward().expect("b");
+            let to64 = |t: &Tensor| t.to_dtype(DType::F64).expect("f64").flatten_all().expect("f").to_vec1::<f64>().expect("v");
+            (to64(&y), to64(gx.get(x.as_tensor()).expect("dx")))
+        };
+        let (y32, d32) = run(DType::F32);
+        let (y64, d64) = run(DType::F64);
+        for (a, b) in y32.iter().zip(&y64).chain(d32.iter().zip(&d64)) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn rejects_one_dimensional_input() {
         let bad = Tensor::zeros(4, DType::F32, &Device::Cpu).expect("z");
         assert!(batch_norm_train(&bad, &bad, &bad, 1e-5).is_err());
     }
