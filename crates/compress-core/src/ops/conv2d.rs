@@ -185,6 +185,9 @@ fn col2im<T: Elem>(cols: &[T], d: &Dims, dx: &mut [T]) {
 }
 
 /// `dst (m x n) = [dst +] a (m x k) . b (k x n)`, with explicit row/column strides for a and b.
+/// When `m` is below one register tile and `n` is larger, the transposed product
+/// `dst^T = b^T a^T` is computed instead (same memory, strides swapped): the microkernels tile
+/// the row dimension, so 16 output channels against 1,024 pixels would waste half of each tile.
 #[allow(clippy::too_many_arguments)]
 fn matmul<T: Elem>(
     m: usize,
@@ -199,31 +202,58 @@ fn matmul<T: Elem>(
     b_rs: usize,
     b_cs: usize,
 ) {
+    const TILE_ROWS: usize = 32;
+    let transpose = m < TILE_ROWS && n > m;
     // SAFETY: the slices cover every index the strides reach: dst m x n row-major, a reaches
     // (m-1) a_rs + (k-1) a_cs, b reaches (k-1) b_rs + (n-1) b_cs, all checked by the callers'
-    // shapes; the pointers are not aliased (dst is a distinct mutable slice).
+    // shapes; the pointers are not aliased (dst is a distinct mutable slice). The transposed
+    // call addresses the same elements.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            acc,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
+        if transpose {
+            gemm::gemm(
+                n,
+                m,
+                k,
+                dst.as_mut_ptr(),
+                n as isize,
+                1,
+                acc,
+                b.as_ptr(),
+                b_rs as isize,
+                b_cs as isize,
+                a.as_ptr(),
+                a_rs as isize,
+                a_cs as isize,
+                T::ONE,
+                T::ONE,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        } else {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                acc,
+                a.as_ptr(),
+                a_cs as isize,
+                a_rs as isize,
+                b.as_ptr(),
+                b_cs as isize,
+                b_rs as isize,
+                T::ONE,
+                T::ONE,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
     }
 }
 
@@ -608,3 +638,4 @@ mod tests {
         assert!(conv2d(&x, &w, Conv2dGeometry { stride: 0, padding: 1, groups: 1 }).is_err());
     }
 }
+
