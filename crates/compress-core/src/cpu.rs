@@ -101,7 +101,10 @@ where
     if n <= chunk {
         fill(spare, a, b);
     } else {
-        spare.par_chunks_mut(chunk).zip(a.par_chunks(chunk).zip(b.par_chunks(chunk))).for_each(|(o, (x, y))| fill(o, x, y));
+        spare
+            .par_chunks_mut(chunk)
+            .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
+            .for_each(|(o, (x, y))| fill(o, x, y));
     }
     // SAFETY: as in `par_map`: every one of the first `n` elements was written.
     unsafe { out.set_len(n) };

@@ -163,28 +163,90 @@ impl CustomOp1 for StatsOp {
     }
 }
 
-/// `(x, gamma, beta) -> y` with the batch statistics fixed in the op.
-struct Normalize {
+/// `(x, [gamma; beta] (, r)) -> clamp(gamma xhat + beta (+ r), lo, hi)` with the batch
+/// statistics fixed in the op: BatchNorm, the residual addition and the activation of a block
+/// as one node (candle's backward zero-fills and adds a gradient buffer for every node).
+struct NormalizeAct {
     st: Arc<Stats>,
+    lo: f64,
+    hi: f64,
 }
 
-/// `y = a_c x + b_c` with `a_c = gamma_c / sigma_c`, `b_c = beta_c - mu_c a_c` (one pass).
-fn normalize<T: Float>(x: &[T], g: &[T], b: &[T], st: &Stats, c: usize, p: usize) -> Vec<T> {
-    crate::cpu::par_map_planes(
-        x,
-        p,
-        |i| {
-            let ch = i % c;
-            let a = st.invstd[ch] * g[ch].f();
-            (T::of(a), T::of(b[ch].f() - st.mean[ch] * a))
-        },
-        |&(a, b), v| v * a + b,
-    )
+/// `y = clamp(a_c x + b_c (+ r), lo, hi)` with `a_c = gamma_c / sigma_c`,
+/// `b_c = beta_c - mu_c a_c` (one pass; the clamp is two selects, so it vectorizes).
+fn normalize_act<T: Float + PartialOrd>(
+    x: &[T],
+    gb: &[T],
+    r: Option<&[T]>,
+    st: &Stats,
+    (c, p): (usize, usize),
+    (lo, hi): (f64, f64),
+) -> Vec<T> {
+    let consts = |i: usize| {
+        let ch = i % c;
+        let a = st.invstd[ch] * gb[ch].f();
+        (T::of(a), T::of(gb[c + ch].f() - st.mean[ch] * a))
+    };
+    let (lo, hi) = (T::of(lo), T::of(hi));
+    let clamp = move |z: T| {
+        let z = if z < lo { lo } else { z };
+        if z > hi { hi } else { z }
+    };
+    match r {
+        None => crate::cpu::par_map_planes(x, p, consts, |&(a, b), v| clamp(v * a + b)),
+        Some(r) => crate::cpu::par_map2_planes(x, r, p, consts, |&(a, b), v, rv| clamp(v * a + b + rv)),
+    }
 }
 
-impl CustomOp3 for Normalize {
+impl NormalizeAct {
+    /// Backward of `y` from `dy`: `dz` (the gradient at the pre-activation, also the residual's),
+    /// then BatchNorm's `dx` and `[dgamma; dbeta]`.
+    fn grads(&self, x: &Tensor, gb: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let dz = if self.lo == f64::NEG_INFINITY && self.hi == f64::INFINITY {
+            dy.contiguous()?
+        } else {
+            super::clamp::clamp_grad(y, dy, self.lo, self.hi)?
+        };
+        // One op computes [dbeta; dgamma] per channel, another dx from them.
+        let sums = x.apply_op2_no_bwd(&dz, &Sums { st: self.st.clone() })?;
+        let c = x.dim(1)?;
+        let dgb =
+            Tensor::cat(&[sums.narrow(0, 1, 1)?, sums.narrow(0, 0, 1)?], 0)?.reshape(2 * c)?.to_dtype(gb.dtype())?;
+        let gamma = gb.narrow(0, 0, c)?;
+        let dx = x.apply_op3_no_bwd(&dz, &gamma, &InputGrad { st: self.st.clone(), sums })?;
+        Ok((dx, dgb, dz))
+    }
+}
+
+impl candle_core::CustomOp2 for NormalizeAct {
     fn name(&self) -> &'static str {
-        "batch-norm-train"
+        "batch-norm-act-train"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, c, p) = ncp(l1)?;
+        let b = (self.lo, self.hi);
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => {
+                CpuStorage::F32(normalize_act(contiguous(x, l1)?, contiguous(g, l2)?, None, &self.st, (c, p), b))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
+                CpuStorage::F64(normalize_act(contiguous(x, l1)?, contiguous(g, l2)?, None, &self.st, (c, p), b))
+            }
+            _ => candle_core::bail!("batch_norm: operands must all be f32 or all f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, gb: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dgb, _) = self.grads(x, gb, y, dy)?;
+        Ok((Some(dx), Some(dgb)))
+    }
+}
+
+impl CustomOp3 for NormalizeAct {
+    fn name(&self) -> &'static str {
+        "batch-norm-add-act-train"
     }
 
     fn cpu_fwd(
@@ -197,30 +259,30 @@ impl CustomOp3 for Normalize {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, p) = ncp(l1)?;
-        let out = dispatch3!(s1, l1, s2, l2, s3, l3, |x, g, b| normalize(x, g, b, &self.st, c, p), "batch_norm");
+        let b = (self.lo, self.hi);
+        let out = dispatch3!(
+            s1,
+            l1,
+            s2,
+            l2,
+            s3,
+            l3,
+            |x, g, r| normalize_act(x, g, Some(r), &self.st, (c, p), b),
+            "batch_norm"
+        );
         Ok((out, l1.shape().clone()))
     }
 
     fn bwd(
         &self,
         x: &Tensor,
-        g: &Tensor,
-        _b: &Tensor,
-        _y: &Tensor,
+        gb: &Tensor,
+        _r: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        // One op computes [dbeta; dgamma] per channel, another dx from them.
-        let sums = x.apply_op2_no_bwd(&dy, &Sums { st: self.st.clone() })?;
-        let c = g.dim(0)?;
-        let dbeta = sums.narrow(0, 0, 1)?.reshape(c)?.to_dtype(g.dtype())?;
-        let dgamma = sums.narrow(0, 1, 1)?.reshape(c)?.to_dtype(g.dtype())?;
-        let dx = x.apply_op3_no_bwd(
-            &dy,
-            g,
-            &InputGrad { st: self.st.clone(), sums: sums.to_dtype(candle_core::DType::F64)? },
-        )?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        let (dx, dgb, dz) = self.grads(x, gb, y, dy)?;
+        Ok((Some(dx), Some(dgb), Some(dz)))
     }
 }
 
@@ -323,6 +385,20 @@ impl CustomOp3 for InputGrad {
 /// Training-mode batch norm of a contiguous CPU `[N, C, ...]` tensor: returns `y` and the batch
 /// `(mean, biased variance)` as `[C]` f64 tensors (for the running statistics).
 pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    batch_norm_act_train(x, gamma, beta, None, eps, (f64::NEG_INFINITY, f64::INFINITY))
+}
+
+/// [`batch_norm_train`] followed by `+ residual` (same shape as `x`) and `clamp(., lo, hi)`
+/// (ReLU: `(0, inf)`; ReLU6: `(0, 6)`; none: `(-inf, inf)`) in one op; the gradient passes
+/// where the output lies strictly inside `(lo, hi)`, as PyTorch's.
+pub fn batch_norm_act_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    residual: Option<&Tensor>,
+    eps: f64,
+    (lo, hi): (f64, f64),
+) -> Result<(Tensor, Tensor, Tensor)> {
     let x = x.contiguous()?;
     let st_t = x.apply_op1_no_bwd(&StatsOp { eps })?;
     let v: Vec<f64> = st_t.flatten_all()?.to_vec1()?;
@@ -334,7 +410,17 @@ pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> 
     };
     let mean = Tensor::from_vec(st.mean.clone(), c, x.device())?;
     let var = Tensor::from_vec(st.var.clone(), c, x.device())?;
-    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, Normalize { st: Arc::new(st) })?;
+    let gb = Tensor::cat(&[gamma, beta], 0)?;
+    let op = NormalizeAct { st: Arc::new(st), lo, hi };
+    let y = match residual {
+        None => x.apply_op2(&gb, op)?,
+        Some(r) => {
+            if r.dims() != x.dims() {
+                candle_core::bail!("batch_norm: residual {:?} does not match the input {:?}", r.dims(), x.dims())
+            }
+            x.apply_op3(&gb, &r.contiguous()?, op)?
+        }
+    };
     Ok((y, mean, var))
 }
 
@@ -408,10 +494,14 @@ mod tests {
         let n: usize = dims.iter().product();
         let run = |dt: DType| {
             let x = Var::from_tensor(
-                &Tensor::from_vec(values(n, 5).iter().map(|v| v * 4.0 + 2.0).collect::<Vec<_>>(), &dims[..], &Device::Cpu)
-                    .expect("x")
-                    .to_dtype(dt)
-                    .expect("dt"),
+                &Tensor::from_vec(
+                    values(n, 5).iter().map(|v| v * 4.0 + 2.0).collect::<Vec<_>>(),
+                    &dims[..],
+                    &Device::Cpu,
+                )
+                .expect("x")
+                .to_dtype(dt)
+                .expect("dt"),
             )
             .expect("var");
             let g = Tensor::from_vec(values(4, 6).iter().map(|v| v + 1.2).collect::<Vec<_>>(), 4, &Device::Cpu)
@@ -422,7 +512,9 @@ mod tests {
             let r = Tensor::from_vec(values(n, 8), &dims[..], &Device::Cpu).expect("r").to_dtype(dt).expect("dt");
             let (y, _, _) = batch_norm_train(x.as_tensor(), &g, &b, 1e-5).expect("bn");
             let gx = (&y * &r).expect("m").sum_all().expect("s").backward().expect("b");
-            let to64 = |t: &Tensor| t.to_dtype(DType::F64).expect("f64").flatten_all().expect("f").to_vec1::<f64>().expect("v");
+            let to64 = |t: &Tensor| {
+                t.to_dtype(DType::F64).expect("f64").flatten_all().expect("f").to_vec1::<f64>().expect("v")
+            };
             (to64(&y), to64(gx.get(x.as_tensor()).expect("dx")))
         };
         let (y32, d32) = run(DType::F32);
@@ -430,6 +522,68 @@ mod tests {
         for (a, b) in y32.iter().zip(&y64).chain(d32.iter().zip(&d64)) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }
+    }
+
+    /// BN + residual + ReLU / ReLU6 / nothing as one op against the composed candle ops.
+    #[test]
+    fn fused_residual_and_activation_match_the_composition() {
+        let dims = [3usize, 4, 5, 6];
+        let n: usize = dims.iter().product();
+        let dev = Device::Cpu;
+        let x =
+            Var::from_vec(values(n, 11).iter().map(|v| v * 2.0 + 0.3).collect::<Vec<_>>(), &dims[..], &dev).expect("x");
+        let g = Var::from_vec(values(4, 12).iter().map(|v| v + 1.5).collect::<Vec<_>>(), 4, &dev).expect("g");
+        let b = Var::from_vec(values(4, 13), 4, &dev).expect("b");
+        let r = Var::from_vec(values(n, 14).iter().map(|v| v * 3.0).collect::<Vec<_>>(), &dims[..], &dev).expect("r");
+        let w = Tensor::from_vec(values(n, 15), &dims[..], &dev).expect("w");
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b).expect("d").abs().expect("a").max_all().expect("m").to_scalar::<f64>().expect("s")
+        };
+        for (lo, hi) in [(0.0, f64::INFINITY), (0.0, 6.0), (f64::NEG_INFINITY, f64::INFINITY)] {
+            for with_r in [false, true] {
+                let res = with_r.then(|| r.as_tensor());
+                let (y, _, _) = batch_norm_act_train(x.as_tensor(), g.as_tensor(), b.as_tensor(), res, 1e-5, (lo, hi))
+                    .expect("ours");
+                let mut z = reference(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5);
+                if with_r {
+                    z = (z + r.as_tensor()).expect("add");
+                }
+                let yr = if hi.is_finite() {
+                    z.clamp(lo, hi).expect("clamp")
+                } else if lo.is_finite() {
+                    z.relu().expect("relu")
+                } else {
+                    z
+                };
+                assert!(diff(&y, &yr) < 1e-12, "forward ({lo}, {hi}) residual {with_r}");
+                assert!(
+                    y.to_vec1::<f64>().is_err()
+                        && y.flatten_all()
+                            .expect("f")
+                            .to_vec1::<f64>()
+                            .expect("v")
+                            .iter()
+                            .all(|v| *v >= lo && *v <= hi)
+                );
+                let g1 = (y * &w).expect("m").sum_all().expect("s").backward().expect("b");
+                let g2 = (yr * &w).expect("m").sum_all().expect("s").backward().expect("b");
+                let mut vars = vec![x.as_tensor(), g.as_tensor(), b.as_tensor()];
+                if with_r {
+                    vars.push(r.as_tensor());
+                }
+                for v in vars {
+                    assert!(
+                        diff(g1.get(v).expect("ours"), g2.get(v).expect("ref")) < 1e-10,
+                        "gradient {:?} ({lo}, {hi}) residual {with_r}",
+                        v.dims()
+                    );
+                }
+            }
+        }
+        let wrong = Tensor::zeros((3, 4, 5, 5), DType::F64, &dev).expect("z");
+        assert!(
+            batch_norm_act_train(x.as_tensor(), g.as_tensor(), b.as_tensor(), Some(&wrong), 1e-5, (0.0, 6.0)).is_err()
+        );
     }
 
     #[test]

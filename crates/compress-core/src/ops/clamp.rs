@@ -65,10 +65,14 @@ impl CustomOp1 for Clamp {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let x = arg.contiguous()?;
-        let g = grad_res.contiguous()?;
-        Ok(Some(x.apply_op2_no_bwd(&g, &ClampGrad { lo: self.lo, hi: self.hi })?))
+        Ok(Some(clamp_grad(arg, grad_res, self.lo, self.hi)?))
     }
+}
+
+/// `dy` where `lo < x < hi`, else 0 (CPU, f32 / f64): the gradient of a clamp at `x`, or at its
+/// output `clamp(z)` (inside the open interval exactly when `z` is).
+pub(crate) fn clamp_grad(x: &Tensor, dy: &Tensor, lo: f64, hi: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &ClampGrad { lo, hi })
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -638,4 +638,3 @@ mod tests {
         assert!(conv2d(&x, &w, Conv2dGeometry { stride: 0, padding: 1, groups: 1 }).is_err());
     }
 }
-

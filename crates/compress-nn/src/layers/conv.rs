@@ -191,10 +191,28 @@ impl Activation {
         match self {
             Activation::None => Ok(x.clone()),
             // One pass forward and one backward on the CPU (candle's clamp takes about eight).
-            Activation::Relu => {
-                crate::fake_quant::activation(&compress_core::ops::clamp_activation(x, 0.0, f64::INFINITY)?)
+            _ => {
+                let (lo, hi) = self.bounds();
+                self.quantize_output(&compress_core::ops::clamp_activation(x, lo, hi)?)
             }
-            Activation::Relu6 => crate::fake_quant::activation(&compress_core::ops::clamp_activation(x, 0.0, 6.0)?),
+        }
+    }
+
+    /// The clamp bounds: ReLU `(0, inf)`, ReLU6 `(0, 6)`, none `(-inf, inf)`.
+    pub fn bounds(self) -> (f64, f64) {
+        match self {
+            Activation::None => (f64::NEG_INFINITY, f64::INFINITY),
+            Activation::Relu => (0.0, f64::INFINITY),
+            Activation::Relu6 => (0.0, 6.0),
+        }
+    }
+
+    /// The activation quantizer of a [`crate::fake_quant`] scope on an output already activated
+    /// (none for the identity).
+    pub(crate) fn quantize_output(self, y: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::None => Ok(y.clone()),
+            _ => crate::fake_quant::activation(y),
         }
     }
 }
@@ -219,6 +237,14 @@ impl ConvBn {
 
 impl candle_core::ModuleT for ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.act.apply(&self.bn.forward_t(&self.conv.forward(x)?, train)?)
+        self.bn.forward_act(&self.conv.forward(x)?, None, self.act, train)
+    }
+}
+
+impl ConvBn {
+    /// `act(BN(conv(x)) + residual)` with the block's own activation `act` (a residual block's
+    /// second conv), fused on the CPU in training mode.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor, act: Activation, train: bool) -> Result<Tensor> {
+        self.bn.forward_act(&self.conv.forward(x)?, Some(residual), act, train)
     }
 }

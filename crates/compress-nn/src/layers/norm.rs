@@ -40,6 +40,21 @@ impl BatchNorm2d {
 
 impl ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(x, None, crate::layers::Activation::None, train)
+    }
+}
+
+impl BatchNorm2d {
+    /// `act(BN(x) + residual)`: on the CPU in training mode one fused op (one node and one pass
+    /// each way instead of three), elsewhere the three ops. The activation is followed by its
+    /// quantizer inside a [`crate::fake_quant`] scope, as [`crate::layers::Activation::apply`].
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        act: crate::layers::Activation,
+        train: bool,
+    ) -> Result<Tensor> {
         // Scale and shift of every element of one sample.
         let per_sample = (x.elem_count() / x.dim(0)?.max(1)) as u64;
         record(cost::norm(self.c) + cost::elementwise(2 * per_sample));
@@ -48,9 +63,18 @@ impl ModuleT for BatchNorm2d {
         }
         let fused = train && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
         if !fused {
-            return self.inner.forward_t(x, train);
+            let y = self.inner.forward_t(x, train)?;
+            let y = match residual {
+                Some(r) => (y + r)?,
+                None => y,
+            };
+            return act.apply(&y);
         }
-        let (y, mean, var) = compress_core::ops::batch_norm_train(x, &self.weight, &self.bias, EPS)?;
+        let (y, mean, var) =
+            compress_core::ops::batch_norm_act_train(x, &self.weight, &self.bias, residual, EPS, act.bounds())?;
+        if residual.is_some() {
+            record(cost::elementwise(per_sample));
+        }
         let m = (x.elem_count() / self.c) as f64;
         let dt = self.running_mean.dtype();
         let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?.to_dtype(dt)?)?;
@@ -58,7 +82,7 @@ impl ModuleT for BatchNorm2d {
         let rv = ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (var * (MOMENTUM * unbiased))?.to_dtype(dt)?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;
-        Ok(y)
+        act.quantize_output(&y)
     }
 }
 

@@ -495,8 +495,12 @@ impl ModuleT for MobileNetV2 {
             if let Some(e) = &b.expand {
                 y = e.forward_t(&y, train)?;
             }
-            y = b.project.forward_t(&b.dw.forward_t(&y, train)?, train)?;
-            h = if b.residual { (y + h)? } else { y };
+            let d = b.dw.forward_t(&y, train)?;
+            h = if b.residual {
+                b.project.forward_residual(&d, &h, Activation::None, train)?
+            } else {
+                b.project.forward_t(&d, train)?
+            };
         }
         let h = self.head.forward_t(&h, train)?;
         self.classifier.forward(&global_avg_pool(&h)?)

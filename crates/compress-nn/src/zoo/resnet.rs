@@ -222,15 +222,19 @@ struct Block {
 
 impl Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let Some((last, first)) = self.convs.split_last() else {
+            candle_core::bail!("ResNet block without convolutions")
+        };
         let mut h = x.clone();
-        for c in &self.convs {
+        for c in first {
             h = c.forward_t(&h, train)?;
         }
         let skip = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        Activation::Relu.apply(&(h + skip)?)
+        // relu(bn(conv(h)) + skip), one op on the CPU in training.
+        last.forward_residual(&h, &skip, Activation::Relu, train)
     }
 }
 

@@ -196,13 +196,14 @@ struct BasicBlock {
 
 impl BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = self.b.forward_t(&self.a.forward_t(x, train)?, train)?;
+        let h = self.a.forward_t(x, train)?;
         let s = match &self.skip {
             Skip::Identity => x.clone(),
             Skip::Pad { stride, lo, hi } => pad_channels(&subsample(x, *stride)?, *lo, *hi)?,
             Skip::Conv(c, bn) => bn.forward_t(&c.forward(x)?, train)?,
         };
-        Activation::Relu.apply(&(y + s)?)
+        // relu(bn(conv(h)) + s), one op on the CPU in training.
+        self.b.forward_residual(&h, &s, Activation::Relu, train)
     }
 }
 
