@@ -203,7 +203,21 @@ fn matmul<T: Elem>(
     b_cs: usize,
 ) {
     const TILE_ROWS: usize = 32;
-    let transpose = m < TILE_ROWS && n > m;
+    gemm_call(m, n, k, dst, acc, (a, a_rs, a_cs), (b, b_rs, b_cs), m < TILE_ROWS && n > m)
+}
+
+/// `dst (m x n, row-major) = [dst +] a . b`, as `dst^T = b^T a^T` when `transpose`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_call<T: Elem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    acc: bool,
+    (a, a_rs, a_cs): (&[T], usize, usize),
+    (b, b_rs, b_cs): (&[T], usize, usize),
+    transpose: bool,
+) {
     // SAFETY: the slices cover every index the strides reach: dst m x n row-major, a reaches
     // (m-1) a_rs + (k-1) a_cs, b reaches (k-1) b_rs + (n-1) b_cs, all checked by the callers'
     // shapes; the pointers are not aliased (dst is a distinct mutable slice). The transposed
@@ -411,44 +425,52 @@ fn backward_weight<T: Elem>(x: &[T], gy: &[T], d: &Dims) -> Vec<T> {
     if d.depthwise() {
         return depthwise::weight_grad(x, gy, d);
     }
+    if d.geo.groups == 1 {
+        return channels_last::weight_grad(x, gy, d);
+    }
     let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
     let size = d.cout * kk;
+    let partials = per_worker(d.n, size, column_buffer(d), |dw, cols, n| {
+        for g in 0..d.geo.groups {
+            let xg = &x[(n * d.cin + g * cin_g) * d.h * d.w..][..cin_g * d.h * d.w];
+            let cm: &[T] = if d.pointwise() {
+                xg
+            } else {
+                im2col(xg, d, cols);
+                cols
+            };
+            let gyg = &gy[(n * d.cout + g * cout_g) * ohw..][..cout_g * ohw];
+            // dW (cout_g x kk) += dY (cout_g x ohw) . cols^T (ohw x kk)
+            matmul(cout_g, kk, ohw, &mut dw[g * cout_g * kk..(g + 1) * cout_g * kk], true, gyg, ohw, 1, cm, 1, ohw);
+        }
+    });
+    sum_partials(partials, size)
+}
+
+/// Runs `f(partial, scratch, sample)` over the samples in one contiguous chunk per worker, each
+/// worker with its own zeroed `size`-value partial result and its own copy of `scratch`.
+fn per_worker<T: Elem, S: Clone + Send + Sync>(
+    n: usize,
+    size: usize,
+    scratch: S,
+    f: impl Fn(&mut [T], &mut S, usize) + Sync,
+) -> Vec<Vec<T>> {
     let threads = rayon::current_num_threads().max(1);
-    let chunk = d.n.div_ceil(threads).max(1);
-    let partials: Vec<Vec<T>> = (0..d.n.div_ceil(chunk))
+    let chunk = n.div_ceil(threads).max(1);
+    (0..n.div_ceil(chunk))
         .into_par_iter()
         .map(|c| {
-            let mut dw = vec![T::default(); size];
-            let mut cols = column_buffer(d);
-            for n in c * chunk..((c + 1) * chunk).min(d.n) {
-                for g in 0..d.geo.groups {
-                    let xg = &x[(n * d.cin + g * cin_g) * d.h * d.w..][..cin_g * d.h * d.w];
-                    let cm: &[T] = if d.pointwise() {
-                        xg
-                    } else {
-                        im2col(xg, d, &mut cols);
-                        &cols
-                    };
-                    let gyg = &gy[(n * d.cout + g * cout_g) * ohw..][..cout_g * ohw];
-                    // dW (cout_g x kk) += dY (cout_g x ohw) . cols^T (ohw x kk)
-                    matmul(
-                        cout_g,
-                        kk,
-                        ohw,
-                        &mut dw[g * cout_g * kk..(g + 1) * cout_g * kk],
-                        true,
-                        gyg,
-                        ohw,
-                        1,
-                        cm,
-                        1,
-                        ohw,
-                    );
-                }
+            let mut part = vec![T::default(); size];
+            let mut s = scratch.clone();
+            for i in c * chunk..((c + 1) * chunk).min(n) {
+                f(&mut part, &mut s, i);
             }
-            dw
+            part
         })
-        .collect();
+        .collect()
+}
+
+fn sum_partials<T: Elem>(partials: Vec<Vec<T>>, size: usize) -> Vec<T> {
     let mut out = vec![T::default(); size];
     for p in partials {
         for (o, v) in out.iter_mut().zip(p) {
@@ -456,6 +478,81 @@ fn backward_weight<T: Elem>(x: &[T], gy: &[T], d: &Dims) -> Vec<T> {
         }
     }
     out
+}
+
+/// The weight gradient through channels-last copies (groups 1). `dW = sum_n dY_n . cols_n^T`
+/// contracts over the output pixels, the contiguous dimension of both NCHW operands, so the GEMM
+/// would have to transpose-pack the whole column matrix; with the input and `dY` transposed to
+/// `[pixel, channel]` (small copies) and the patches gathered as `[pixel, (ky, kx, c)]` rows
+/// (contiguous runs of `cin` values), both operands are already in the layout the GEMM wants.
+mod channels_last {
+    use super::{Dims, Elem, matmul, per_worker, sum_partials};
+
+    /// `dst[j, i] = src[i, j]` for `src: rows x cols` row-major.
+    fn transpose<T: Elem>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+        const B: usize = 16;
+        for i0 in (0..rows).step_by(B) {
+            for j0 in (0..cols).step_by(B) {
+                for i in i0..(i0 + B).min(rows) {
+                    for j in j0..(j0 + B).min(cols) {
+                        dst[j * rows + i] = src[i * cols + j];
+                    }
+                }
+            }
+        }
+    }
+
+    /// `cols[(oy ow + ox), (ky k + kx) cin + c] = x[iy, ix, c]` from a channels-last sample,
+    /// writing only in-bounds entries (the buffer starts zeroed, as `im2col`'s).
+    fn im2row<T: Elem>(xt: &[T], d: &Dims, cols: &mut [T]) {
+        let (k, s, p, cin) = (d.k, d.geo.stride, d.geo.padding, d.cin);
+        let row = k * k * cin;
+        for oy in 0..d.oh {
+            for ox in 0..d.ow {
+                let out = &mut cols[(oy * d.ow + ox) * row..][..row];
+                for ky in 0..k {
+                    let iy = (oy * s + ky) as isize - p as isize;
+                    if iy < 0 || iy >= d.h as isize {
+                        continue;
+                    }
+                    for kx in 0..k {
+                        let ix = (ox * s + kx) as isize - p as isize;
+                        if ix < 0 || ix >= d.w as isize {
+                            continue;
+                        }
+                        let src = &xt[(iy as usize * d.w + ix as usize) * cin..][..cin];
+                        out[(ky * k + kx) * cin..][..cin].copy_from_slice(src);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn weight_grad<T: Elem>(x: &[T], gy: &[T], d: &Dims) -> Vec<T> {
+        let (hw, ohw, row) = (d.h * d.w, d.ohw(), d.k * d.k * d.cin);
+        let size = d.cout * row;
+        // Scratch per worker: the transposed sample, its patch rows, the transposed dY.
+        let scratch = (vec![T::default(); hw * d.cin], vec![T::default(); ohw * row], vec![T::default(); ohw * d.cout]);
+        let partials = per_worker(d.n, size, scratch, |dw, (xt, cols, gt), n| {
+            transpose(&x[n * d.cin * hw..][..d.cin * hw], d.cin, hw, xt);
+            im2row(xt, d, cols);
+            transpose(&gy[n * d.cout * ohw..][..d.cout * ohw], d.cout, ohw, gt);
+            // dW' (cout x row) += dY_n (cout x ohw, from its transpose) . cols (ohw x row)
+            matmul(d.cout, row, ohw, dw, true, gt, 1, d.cout, cols, row, 1);
+        });
+        // (co, (ky, kx, c)) -> (co, c, ky, kx).
+        let dw = sum_partials(partials, size);
+        let kk = d.k * d.k;
+        let mut out = vec![T::default(); size];
+        for co in 0..d.cout {
+            for t in 0..kk {
+                for c in 0..d.cin {
+                    out[(co * d.cin + c) * kk + t] = dw[co * row + t * d.cin + c];
+                }
+            }
+        }
+        out
+    }
 }
 
 fn slice<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
