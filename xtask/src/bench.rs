@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 use candle_core::{DType, Device, Tensor};
 use compress_nn::Network;
-use compress_nn::zoo::{ResNetCifar, ResNetCifarConfig};
+use compress_nn::zoo::{MobileNetV2, MobileNetV2Config, ResNetCifar, ResNetCifarConfig};
 use compress_train::loss::cross_entropy;
 use compress_train::optim::{Optimizer, OptimizerKind, all_params};
 use std::time::Instant;
@@ -21,15 +21,43 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn measure(batch: usize, steps: usize, candle_conv: bool) -> Result<Timing> {
+/// The benched networks: CIFAR ResNet-20 (option B) and MobileNetV2 1.0 with the stride-1 stem
+/// of CIFAR ports, both on 3 x 32 x 32 inputs and 10 classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Net {
+    ResNet20,
+    MobileNetV2,
+}
+
+impl Net {
+    fn build(self, dev: &Device) -> Result<Box<dyn compress_nn::Model>> {
+        Ok(match self {
+            Net::ResNet20 => Box::new(Network::<ResNetCifar>::new(
+                ResNetCifarConfig::new(20, 10)?.with_shortcut(compress_nn::zoo::Shortcut::B),
+                0,
+                dev,
+            )?),
+            Net::MobileNetV2 => Box::new(Network::<MobileNetV2>::new(
+                MobileNetV2Config::new(1.0, 10)?.input(3, 32).small_input(),
+                0,
+                dev,
+            )?),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Net::ResNet20 => "ResNet-20 (option B)",
+            Net::MobileNetV2 => "MobileNetV2 1.0 (stride-1 stem)",
+        }
+    }
+}
+
+fn measure(net: Net, batch: usize, steps: usize, candle_conv: bool) -> Result<Timing> {
     compress_core::ops::use_candle_conv(candle_conv);
     let dev = Device::Cpu;
-    let net = Network::<ResNetCifar>::new(
-        ResNetCifarConfig::new(20, 10)?.with_shortcut(compress_nn::zoo::Shortcut::B),
-        0,
-        &dev,
-    )?;
-    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9, false), all_params(&net.varmap, 5e-4)?)?;
+    let net = net.build(&dev)?;
+    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9, false), all_params(net.varmap(), 5e-4)?)?;
     let x = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), &dev)?;
     let y = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, &dev)?;
     let (mut f, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
@@ -92,22 +120,26 @@ pub fn run(what: &str, steps: usize, ours_only: bool) -> Result<()> {
         bail!("unknown bench {what:?}; benches: train-step, conv, onexn, ddtb, cf-vit, synth");
     }
     let threads = candle_core::utils::get_num_threads();
-    println!(
-        "ResNet-20 (option B) train step, batch 128, 3x32x32, {threads} threads, median of {steps} steps after 2 warm-ups"
-    );
-    println!("| convolution | step (ms) | forward | backward | SGD update |");
-    println!("| --- | --- | --- | --- | --- |");
-    let mut total = Vec::new();
-    let arms: &[(&str, bool)] =
-        if ours_only { &[("compress-core", false)] } else { &[("compress-core", false), ("candle 0.11 conv2d", true)] };
-    for &(name, candle) in arms {
-        let t = measure(128, steps, candle)?;
-        let s = t.fwd + t.bwd + t.upd;
-        total.push(s);
-        println!("| {name} | {:.0} | {:.0} | {:.0} | {:.1} |", s * 1e3, t.fwd * 1e3, t.bwd * 1e3, t.upd * 1e3);
-    }
-    if let [ours, candle] = total[..] {
-        println!("speed-up over candle's convolution: {:.2}x", candle / ours);
+    for (net, batch) in [(Net::ResNet20, 128), (Net::MobileNetV2, 64)] {
+        println!(
+            "{} train step, batch {batch}, 3x32x32, {threads} threads, median of {steps} steps after 2 warm-ups",
+            net.name()
+        );
+        println!("| convolution | step (ms) | forward | backward | SGD update |");
+        println!("| --- | --- | --- | --- | --- |");
+        let mut total = Vec::new();
+        let arms: &[(&str, bool)] =
+            if ours_only { &[("compress-core", false)] } else { &[("compress-core", false), ("candle 0.11 conv2d", true)] };
+        for &(name, candle) in arms {
+            let t = measure(net, batch, steps, candle)?;
+            let s = t.fwd + t.bwd + t.upd;
+            total.push(s);
+            println!("| {name} | {:.0} | {:.0} | {:.0} | {:.1} |", s * 1e3, t.fwd * 1e3, t.bwd * 1e3, t.upd * 1e3);
+        }
+        if let [ours, candle] = total[..] {
+            println!("speed-up over candle's convolution: {:.2}x", candle / ours);
+        }
+        println!();
     }
     println!("PyTorch reference: python3 benches/reference/resnet20_step.py (same step, same session)");
     Ok(())

@@ -304,9 +304,17 @@ mod depthwise {
                 for kx in 0..k {
                     let wv = wk[ky * k + kx];
                     rows(d, ky, kx, |oy, iy, lo, hi, first| {
-                        let src = xp[iy * d.w + first..].iter().step_by(s);
-                        for (o, v) in yp[oy * d.ow + lo..oy * d.ow + hi].iter_mut().zip(src) {
-                            *o += wv * *v;
+                        let out = &mut yp[oy * d.ow + lo..oy * d.ow + hi];
+                        let src = &xp[iy * d.w + first..];
+                        if s == 1 {
+                            // Contiguous: vectorizes.
+                            for (o, v) in out.iter_mut().zip(src) {
+                                *o += wv * *v;
+                            }
+                        } else {
+                            for (o, v) in out.iter_mut().zip(src.iter().step_by(s)) {
+                                *o += wv * *v;
+                            }
                         }
                     });
                 }
@@ -325,9 +333,16 @@ mod depthwise {
                 for kx in 0..k {
                     let wv = wk[ky * k + kx];
                     rows(d, ky, kx, |oy, iy, lo, hi, first| {
-                        let dst = dp[iy * d.w + first..].iter_mut().step_by(s);
-                        for (o, g) in dst.zip(&gp[oy * d.ow + lo..oy * d.ow + hi]) {
-                            *o += wv * *g;
+                        let src = &gp[oy * d.ow + lo..oy * d.ow + hi];
+                        let dst = &mut dp[iy * d.w + first..];
+                        if s == 1 {
+                            for (o, g) in dst.iter_mut().zip(src) {
+                                *o += wv * *g;
+                            }
+                        } else {
+                            for (o, g) in dst.iter_mut().step_by(s).zip(src) {
+                                *o += wv * *g;
+                            }
                         }
                     });
                 }
@@ -346,14 +361,33 @@ mod depthwise {
                 let (xp, gp) = (&x[i * hw..(i + 1) * hw], &gy[i * ohw..(i + 1) * ohw]);
                 for ky in 0..k {
                     for kx in 0..k {
-                        let mut acc = T::default();
+                        // Eight independent sums (a single running sum cannot vectorize).
+                        let mut acc = [T::default(); 8];
                         rows(d, ky, kx, |oy, iy, lo, hi, first| {
-                            let src = xp[iy * d.w + first..].iter().step_by(s);
-                            for (g, v) in gp[oy * d.ow + lo..oy * d.ow + hi].iter().zip(src) {
-                                acc += *g * *v;
+                            let gr = &gp[oy * d.ow + lo..oy * d.ow + hi];
+                            let src = &xp[iy * d.w + first..];
+                            if s == 1 {
+                                let (g8, x8) = (gr.chunks_exact(8), src[..gr.len()].chunks_exact(8));
+                                let (gt, xt) = (g8.remainder(), x8.remainder());
+                                for (g, v) in g8.zip(x8) {
+                                    for l in 0..8 {
+                                        acc[l] += g[l] * v[l];
+                                    }
+                                }
+                                for (g, v) in gt.iter().zip(xt) {
+                                    acc[0] += *g * *v;
+                                }
+                            } else {
+                                for (g, v) in gr.iter().zip(src.iter().step_by(s)) {
+                                    acc[0] += *g * *v;
+                                }
                             }
                         });
-                        wk[ky * k + kx] += acc;
+                        let mut total = T::default();
+                        for a in acc {
+                            total += a;
+                        }
+                        wk[ky * k + kx] += total;
                     }
                 }
             }
@@ -532,13 +566,20 @@ mod channels_last {
         let (hw, ohw, row) = (d.h * d.w, d.ohw(), d.k * d.k * d.cin);
         let size = d.cout * row;
         // Scratch per worker: the transposed sample, its patch rows, the transposed dY.
-        let scratch = (vec![T::default(); hw * d.cin], vec![T::default(); ohw * row], vec![T::default(); ohw * d.cout]);
+        let cols = if d.pointwise() { Vec::new() } else { vec![T::default(); ohw * row] };
+        let scratch = (vec![T::default(); hw * d.cin], cols, vec![T::default(); ohw * d.cout]);
         let partials = per_worker(d.n, size, scratch, |dw, (xt, cols, gt), n| {
             transpose(&x[n * d.cin * hw..][..d.cin * hw], d.cin, hw, xt);
-            im2row(xt, d, cols);
+            // A pointwise conv's patch rows are the transposed sample itself.
+            let c: &[T] = if d.pointwise() {
+                xt
+            } else {
+                im2row(xt, d, cols);
+                cols
+            };
             transpose(&gy[n * d.cout * ohw..][..d.cout * ohw], d.cout, ohw, gt);
             // dW' (cout x row) += dY_n (cout x ohw, from its transpose) . cols (ohw x row)
-            matmul(d.cout, row, ohw, dw, true, gt, 1, d.cout, cols, row, 1);
+            matmul(d.cout, row, ohw, dw, true, gt, 1, d.cout, c, row, 1);
         });
         // (co, (ky, kx, c)) -> (co, c, ky, kx).
         let dw = sum_partials(partials, size);
