@@ -17,7 +17,7 @@ fn conv(c: &mut Criterion) {
     for (ch, side) in [(16usize, 32usize), (32, 16), (64, 8)] {
         let x = input(&[128, ch, side, side]);
         let w = input(&[ch, ch, 3, 3]);
-        let geo = Conv2dGeometry { stride: 1, padding: 1, groups: 1 };
+        let geo = Conv2dGeometry::new(1, 1, 1);
         for (name, candle) in [("ours", false), ("candle", true)] {
             g.bench_function(format!("{name} {ch}x{side}x{side}"), |b| {
                 use_candle_conv(candle);
@@ -62,7 +62,7 @@ fn onexn(c: &mut Criterion) {
         let x = input(&[8, cin, side, side]);
         let xv: Vec<f32> = x.as_tensor().flatten_all().expect("x").to_vec1().expect("x");
         let w = input(&[cout, cin, 1, 1]);
-        let geo = Conv2dGeometry { stride: 1, padding: 0, groups: 1 };
+        let geo = Conv2dGeometry::new(1, 0, 1);
         g.bench_function("dense candle", |b| b.iter(|| x.as_tensor().conv2d(w.as_tensor(), 0, 1, 1, 1).expect("conv")));
         g.bench_function("dense ours", |b| b.iter(|| conv2d(x.as_tensor(), w.as_tensor(), geo).expect("conv")));
         for rate in [0.5, 0.75] {

@@ -91,7 +91,7 @@ fn conv_layer(steps: usize) -> Result<()> {
             compress_core::ops::use_candle_conv(candle);
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (128, c, s, s), &dev)?)?;
             let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (c, c, 3, 3), &dev)?)?;
-            let geo = compress_core::ops::Conv2dGeometry { stride: 1, padding: 1, groups: 1 };
+            let geo = compress_core::ops::Conv2dGeometry::new(1, 1, 1);
             let (mut f, mut b) = (Vec::new(), Vec::new());
             for i in 0..steps + 1 {
                 let t0 = Instant::now();
@@ -128,8 +128,11 @@ pub fn run(what: &str, steps: usize, ours_only: bool) -> Result<()> {
         println!("| convolution | step (ms) | forward | backward | SGD update |");
         println!("| --- | --- | --- | --- | --- |");
         let mut total = Vec::new();
-        let arms: &[(&str, bool)] =
-            if ours_only { &[("compress-core", false)] } else { &[("compress-core", false), ("candle 0.11 conv2d", true)] };
+        let arms: &[(&str, bool)] = if ours_only {
+            &[("compress-core", false)]
+        } else {
+            &[("compress-core", false), ("candle 0.11 conv2d", true)]
+        };
         for &(name, candle) in arms {
             let t = measure(net, batch, steps, candle)?;
             let s = t.fwd + t.bwd + t.upd;

@@ -8,7 +8,7 @@
 //! - weight gradient: `dW[g] = sum_n dY[n,g] . im2col(X[n,g])^T`.
 //!
 //! Samples run in parallel on the rayon pool, each with a single-threaded GEMM (the `gemm` crate,
-//! the one candle uses). Other devices, dtypes and dilations fall back to candle's `conv2d`.
+//! the one candle uses). Other devices and dtypes fall back to candle's `conv2d`.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -22,7 +22,7 @@ pub fn use_candle_conv(on: bool) {
     USE_CANDLE.store(on, Ordering::Relaxed);
 }
 
-/// Stride, padding and groups of a convolution (square kernels; dilation 1).
+/// Stride, padding, dilation and groups of a convolution (square kernels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dGeometry {
     /// Stride.
@@ -31,6 +31,15 @@ pub struct Conv2dGeometry {
     pub padding: usize,
     /// Channel groups.
     pub groups: usize,
+    /// Spacing of the kernel taps (1: a plain convolution).
+    pub dilation: usize,
+}
+
+impl Conv2dGeometry {
+    /// A convolution with `stride`, `padding` and `groups`, dilation 1.
+    pub fn new(stride: usize, padding: usize, groups: usize) -> Self {
+        Self { stride, padding, groups, dilation: 1 }
+    }
 }
 
 /// Element types the kernel runs on.
@@ -91,24 +100,24 @@ fn valid_range(kx: usize, s: usize, p: usize, w: usize, ow: usize) -> (usize, us
     (lo.min(hi), hi)
 }
 
-/// `cols[(c k + ky) k + kx, oy ow + ox] = x[c, oy s + ky - p, ox s + kx - p]`, writing only the
+/// `cols[(c k + ky) k + kx, oy ow + ox] = x[c, oy s + ky dl - p, ox s + kx dl - p]`, writing only the
 /// entries inside the input. The entries outside (the zero padding) sit at the same positions
 /// for every sample and channel, so a buffer that starts zeroed and is only ever filled by this
 /// function keeps them zero: callers allocate `cols` zeroed once per thread and reuse it.
 fn im2col<T: Elem>(x: &[T], d: &Dims, cols: &mut [T]) {
-    let (k, s, p) = (d.k, d.geo.stride, d.geo.padding);
+    let (k, s, p, dl) = (d.k, d.geo.stride, d.geo.padding, d.geo.dilation);
     for c in 0..d.cin_g() {
         let plane = &x[c * d.h * d.w..(c + 1) * d.h * d.w];
         for ky in 0..k {
             for kx in 0..k {
-                let (lo, hi) = valid_range(kx, s, p, d.w, d.ow);
+                let (lo, hi) = valid_range(kx * dl, s, p, d.w, d.ow);
                 if lo >= hi {
                     continue;
                 }
                 let row = &mut cols[((c * k + ky) * k + kx) * d.ohw()..][..d.ohw()];
-                let first = lo * s + kx - p;
+                let first = lo * s + kx * dl - p;
                 for oy in 0..d.oh {
-                    let iy = (oy * s + ky) as isize - p as isize;
+                    let iy = (oy * s + ky * dl) as isize - p as isize;
                     if iy < 0 || iy >= d.h as isize {
                         continue;
                     }
@@ -142,7 +151,7 @@ pub(crate) fn im2col_f32(
 ) -> (Vec<f32>, usize, usize) {
     let oh = (h + 2 * padding - k) / stride + 1;
     let ow = (w + 2 * padding - k) / stride + 1;
-    let geo = Conv2dGeometry { stride, padding, groups: 1 };
+    let geo = Conv2dGeometry::new(stride, padding, 1);
     let d = Dims { n: 1, cin, h, w, cout: 1, k, oh, ow, geo };
     let mut cols = vec![0f32; d.kk() * d.ohw()];
     im2col(x, &d, &mut cols);
@@ -151,23 +160,23 @@ pub(crate) fn im2col_f32(
 
 /// The adjoint of [`im2col`]: `dx[c, iy, ix] += cols[...]`.
 fn col2im<T: Elem>(cols: &[T], d: &Dims, dx: &mut [T]) {
-    let (k, s, p) = (d.k, d.geo.stride, d.geo.padding);
+    let (k, s, p, dl) = (d.k, d.geo.stride, d.geo.padding, d.geo.dilation);
     for c in 0..d.cin_g() {
         let plane = &mut dx[c * d.h * d.w..(c + 1) * d.h * d.w];
         for ky in 0..k {
             for kx in 0..k {
-                let (lo, hi) = valid_range(kx, s, p, d.w, d.ow);
+                let (lo, hi) = valid_range(kx * dl, s, p, d.w, d.ow);
                 if lo >= hi {
                     continue;
                 }
                 let row = &cols[((c * k + ky) * k + kx) * d.ohw()..][..d.ohw()];
                 for oy in 0..d.oh {
-                    let iy = (oy * s + ky) as isize - p as isize;
+                    let iy = (oy * s + ky * dl) as isize - p as isize;
                     if iy < 0 || iy >= d.h as isize {
                         continue;
                     }
                     let dst = &mut plane[iy as usize * d.w..(iy as usize + 1) * d.w];
-                    let first = lo * s + kx - p;
+                    let first = lo * s + kx * dl - p;
                     let src = &row[oy * d.ow + lo..oy * d.ow + hi];
                     if s == 1 {
                         for (o, v) in dst[first..first + hi - lo].iter_mut().zip(src) {
@@ -281,6 +290,7 @@ mod depthwise {
     /// with the valid output columns `lo..hi` and the input column `first` of output `lo`.
     fn rows(d: &Dims, ky: usize, kx: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
         let (s, p) = (d.geo.stride, d.geo.padding);
+        let (ky, kx) = (ky * d.geo.dilation, kx * d.geo.dilation);
         let (lo, hi) = valid_range(kx, s, p, d.w, d.ow);
         if lo >= hi {
             return;
@@ -539,18 +549,18 @@ mod channels_last {
     /// `cols[(oy ow + ox), (ky k + kx) cin + c] = x[iy, ix, c]` from a channels-last sample,
     /// writing only in-bounds entries (the buffer starts zeroed, as `im2col`'s).
     fn im2row<T: Elem>(xt: &[T], d: &Dims, cols: &mut [T]) {
-        let (k, s, p, cin) = (d.k, d.geo.stride, d.geo.padding, d.cin);
+        let (k, s, p, cin, dl) = (d.k, d.geo.stride, d.geo.padding, d.cin, d.geo.dilation);
         let row = k * k * cin;
         for oy in 0..d.oh {
             for ox in 0..d.ow {
                 let out = &mut cols[(oy * d.ow + ox) * row..][..row];
                 for ky in 0..k {
-                    let iy = (oy * s + ky) as isize - p as isize;
+                    let iy = (oy * s + ky * dl) as isize - p as isize;
                     if iy < 0 || iy >= d.h as isize {
                         continue;
                     }
                     for kx in 0..k {
-                        let ix = (ox * s + kx) as isize - p as isize;
+                        let ix = (ox * s + kx * dl) as isize - p as isize;
                         if ix < 0 || ix >= d.w as isize {
                             continue;
                         }
@@ -676,16 +686,21 @@ pub fn conv2d(x: &Tensor, w: &Tensor, geo: Conv2dGeometry) -> Result<Tensor> {
     if geo.groups == 0 || geo.stride == 0 || cin != cin_g * geo.groups || !cout.is_multiple_of(geo.groups) {
         candle_core::bail!("conv2d: input {:?} and weight {:?} do not match groups {}", x.dims(), w.dims(), geo.groups)
     }
+    if geo.dilation == 0 {
+        candle_core::bail!("conv2d: dilation must be at least 1")
+    }
     let fast = !USE_CANDLE.load(Ordering::Relaxed)
         && x.device().is_cpu()
         && kh == kw
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && x.dtype() == w.dtype();
-    if !fast || h + 2 * geo.padding < kh || wd + 2 * geo.padding < kw {
-        return x.conv2d(w, geo.padding, geo.stride, 1, geo.groups);
+    // The span of the dilated kernel.
+    let (sh, sw) = (geo.dilation * (kh - 1) + 1, geo.dilation * (kw - 1) + 1);
+    if !fast || h + 2 * geo.padding < sh || wd + 2 * geo.padding < sw {
+        return x.conv2d(w, geo.padding, geo.stride, geo.dilation, geo.groups);
     }
-    let oh = (h + 2 * geo.padding - kh) / geo.stride + 1;
-    let ow = (wd + 2 * geo.padding - kw) / geo.stride + 1;
+    let oh = (h + 2 * geo.padding - sh) / geo.stride + 1;
+    let ow = (wd + 2 * geo.padding - sw) / geo.stride + 1;
     let d = Dims { n, cin, h, w: wd, cout, k: kh, oh, ow, geo };
     x.contiguous()?.apply_op2(&w.contiguous()?, Conv(d))
 }
@@ -712,7 +727,8 @@ mod tests {
         let x = Var::from_vec(xv.clone(), xs, &dev).expect("x");
         let wt = Var::from_vec(wv.clone(), ws, &dev).expect("w");
         let ours = conv2d(x.as_tensor(), wt.as_tensor(), geo).expect("ours");
-        let theirs = x.as_tensor().conv2d(wt.as_tensor(), geo.padding, geo.stride, 1, geo.groups).expect("candle");
+        let theirs =
+            x.as_tensor().conv2d(wt.as_tensor(), geo.padding, geo.stride, geo.dilation, geo.groups).expect("candle");
         assert_eq!(ours.dims(), theirs.dims());
         let d = (&ours - &theirs).expect("d").abs().expect("a").max_all().expect("m").to_scalar::<f64>().expect("s");
         assert!(d < 1e-10, "forward differs by {d}");
@@ -743,7 +759,7 @@ mod tests {
 
     #[test]
     fn matches_candle_on_the_zoo_shapes() {
-        let g = |stride, padding, groups| Conv2dGeometry { stride, padding, groups };
+        let g = Conv2dGeometry::new;
         check(2, 3, 8, 9, 9, 3, g(1, 1, 1));
         check(2, 8, 16, 9, 7, 3, g(2, 1, 1));
         check(3, 8, 8, 6, 6, 3, g(1, 1, 8)); // depthwise
@@ -753,6 +769,10 @@ mod tests {
         check(2, 8, 12, 7, 7, 1, g(2, 0, 1)); // strided projection
         check(1, 2, 3, 11, 13, 7, g(2, 3, 1)); // ImageNet stem
         check(2, 4, 6, 10, 10, 5, g(5, 0, 2)); // patch embedding-like, grouped
+        let dilated = |s, p, gr| Conv2dGeometry { dilation: 2, ..g(s, p, gr) };
+        check(2, 3, 5, 9, 8, 3, dilated(1, 2, 1)); // atrous, "same"
+        check(2, 4, 4, 9, 9, 3, dilated(2, 1, 4)); // strided dilated depthwise
+        check(1, 4, 6, 11, 10, 5, dilated(2, 3, 2)); // grouped, ragged
     }
 
     proptest! {
@@ -764,7 +784,99 @@ mod tests {
             stride in 1usize..4, padding in 0usize..3,
         ) {
             prop_assume!(h + 2 * padding >= k && w + 2 * padding >= k);
-            check(n, cin_g * gi, cout_g * gi, h, w, k, Conv2dGeometry { stride, padding, groups: gi });
+            check(n, cin_g * gi, cout_g * gi, h, w, k, Conv2dGeometry::new(stride, padding, gi));
+        }
+    }
+
+    /// `(x, w, dy)` in f64 and the op's `(y, dx, dw)` for the loss `sum(conv(x, w) dy)`, in `dt`.
+    fn run(
+        x: &[f64],
+        w: &[f64],
+        r: &[f64],
+        xs: (usize, usize, usize, usize),
+        ws: (usize, usize, usize, usize),
+        geo: Conv2dGeometry,
+        dt: candle_core::DType,
+    ) -> (Tensor, Vec<f64>, Vec<f64>) {
+        let dev = Device::Cpu;
+        let xv = Var::from_tensor(&Tensor::from_vec(x.to_vec(), xs, &dev).expect("x").to_dtype(dt).expect("dt"))
+            .expect("var");
+        let wv = Var::from_tensor(&Tensor::from_vec(w.to_vec(), ws, &dev).expect("w").to_dtype(dt).expect("dt"))
+            .expect("var");
+        let y = conv2d(xv.as_tensor(), wv.as_tensor(), geo).expect("conv");
+        let rt = Tensor::from_vec(r.to_vec(), y.shape(), &dev).expect("r").to_dtype(dt).expect("dt");
+        let g = (&y * rt).expect("m").sum_all().expect("s").backward().expect("backward");
+        let flat = |t: &Tensor| {
+            t.to_dtype(candle_core::DType::F64).expect("f64").flatten_all().expect("f").to_vec1::<f64>().expect("v")
+        };
+        (y, flat(g.get(xv.as_tensor()).expect("dx")), flat(g.get(wv.as_tensor()).expect("dw")))
+    }
+
+    fn max_abs(v: &[f64]) -> f64 {
+        v.iter().fold(1.0f64, |m, x| m.max(x.abs()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+        /// The issue's ranges: batch 1-16, channels 1-64, kernels 1/3/5/7, stride 1/2, padding
+        /// 0-3, dilation 1/2, groups 1, 2 and depthwise, odd sizes. f32 forward against candle's
+        /// within 1e-4 of the largest value; f64 gradients exact along a random direction (the
+        /// loss is linear in x and in w); f32 gradients within 1e-4 of the f64 ones.
+        #[test]
+        fn matches_candle_on_the_issue_ranges(
+            n in 1usize..17, kind in 0usize..3, c1 in 1usize..33, c2 in 1usize..33,
+            h in 1usize..20, w in 1usize..20, k in prop::sample::select(vec![1usize, 3, 5, 7]),
+            stride in 1usize..3, padding in 0usize..4, dilation in 1usize..3, seed in 0u64..1000,
+        ) {
+            let (cin, cout, groups) = match kind {
+                // Odd channel counts too.
+                0 => (2 * c1 - (seed % 2) as usize, 2 * c2 - (seed / 2 % 2) as usize, 1),
+                1 => (2 * c1, 2 * c2, 2),
+                _ => (2 * c1, 2 * c1, 2 * c1),
+            };
+            let span = dilation * (k - 1) + 1;
+            prop_assume!(h + 2 * padding >= span && w + 2 * padding >= span);
+            let geo = Conv2dGeometry { dilation, ..Conv2dGeometry::new(stride, padding, groups) };
+            let (xs, ws) = ((n, cin, h, w), (cout, cin / groups, k, k));
+            let x = values(n * cin * h * w, seed);
+            let wt = values(cout * cin / groups * k * k, seed + 1);
+            let (oh, ow) = ((h + 2 * padding - span) / stride + 1, (w + 2 * padding - span) / stride + 1);
+            let r = values(n * cout * oh * ow, seed + 2);
+            // f32 forward against candle's.
+            let dev = Device::Cpu;
+            let x32 = Tensor::from_vec(x.clone(), xs, &dev).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+            let w32 = Tensor::from_vec(wt.clone(), ws, &dev).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+            let theirs = x32.conv2d(&w32, padding, stride, dilation, groups).unwrap();
+            let (y32, dx32, dw32) = run(&x, &wt, &r, xs, ws, geo, candle_core::DType::F32);
+            prop_assert_eq!(y32.dims(), theirs.dims());
+            let flat = |t: &Tensor| t.to_dtype(candle_core::DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let (a, b) = (flat(&y32), flat(&theirs));
+            let scale = max_abs(&b);
+            for (u, v) in a.iter().zip(&b) {
+                prop_assert!((u - v).abs() <= 1e-4 * scale, "forward {} vs {}", u, v);
+            }
+            // f64 gradients along a random direction.
+            let (_, dx, dw) = run(&x, &wt, &r, xs, ws, geo, candle_core::DType::F64);
+            let loss = |xv: &[f64], wv: &[f64]| -> f64 {
+                let y = conv2d(&Tensor::from_vec(xv.to_vec(), xs, &dev).unwrap(), &Tensor::from_vec(wv.to_vec(), ws, &dev).unwrap(), geo).unwrap();
+                (y * Tensor::from_vec(r.clone(), (n, cout, oh, ow), &dev).unwrap()).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+            };
+            let vx = values(x.len(), seed + 3);
+            let vw = values(wt.len(), seed + 4);
+            let plus = |a: &[f64], v: &[f64], sgn: f64| a.iter().zip(v).map(|(p, q)| p + sgn * q).collect::<Vec<_>>();
+            let fx = (loss(&plus(&x, &vx, 1.0), &wt) - loss(&plus(&x, &vx, -1.0), &wt)) / 2.0;
+            let gx: f64 = dx.iter().zip(&vx).map(|(g, v)| g * v).sum();
+            prop_assert!((fx - gx).abs() <= 1e-9 * (1.0 + fx.abs()), "dx along v: {} vs {}", gx, fx);
+            let fw = (loss(&x, &plus(&wt, &vw, 1.0)) - loss(&x, &plus(&wt, &vw, -1.0))) / 2.0;
+            let gw: f64 = dw.iter().zip(&vw).map(|(g, v)| g * v).sum();
+            prop_assert!((fw - gw).abs() <= 1e-9 * (1.0 + fw.abs()), "dw along v: {} vs {}", gw, fw);
+            // f32 gradients against the f64 ones.
+            for (g32, g64) in [(&dx32, &dx), (&dw32, &dw)] {
+                let scale = max_abs(g64);
+                for (u, v) in g32.iter().zip(g64.iter()) {
+                    prop_assert!((u - v).abs() <= 1e-4 * scale, "gradient {} vs {}", u, v);
+                }
+            }
         }
     }
 
@@ -772,7 +884,8 @@ mod tests {
     fn bad_shapes_are_errors() {
         let x = Tensor::zeros((1, 3, 4, 4), DType::F32, &Device::Cpu).expect("x");
         let w = Tensor::zeros((4, 2, 3, 3), DType::F32, &Device::Cpu).expect("w");
-        assert!(conv2d(&x, &w, Conv2dGeometry { stride: 1, padding: 1, groups: 1 }).is_err());
-        assert!(conv2d(&x, &w, Conv2dGeometry { stride: 0, padding: 1, groups: 1 }).is_err());
+        assert!(conv2d(&x, &w, Conv2dGeometry::new(1, 1, 1)).is_err());
+        assert!(conv2d(&x, &w, Conv2dGeometry::new(0, 1, 1)).is_err());
+        assert!(conv2d(&x, &w, Conv2dGeometry { dilation: 0, ..Conv2dGeometry::new(1, 1, 1) }).is_err());
     }
 }

@@ -140,7 +140,7 @@ impl Conv2d {
     fn conv(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         let s = self.spec;
         // im2col + GEMM with its own backward on the CPU (candle's is ~10x slower there).
-        let geo = compress_core::ops::Conv2dGeometry { stride: s.stride, padding: s.padding, groups: s.groups };
+        let geo = compress_core::ops::Conv2dGeometry::new(s.stride, s.padding, s.groups);
         let y = compress_core::ops::conv2d(x, weight, geo)?;
         let y = match &self.bias {
             Some(b) => compress_core::ops::bias_add_nchw(&y, b)?,
