@@ -99,7 +99,7 @@ def step(name, net, batch, steps):
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(batch, 3, 32, 32)
     y = torch.arange(batch) % 10
-    fwd, bwd, upd = [], [], []
+    fwd, bwd, upd, inf = [], [], [], []
     for i in range(steps + 2):
         t0 = time.perf_counter()
         loss = F.cross_entropy(net(x), y)
@@ -109,12 +109,18 @@ def step(name, net, batch, steps):
         t2 = time.perf_counter()
         opt.step()
         t3 = time.perf_counter()
+        net.eval()
+        with torch.no_grad():
+            net(x).sum().item()
+        net.train()
+        t4 = time.perf_counter()
         if i >= 2:
             fwd.append(t1 - t0)
             bwd.append(t2 - t1)
             upd.append(t3 - t2)
-    f, b, u = (statistics.median(v) * 1e3 for v in (fwd, bwd, upd))
-    print(f"{name}, batch {batch}: PyTorch {torch.__version__}, 2 threads: step {f + b + u:.0f} ms (forward {f:.0f}, backward {b:.0f}, SGD {u:.1f})")
+            inf.append(t4 - t3)
+    f, b, u, e = (statistics.median(v) * 1e3 for v in (fwd, bwd, upd, inf))
+    print(f"{name}, batch {batch}: PyTorch {torch.__version__}, 2 threads: step {f + b + u:.0f} ms (forward {f:.0f}, backward {b:.0f}, SGD {u:.1f}); inference forward {e:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-//! `cargo xtask bench train-step`: one training step (forward, backward, SGD update) of CIFAR
-//! ResNet-20, batch 128, 3x32x32, with the toolkit's convolution and with candle's, measured in
-//! the same process, with the share of forward, backward and update.
+//! `cargo xtask bench train-step`: one training step (forward, backward, SGD update) and one
+//! inference forward of CIFAR ResNet-20 (batch 128) and MobileNetV2 (batch 64) on 3x32x32, with
+//! the toolkit's convolution and with candle's, measured in the same process.
 
 use anyhow::{Result, bail};
 use candle_core::{DType, Device, Tensor};
@@ -14,6 +14,8 @@ struct Timing {
     fwd: f64,
     bwd: f64,
     upd: f64,
+    /// Eval-mode forward (inference, no graph kept).
+    eval: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -60,7 +62,7 @@ fn measure(net: Net, batch: usize, steps: usize, candle_conv: bool) -> Result<Ti
     let mut opt = Optimizer::new(OptimizerKind::sgd(0.9, false), all_params(net.varmap(), 5e-4)?)?;
     let x = Tensor::randn(0f32, 1.0, (batch, 3, 32, 32), &dev)?;
     let y = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, &dev)?;
-    let (mut f, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut f, mut b, mut u, mut e) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..steps + 2 {
         let t0 = Instant::now();
         let loss = cross_entropy(&net.forward_t(&x, true)?, &y, 0.0)?;
@@ -76,8 +78,15 @@ fn measure(net: Net, batch: usize, steps: usize, candle_conv: bool) -> Result<Ti
             u.push((t3 - t2).as_secs_f64());
         }
     }
+    for i in 0..steps + 2 {
+        let t0 = Instant::now();
+        net.forward_t(&x, false)?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if i >= 2 {
+            e.push(t0.elapsed().as_secs_f64());
+        }
+    }
     compress_core::ops::use_candle_conv(false);
-    Ok(Timing { fwd: median(f), bwd: median(b), upd: median(u) })
+    Ok(Timing { fwd: median(f), bwd: median(b), upd: median(u), eval: median(e) })
 }
 
 /// One 3x3 conv layer at 128 x c x s x s: forward, input gradient and weight gradient.
@@ -125,8 +134,8 @@ pub fn run(what: &str, steps: usize, ours_only: bool) -> Result<()> {
             "{} train step, batch {batch}, 3x32x32, {threads} threads, median of {steps} steps after 2 warm-ups",
             net.name()
         );
-        println!("| convolution | step (ms) | forward | backward | SGD update |");
-        println!("| --- | --- | --- | --- | --- |");
+        println!("| convolution | step (ms) | forward | backward | SGD update | inference forward (ms) |");
+        println!("| --- | --- | --- | --- | --- | --- |");
         let mut total = Vec::new();
         let arms: &[(&str, bool)] = if ours_only {
             &[("compress-core", false)]
@@ -137,7 +146,14 @@ pub fn run(what: &str, steps: usize, ours_only: bool) -> Result<()> {
             let t = measure(net, batch, steps, candle)?;
             let s = t.fwd + t.bwd + t.upd;
             total.push(s);
-            println!("| {name} | {:.0} | {:.0} | {:.0} | {:.1} |", s * 1e3, t.fwd * 1e3, t.bwd * 1e3, t.upd * 1e3);
+            println!(
+                "| {name} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} |",
+                s * 1e3,
+                t.fwd * 1e3,
+                t.bwd * 1e3,
+                t.upd * 1e3,
+                t.eval * 1e3
+            );
         }
         if let [ours, candle] = total[..] {
             println!("speed-up over candle's convolution: {:.2}x", candle / ours);

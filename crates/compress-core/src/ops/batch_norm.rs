@@ -170,6 +170,8 @@ struct NormalizeAct {
     st: Arc<Stats>,
     lo: f64,
     hi: f64,
+    /// Batch statistics (training: the gradient flows through them) or running ones (eval).
+    batch: bool,
 }
 
 /// `y = clamp(a_c x + b_c (+ r), lo, hi)` with `a_c = gamma_c / sigma_c`,
@@ -213,7 +215,12 @@ impl NormalizeAct {
         let dgb =
             Tensor::cat(&[sums.narrow(0, 1, 1)?, sums.narrow(0, 0, 1)?], 0)?.reshape(2 * c)?.to_dtype(gb.dtype())?;
         let gamma = gb.narrow(0, 0, c)?;
-        let dx = x.apply_op3_no_bwd(&dz, &gamma, &InputGrad { st: self.st.clone(), sums })?;
+        let dx = if self.batch {
+            x.apply_op3_no_bwd(&dz, &gamma, &InputGrad { st: self.st.clone(), sums })?
+        } else {
+            // Fixed statistics: dx = gamma / sigma dz.
+            dz.apply_op2_no_bwd(&gamma, &EvalInputGrad { st: self.st.clone() })?
+        };
         Ok((dx, dgb, dz))
     }
 }
@@ -283,6 +290,34 @@ impl CustomOp3 for NormalizeAct {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dgb, dz) = self.grads(x, gb, y, dy)?;
         Ok((Some(dx), Some(dgb), Some(dz)))
+    }
+}
+
+/// `(dz, gamma) -> gamma_c / sigma_c dz` (eval mode's input gradient).
+struct EvalInputGrad {
+    st: Arc<Stats>,
+}
+
+impl candle_core::CustomOp2 for EvalInputGrad {
+    fn name(&self) -> &'static str {
+        "batch-norm-eval-input-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, c, p) = ncp(l1)?;
+        fn scale<T: Float>(dz: &[T], g: &[T], st: &Stats, c: usize, p: usize) -> Vec<T> {
+            crate::cpu::par_map_planes(dz, p, |i| T::of(g[i % c].f() * st.invstd[i % c]), |&a, v| v * a)
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(d), CpuStorage::F32(g)) => {
+                CpuStorage::F32(scale(contiguous(d, l1)?, contiguous(g, l2)?, &self.st, c, p))
+            }
+            (CpuStorage::F64(d), CpuStorage::F64(g)) => {
+                CpuStorage::F64(scale(contiguous(d, l1)?, contiguous(g, l2)?, &self.st, c, p))
+            }
+            _ => candle_core::bail!("batch_norm backward: only f32 and f64 are supported"),
+        };
+        Ok((out, l1.shape().clone()))
     }
 }
 
@@ -397,7 +432,7 @@ pub fn batch_norm_act_train(
     beta: &Tensor,
     residual: Option<&Tensor>,
     eps: f64,
-    (lo, hi): (f64, f64),
+    bounds: (f64, f64),
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let x = x.contiguous()?;
     let st_t = x.apply_op1_no_bwd(&StatsOp { eps })?;
@@ -410,18 +445,43 @@ pub fn batch_norm_act_train(
     };
     let mean = Tensor::from_vec(st.mean.clone(), c, x.device())?;
     let var = Tensor::from_vec(st.var.clone(), c, x.device())?;
+    let y =
+        apply(&x, gamma, beta, residual, NormalizeAct { st: Arc::new(st), lo: bounds.0, hi: bounds.1, batch: true })?;
+    Ok((y, mean, var))
+}
+
+/// Eval-mode batch norm from the running statistics, followed by `+ residual` and
+/// `clamp(., lo, hi)`, as one op with its backward (to `x`, `gamma`, `beta` and the residual;
+/// the statistics are constants): `y = clamp(gamma (x - mu) / sqrt(var + eps) + beta (+ r))`.
+pub fn batch_norm_act_eval(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    (running_mean, running_var): (&Tensor, &Tensor),
+    residual: Option<&Tensor>,
+    eps: f64,
+    (lo, hi): (f64, f64),
+) -> Result<Tensor> {
+    let f64s = |t: &Tensor| -> Result<Vec<f64>> { t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1() };
+    let (mean, var) = (f64s(running_mean)?, f64s(running_var)?);
+    if mean.len() != x.dim(1)? || var.len() != mean.len() {
+        candle_core::bail!("batch_norm: {} running statistics for {} channels", mean.len(), x.dim(1)?)
+    }
+    let st = Stats { invstd: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(), mean, var };
+    apply(&x.contiguous()?, gamma, beta, residual, NormalizeAct { st: Arc::new(st), lo, hi, batch: false })
+}
+
+fn apply(x: &Tensor, gamma: &Tensor, beta: &Tensor, residual: Option<&Tensor>, op: NormalizeAct) -> Result<Tensor> {
     let gb = Tensor::cat(&[gamma, beta], 0)?;
-    let op = NormalizeAct { st: Arc::new(st), lo, hi };
-    let y = match residual {
-        None => x.apply_op2(&gb, op)?,
+    match residual {
+        None => x.apply_op2(&gb, op),
         Some(r) => {
             if r.dims() != x.dims() {
                 candle_core::bail!("batch_norm: residual {:?} does not match the input {:?}", r.dims(), x.dims())
             }
-            x.apply_op3(&gb, &r.contiguous()?, op)?
+            x.apply_op3(&gb, &r.contiguous()?, op)
         }
-    };
-    Ok((y, mean, var))
+    }
 }
 
 #[cfg(test)]
@@ -584,6 +644,53 @@ mod tests {
         assert!(
             batch_norm_act_train(x.as_tensor(), g.as_tensor(), b.as_tensor(), Some(&wrong), 1e-5, (0.0, 6.0)).is_err()
         );
+    }
+
+    /// Eval mode (running statistics as constants) with residual and activation against the
+    /// composed candle ops, values and gradients.
+    #[test]
+    fn eval_mode_matches_the_composition() {
+        let dims = [3usize, 4, 5, 6];
+        let n: usize = dims.iter().product();
+        let dev = Device::Cpu;
+        let x = Var::from_vec(values(n, 21).iter().map(|v| v * 2.0).collect::<Vec<_>>(), &dims[..], &dev).expect("x");
+        let g = Var::from_vec(values(4, 22).iter().map(|v| v + 1.5).collect::<Vec<_>>(), 4, &dev).expect("g");
+        let b = Var::from_vec(values(4, 23), 4, &dev).expect("b");
+        let r = Var::from_vec(values(n, 24), &dims[..], &dev).expect("r");
+        let rm = Tensor::from_vec(values(4, 25), 4, &dev).expect("rm");
+        let rv = Tensor::from_vec(values(4, 26).iter().map(|v| v + 1.2).collect::<Vec<_>>(), 4, &dev).expect("rv");
+        let w = Tensor::from_vec(values(n, 27), &dims[..], &dev).expect("w");
+        let shape = [1usize, 4, 1, 1];
+        let z = x
+            .as_tensor()
+            .broadcast_sub(&rm.reshape(&shape[..]).expect("rm"))
+            .expect("c")
+            .broadcast_div(&(rv.reshape(&shape[..]).expect("rv") + 1e-5).expect("e").sqrt().expect("s"))
+            .expect("d")
+            .broadcast_mul(&g.as_tensor().reshape(&shape[..]).expect("g"))
+            .expect("m")
+            .broadcast_add(&b.as_tensor().reshape(&shape[..]).expect("b"))
+            .expect("a");
+        let yr = (z + r.as_tensor()).expect("r").clamp(0.0, 6.0).expect("clamp");
+        let y = batch_norm_act_eval(
+            x.as_tensor(),
+            g.as_tensor(),
+            b.as_tensor(),
+            (&rm, &rv),
+            Some(r.as_tensor()),
+            1e-5,
+            (0.0, 6.0),
+        )
+        .expect("ours");
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b).expect("d").abs().expect("a").max_all().expect("m").to_scalar::<f64>().expect("s")
+        };
+        assert!(diff(&y, &yr) < 1e-12);
+        let g1 = (y * &w).expect("m").sum_all().expect("s").backward().expect("b");
+        let g2 = (yr * &w).expect("m").sum_all().expect("s").backward().expect("b");
+        for v in [x.as_tensor(), g.as_tensor(), b.as_tensor(), r.as_tensor()] {
+            assert!(diff(g1.get(v).expect("ours"), g2.get(v).expect("ref")) < 1e-10, "gradient {:?}", v.dims());
+        }
     }
 
     #[test]

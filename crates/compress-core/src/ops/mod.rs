@@ -10,7 +10,7 @@ pub mod gelu;
 pub mod layer_norm;
 pub mod softmax;
 
-pub use batch_norm::{batch_norm_act_train, batch_norm_train};
+pub use batch_norm::{batch_norm_act_eval, batch_norm_act_train, batch_norm_train};
 pub use bias::{bias_add_last, bias_add_nchw};
 pub use clamp::clamp_activation;
 pub use conv2d::{Conv2dGeometry, conv2d, use_candle_conv};

@@ -8,8 +8,9 @@ use compress_core::cost;
 
 /// BatchNorm over the channels of `[N, C, ...]` input; `weight`, `bias`, `running_mean`,
 /// `running_var` (PyTorch semantics: momentum 0.1, unbiased variance in the running estimate).
-/// Training mode on the CPU uses the fused op of `compress_core::ops::batch_norm`; other devices
-/// and eval mode use candle-nn's BatchNorm over the same variables.
+/// On the CPU both modes use the fused ops of `compress_core::ops::batch_norm` (with the residual
+/// addition and activation that follow, see [`BatchNorm2d::forward_act`]); other devices use
+/// candle-nn's BatchNorm over the same variables.
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
     inner: candle_nn::BatchNorm,
@@ -45,8 +46,8 @@ impl ModuleT for BatchNorm2d {
 }
 
 impl BatchNorm2d {
-    /// `act(BN(x) + residual)`: on the CPU in training mode one fused op (one node and one pass
-    /// each way instead of three), elsewhere the three ops. The activation is followed by its
+    /// `act(BN(x) + residual)`: on the CPU one fused op (batch statistics in training, running
+    /// ones in eval; one node and one pass each way instead of three), elsewhere the three ops. The activation is followed by its
     /// quantizer inside a [`crate::fake_quant`] scope, as [`crate::layers::Activation::apply`].
     pub fn forward_act(
         &self,
@@ -61,7 +62,20 @@ impl BatchNorm2d {
         if crate::probe::active() {
             crate::probe::record_bn(x, self.running_mean.as_tensor(), self.running_var.as_tensor())?;
         }
-        let fused = train && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+        let fused = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.rank() >= 2;
+        if fused && !train {
+            let running = (self.running_mean.as_tensor(), self.running_var.as_tensor());
+            let y = compress_core::ops::batch_norm_act_eval(
+                x,
+                &self.weight,
+                &self.bias,
+                running,
+                residual,
+                EPS,
+                act.bounds(),
+            )?;
+            return act.quantize_output(&y);
+        }
         if !fused {
             let y = self.inner.forward_t(x, train)?;
             let y = match residual {
