@@ -184,3 +184,28 @@ where
     unsafe { out.set_len(n) };
     out
 }
+
+/// `[f(0), f(1), .., f(n - 1)]` computed in parallel `chunk`-index pieces (on the caller's thread
+/// when there is one), written straight into the new vector.
+pub(crate) fn par_from_fn<U, F>(n: usize, chunk: usize, f: F) -> Vec<U>
+where
+    U: Send,
+    F: Fn(usize) -> U + Sync,
+{
+    let chunk = chunk.max(1);
+    let mut out: Vec<U> = Vec::with_capacity(n);
+    let fill = |first: usize, o: &mut [std::mem::MaybeUninit<U>]| {
+        for (j, o) in o.iter_mut().enumerate() {
+            o.write(f(first + j));
+        }
+    };
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n <= chunk {
+        fill(0, spare);
+    } else {
+        spare.par_chunks_mut(chunk).enumerate().for_each(|(t, o)| fill(t * chunk, o));
+    }
+    // SAFETY: `fill` wrote each of the first `n` elements (the chunks cover `spare`).
+    unsafe { out.set_len(n) };
+    out
+}

@@ -164,6 +164,15 @@ impl Optimizer {
                 let p = &var.as_tensor().detach();
                 match self.kind {
                     OptimizerKind::Sgd { momentum, dampening, nesterov } => {
+                        let h = compress_core::ops::SgdStep { lr, weight_decay: wd, momentum, dampening, nesterov };
+                        let prev = self.state.get(name).and_then(|s| s.first());
+                        if let Some((new_p, new_buf)) = compress_core::ops::sgd_step(p, grad, prev, h)? {
+                            if let Some(b) = new_buf {
+                                self.state.insert(name.clone(), vec![b]);
+                            }
+                            var.set(&new_p)?;
+                            continue;
+                        }
                         let mut d = if wd != 0.0 { (grad + p.affine(wd, 0.0)?)? } else { grad.clone() };
                         if momentum != 0.0 {
                             let buf = match self.state.get(name) {
@@ -236,8 +245,16 @@ mod tests {
     use candle_core::Device;
 
     fn run(kind: OptimizerKind, wd: f64, steps: usize) -> Vec<f64> {
+        run_in(candle_core::DType::F64, kind, wd, steps)
+    }
+
+    /// f64 parameters take the composed update, f32 ones the one-pass kernel on the CPU.
+    fn run_in(dt: candle_core::DType, kind: OptimizerKind, wd: f64, steps: usize) -> Vec<f64> {
         let map = VarMap::new();
-        let v = Var::from_vec(vec![1.0f64, -2.0], 2, &Device::Cpu).expect("v");
+        let v = Var::from_tensor(
+            &Tensor::from_vec(vec![1.0f64, -2.0], 2, &Device::Cpu).expect("t").to_dtype(dt).expect("dt"),
+        )
+        .expect("v");
         map.data().lock().expect("lock").insert("w".into(), v.clone());
         let mut opt = Optimizer::new(kind, all_params(&map, wd).expect("groups")).expect("opt");
         for _ in 0..steps {
@@ -245,7 +262,25 @@ mod tests {
             let g = v.as_tensor().sqr().expect("s").sum_all().expect("s").backward().expect("b");
             opt.step(&g, 0.1).expect("step");
         }
-        v.as_tensor().to_vec1::<f64>().expect("v")
+        v.as_tensor().to_dtype(candle_core::DType::F64).expect("f64").to_vec1::<f64>().expect("v")
+    }
+
+    #[test]
+    fn one_pass_sgd_equals_the_composed_update() {
+        let kinds = [
+            OptimizerKind::sgd(0.0, false),
+            OptimizerKind::sgd(0.9, false),
+            OptimizerKind::sgd(0.9, true),
+            OptimizerKind::Sgd { momentum: 0.9, dampening: 0.3, nesterov: false },
+        ];
+        for kind in kinds {
+            for wd in [0.0, 5e-4, 0.5] {
+                let (a, b) = (run_in(candle_core::DType::F32, kind, wd, 4), run(kind, wd, 4));
+                for (x, y) in a.iter().zip(&b) {
+                    assert!((x - y).abs() < 1e-6 * (1.0 + y.abs()), "{kind:?} wd {wd}: {a:?} vs {b:?}");
+                }
+            }
+        }
     }
 
     #[test]

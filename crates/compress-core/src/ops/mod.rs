@@ -1,6 +1,6 @@
 //! Tensor ops the toolkit owns because candle's CPU versions are slow or lack a backward:
 //! convolution, training-mode BatchNorm, ReLU/ReLU6, bias adds, and the transformer's
-//! LayerNorm, softmax and GELU.
+//! LayerNorm, softmax and GELU; the SGD update in one pass.
 
 pub mod batch_norm;
 pub mod bias;
@@ -8,6 +8,7 @@ pub mod clamp;
 pub mod conv2d;
 pub mod gelu;
 pub mod layer_norm;
+pub mod sgd;
 pub mod softmax;
 
 pub use batch_norm::{batch_norm_act_eval, batch_norm_act_train, batch_norm_train};
@@ -16,4 +17,5 @@ pub use clamp::clamp_activation;
 pub use conv2d::{Conv2dGeometry, conv2d, use_candle_conv};
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
+pub use sgd::{SgdStep, sgd_step};
 pub use softmax::softmax_last;
