@@ -2,7 +2,7 @@
 //! layer shapes at batch 128: the toolkit's op and candle's, same inputs, same run.
 
 use candle_core::{Device, Tensor, Var};
-use compress_core::ops::{Conv2dGeometry, clamp_activation, conv2d, use_candle_conv};
+use compress_core::ops::{Conv2dGeometry, clamp_activation, conv2d, use_candle_ops};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn input(shape: &[usize]) -> Var {
@@ -20,12 +20,12 @@ fn conv(c: &mut Criterion) {
         let geo = Conv2dGeometry::new(1, 1, 1);
         for (name, candle) in [("ours", false), ("candle", true)] {
             g.bench_function(format!("{name} {ch}x{side}x{side}"), |b| {
-                use_candle_conv(candle);
+                use_candle_ops(candle);
                 b.iter(|| {
                     let y = conv2d(x.as_tensor(), w.as_tensor(), geo).expect("conv");
                     y.sum_all().expect("sum").backward().expect("backward")
                 });
-                use_candle_conv(false);
+                use_candle_ops(false);
             });
         }
     }

@@ -1,4 +1,5 @@
-//! Whole-network gradients with the toolkit's CPU convolution equal those with candle's own
+//! Whole-network gradients with the toolkit's CPU kernels (convolution, fused BatchNorm + residual +
+//! activation, clamp) equal those with stock candle
 //! up to f32 rounding through a deep network (on input sizes where candle's conv backward works: `h + 2p - k` divisible by the stride).
 mod common;
 
@@ -7,12 +8,12 @@ use compress_nn::zoo::{MobileNetV2, MobileNetV2Config, ResNetCifar, ResNetCifarC
 use compress_nn::{ArchConfig, Architecture, Network};
 
 fn grads<A: Architecture>(cfg: A::Config, candle: bool) -> Vec<(String, Vec<f32>)> {
-    compress_core::ops::use_candle_conv(candle);
+    compress_core::ops::use_candle_ops(candle);
     let net = Network::<A>::new(cfg.clone(), 4, &Device::Cpu).expect("net");
     let x = common::input(&cfg, 4, 2);
     let y = net.forward_t(&x, true).expect("fwd");
     let g = y.sqr().expect("s").mean_all().expect("m").backward().expect("b");
-    compress_core::ops::use_candle_conv(false);
+    compress_core::ops::use_candle_ops(false);
     let data = net.varmap.data().lock().expect("lock");
     let mut out: Vec<(String, Vec<f32>)> = data
         .iter()

@@ -12,15 +12,6 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-static USE_CANDLE: AtomicBool = AtomicBool::new(false);
-
-/// Routes every [`conv2d`] call to candle's own convolution (`true`) or to this op (`false`,
-/// the default). For benchmarks that compare the two in one process.
-pub fn use_candle_conv(on: bool) {
-    USE_CANDLE.store(on, Ordering::Relaxed);
-}
 
 /// Stride, padding, dilation and groups of a convolution (square kernels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -689,7 +680,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, geo: Conv2dGeometry) -> Result<Tensor> {
     if geo.dilation == 0 {
         candle_core::bail!("conv2d: dilation must be at least 1")
     }
-    let fast = !USE_CANDLE.load(Ordering::Relaxed)
+    let fast = !super::candle_only()
         && x.device().is_cpu()
         && kh == kw
         && matches!(x.dtype(), DType::F32 | DType::F64)

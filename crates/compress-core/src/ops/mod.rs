@@ -14,8 +14,24 @@ pub mod softmax;
 pub use batch_norm::{batch_norm_act_eval, batch_norm_act_train, batch_norm_train};
 pub use bias::{bias_add_last, bias_add_nchw};
 pub use clamp::clamp_activation;
-pub use conv2d::{Conv2dGeometry, conv2d, use_candle_conv};
+pub use conv2d::{Conv2dGeometry, conv2d};
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
 pub use sgd::{SgdStep, sgd_step};
 pub use softmax::softmax_last;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static CANDLE_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Routes the toolkit's CPU kernels (convolution, BatchNorm with its residual and activation,
+/// ReLU / ReLU6, the SGD update) to candle's own ops (`true`) or to the kernels (`false`, the
+/// default): benchmarks compare stock candle with the toolkit in one process.
+pub fn use_candle_ops(on: bool) {
+    CANDLE_ONLY.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`use_candle_ops`] is on.
+pub fn candle_only() -> bool {
+    CANDLE_ONLY.load(Ordering::Relaxed)
+}

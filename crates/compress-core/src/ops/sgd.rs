@@ -27,7 +27,7 @@ pub struct SgdStep {
 /// one shape (the caller composes the update from tensor ops then).
 pub fn sgd_step(p: &Tensor, g: &Tensor, buf: Option<&Tensor>, h: SgdStep) -> Result<Option<(Tensor, Option<Tensor>)>> {
     let same = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.dims() == p.dims();
-    if !same(p) || !same(g) || !buf.is_none_or(same) {
+    if super::candle_only() || !same(p) || !same(g) || !buf.is_none_or(same) {
         return Ok(None);
     }
     let (new_p, new_b) = crate::cpu::with_f32(p, |pv| {

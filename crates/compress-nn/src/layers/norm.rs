@@ -62,7 +62,10 @@ impl BatchNorm2d {
         if crate::probe::active() {
             crate::probe::record_bn(x, self.running_mean.as_tensor(), self.running_var.as_tensor())?;
         }
-        let fused = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.rank() >= 2;
+        let fused = x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && x.rank() >= 2
+            && !compress_core::ops::candle_only();
         if fused && !train {
             let running = (self.running_mean.as_tensor(), self.running_var.as_tensor());
             let y = compress_core::ops::batch_norm_act_eval(
