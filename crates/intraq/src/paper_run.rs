@@ -125,6 +125,15 @@ fn cifar_test(dir: &Path, dataset: Dataset) -> Result<compress_data::ImageDatase
     Ok(cifar::load(dir, variant, false)?.with_transform(t)?)
 }
 
+/// Where and how a run goes: its run folder root, whether to resume, quiet output, device.
+#[derive(Debug, Clone, Copy)]
+struct Context<'a> {
+    root: &'a Path,
+    resume: bool,
+    quiet: bool,
+    device: &'a Device,
+}
+
 /// Runs `r` under `root` (`intraq/paper/...`); with `resume` the synthesis cache and the
 /// fine-tuning checkpoints are continued.
 pub fn run(r: &PaperRun, root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<PaperOutcome> {
@@ -133,31 +142,19 @@ pub fn run(r: &PaperRun, root: &Path, resume: bool, quiet: bool, device: &Device
         return Err(IntraqError::Config(format!("{} needs {}", r.name(), missing.join(", "))));
     }
     let built = r.model.load(r.dataset.classes(), &r.weights, device)?;
+    let cx = Context { root, resume, quiet, device };
     match r.dataset {
-        Dataset::Cifar10 | Dataset::Cifar100 => {
-            dispatch(r, built, &cifar_test(&r.data_dir, r.dataset)?, root, resume, quiet, device)
-        }
-        Dataset::ImageNet => {
-            let test = ImageFolder::open(&r.data_dir, FolderTransform::IMAGENET_EVAL)?;
-            dispatch(r, built, &test, root, resume, quiet, device)
-        }
+        Dataset::Cifar10 | Dataset::Cifar100 => dispatch(r, built, &cifar_test(&r.data_dir, r.dataset)?, cx),
+        Dataset::ImageNet => dispatch(r, built, &ImageFolder::open(&r.data_dir, FolderTransform::IMAGENET_EVAL)?, cx),
     }
 }
 
-fn dispatch<D: TestSet>(
-    r: &PaperRun,
-    built: Built,
-    test: &D,
-    root: &Path,
-    resume: bool,
-    quiet: bool,
-    device: &Device,
-) -> Result<PaperOutcome> {
+fn dispatch<D: TestSet>(r: &PaperRun, built: Built, test: &D, cx: Context<'_>) -> Result<PaperOutcome> {
     match built {
-        Built::ResNet20(n) => run_network(r, &n, test, root, resume, quiet, device),
-        Built::ResNet18(n) => run_network(r, &n, test, root, resume, quiet, device),
-        Built::MobileNetV1(n) => run_network(r, &n, test, root, resume, quiet, device),
-        Built::MobileNetV2(n) => run_network(r, &n, test, root, resume, quiet, device),
+        Built::ResNet20(n) => run_network(r, &n, test, cx),
+        Built::ResNet18(n) => run_network(r, &n, test, cx),
+        Built::MobileNetV1(n) => run_network(r, &n, test, cx),
+        Built::MobileNetV2(n) => run_network(r, &n, test, cx),
     }
 }
 
@@ -165,10 +162,7 @@ fn run_network<A: Architecture, D: TestSet>(
     r: &PaperRun,
     teacher: &Network<A>,
     test: &D,
-    root: &Path,
-    resume: bool,
-    quiet: bool,
-    device: &Device,
+    Context { root, resume, quiet, device }: Context<'_>,
 ) -> Result<PaperOutcome> {
     let start = std::time::Instant::now();
     let fp_top1 = top1(teacher, test)?;
