@@ -17,6 +17,11 @@ use std::path::{Path, PathBuf};
 /// Environment variable naming the cache root of downloaded datasets.
 pub const CACHE_ENV: &str = "COMPRESS_DATA";
 
+/// Where `cargo xtask fetch <name>` puts dataset `name` under the default cache root.
+pub fn default_dataset_dir(name: &str) -> PathBuf {
+    Fetcher::new(default_cache_root()).dataset_dir(name)
+}
+
 /// The cache root: `$COMPRESS_DATA`, else `$XDG_CACHE_HOME/compress-rs`, else
 /// `~/.cache/compress-rs`, else `./.data-cache`.
 pub fn default_cache_root() -> PathBuf {

@@ -13,7 +13,7 @@
 
 use crate::error::{NnError, Result};
 use crate::network::{Architecture, Network};
-use crate::weights::load_mapped;
+use crate::weights::select_mapped;
 use candle_core::Device;
 use std::path::Path;
 
@@ -140,14 +140,11 @@ pub fn load<A: Architecture>(family: Family, path: &Path, config: A::Config, dev
         });
     }
     let reference = Network::<A>::new(config.clone(), 0, device)?.tensors()?;
-    let zoo_names = {
-        let found = crate::weights::read(path, device)?;
-        reference.keys().all(|k| found.contains_key(k))
-    };
-    let tensors = if zoo_names {
-        load_mapped(path, &reference, |n| n.to_string(), device)?
+    let found = crate::weights::read(path, device)?;
+    let tensors = if reference.keys().all(|k| found.contains_key(k)) {
+        select_mapped(found, path, &reference, |n| n.to_string())?
     } else {
-        load_mapped(path, &reference, |n| family.name(n), device)?
+        select_mapped(found, path, &reference, |n| family.name(n))?
     };
     Network::from_tensors(config, &tensors, device)
 }

@@ -94,7 +94,16 @@ pub fn load_mapped(
     map: impl Fn(&str) -> String,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
-    let mut found = read(path, device)?;
+    select_mapped(read(path, device)?, path, reference, map)
+}
+
+/// [`load_mapped`] on tensors already read from `path` (named in errors).
+pub fn select_mapped(
+    mut found: HashMap<String, Tensor>,
+    path: &Path,
+    reference: &HashMap<String, Tensor>,
+    map: impl Fn(&str) -> String,
+) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::with_capacity(reference.len());
     for (ours, want) in reference {
         let theirs = map(ours);

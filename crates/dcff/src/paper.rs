@@ -61,7 +61,7 @@ pub fn paper_train_config(s: &PaperSetting, iters: usize, seed: u64) -> TrainCon
 
 /// Where the full datasets live (`$COMPRESS_DATA`, else `~/.cache/compress-rs`).
 fn data_dir(name: &str) -> PathBuf {
-    compress_data::fetch::Fetcher::new(compress_data::fetch::default_cache_root()).dataset_dir(name)
+    compress_data::fetch::default_dataset_dir(name)
 }
 
 fn cifar10(train: bool) -> Result<Option<compress_data::ImageDataset>> {

@@ -358,7 +358,7 @@ pub fn teacher_path(model: &str, scale: usize) -> PathBuf {
 
 /// The folder of a fetched dataset that holds its images (`<cache>/<name>/<sub>` if present).
 fn image_dir(name: &str, sub: &str) -> PathBuf {
-    let d = compress_data::fetch::Fetcher::new(compress_data::fetch::default_cache_root()).dataset_dir(name);
+    let d = compress_data::fetch::default_dataset_dir(name);
     if d.join(sub).is_dir() { d.join(sub) } else { d }
 }
 

@@ -151,16 +151,6 @@ pub enum Built {
 }
 
 impl Built {
-    /// The model as a synthesis teacher.
-    pub fn teacher(&self) -> &dyn compress_synth::Teacher {
-        match self {
-            Built::ResNet20(m) => m,
-            Built::ResNet18(m) => m,
-            Built::MobileNetV1(m) => m,
-            Built::MobileNetV2(m) => m,
-        }
-    }
-
     /// The model as a trait object.
     pub fn model(&self) -> &dyn Model {
         match self {
@@ -172,6 +162,7 @@ impl Built {
     }
 }
 
+/// A built model is a `Model`, hence also a synthesis `Teacher`.
 impl Model for Built {
     fn varmap(&self) -> &candle_nn::VarMap {
         self.model().varmap()

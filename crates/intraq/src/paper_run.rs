@@ -40,15 +40,11 @@ pub struct PaperRun {
     pub weights: PathBuf,
 }
 
-/// Where `cargo xtask fetch <name>` puts a dataset (`$COMPRESS_DATA`, else the user cache).
-fn dataset_dir(name: &str) -> PathBuf {
-    compress_data::fetch::Fetcher::new(compress_data::fetch::default_cache_root()).dataset_dir(name)
-}
-
 impl PaperRun {
     /// The official settings of `model` on `dataset` with the table's bit-widths, the fetched
     /// test set and the converted weights under `weights/intraq/`.
     pub fn official(dataset: Dataset, model: PaperModel, seed: u64) -> Self {
+        use compress_data::fetch::default_dataset_dir as dataset_dir;
         let data_dir = match dataset {
             Dataset::Cifar10 => dataset_dir("cifar10").join("cifar-10-batches-bin"),
             Dataset::Cifar100 => dataset_dir("cifar100").join("cifar-100-binary"),

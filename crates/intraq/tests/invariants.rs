@@ -127,7 +127,7 @@ fn paper_configurations_build_and_run_one_synthesis_and_one_fine_tuning_step() {
         // One synthesis iteration on two images at the dataset's size.
         let cfg =
             compress_synth::SynthConfig { groups: 1, batches_per_group: 1, batch: 2, iters: 1, ..dataset.synth() };
-        let set = compress_synth::synthesize(teacher.teacher(), &cfg, 0, &[], None, &dev).unwrap();
+        let set = compress_synth::synthesize(&teacher, &cfg, 0, &[], None, &dev).unwrap();
         assert_eq!(set.images.dims(), &[2, 3, cfg.image_size, cfg.image_size], "{model:?}");
         assert!(set.stats[0].bns.is_finite());
         // One fine-tuning step of the 4-bit student (a copy of the teacher's variables).
