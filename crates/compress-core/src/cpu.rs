@@ -209,3 +209,115 @@ where
     unsafe { out.set_len(n) };
     out
 }
+
+/// `dst[j rows + i] = src[i cols + j]`: the transpose of a row-major `rows x cols` matrix, in
+/// 8 x 8 tiles (AVX shuffles for `f32` where the CPU has them; a scalar tile elsewhere).
+pub(crate) fn transpose<T: Copy + 'static>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols, "transpose: buffers smaller than {rows} x {cols}");
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: T is f32 (same size and layout: the casts only rename the type), the lengths
+        // were checked above, and the CPU supports AVX.
+        unsafe {
+            let s = std::slice::from_raw_parts(src.as_ptr().cast::<f32>(), rows * cols);
+            let d = std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), rows * cols);
+            return avx::transpose(s, rows, cols, d);
+        }
+    }
+    const B: usize = 8;
+    for i0 in (0..rows).step_by(B) {
+        for j0 in (0..cols).step_by(B) {
+            for i in i0..(i0 + B).min(rows) {
+                for j in j0..(j0 + B).min(cols) {
+                    dst[j * rows + i] = src[i * cols + j];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+
+    /// The transpose of one 8 x 8 tile: rows `src + r ss`, written to rows `dst + c ds`.
+    ///
+    /// # Safety
+    /// AVX must be available; `src + r ss + 0..8` and `dst + c ds + 0..8` must be in bounds for
+    /// `r, c < 8`.
+    #[target_feature(enable = "avx")]
+    unsafe fn tile(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+        // SAFETY: the caller's bounds; unaligned loads and stores.
+        unsafe {
+            let r = |i: usize| _mm256_loadu_ps(src.add(i * ss));
+            let (r0, r1, r2, r3, r4, r5, r6, r7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
+            // Pairs of rows interleaved, then quads, then the 128-bit halves swapped.
+            let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+            let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+            let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+            let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+            let (s0, s1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+            let (s2, s3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+            let (s4, s5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+            let (s6, s7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+            let w = |i: usize, v: __m256| _mm256_storeu_ps(dst.add(i * ds), v);
+            w(0, _mm256_permute2f128_ps::<0x20>(s0, s4));
+            w(1, _mm256_permute2f128_ps::<0x20>(s1, s5));
+            w(2, _mm256_permute2f128_ps::<0x20>(s2, s6));
+            w(3, _mm256_permute2f128_ps::<0x20>(s3, s7));
+            w(4, _mm256_permute2f128_ps::<0x31>(s0, s4));
+            w(5, _mm256_permute2f128_ps::<0x31>(s1, s5));
+            w(6, _mm256_permute2f128_ps::<0x31>(s2, s6));
+            w(7, _mm256_permute2f128_ps::<0x31>(s3, s7));
+        }
+    }
+
+    /// [`super::transpose`] with AVX tiles over the whole 8 x 8 blocks.
+    ///
+    /// # Safety
+    /// AVX must be available; the slices hold `rows cols` values.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+        let (rf, cf) = (rows / 8 * 8, cols / 8 * 8);
+        for i0 in (0..rf).step_by(8) {
+            for j0 in (0..cf).step_by(8) {
+                // SAFETY: rows i0..i0 + 8 <= rows and columns j0..j0 + 8 <= cols of both.
+                unsafe { tile(src.as_ptr().add(i0 * cols + j0), cols, dst.as_mut_ptr().add(j0 * rows + i0), rows) };
+            }
+        }
+        // The ragged right columns of the full rows, then the ragged bottom rows.
+        for i in 0..rf {
+            for j in cf..cols {
+                dst[j * rows + i] = src[i * cols + j];
+            }
+        }
+        for i in rf..rows {
+            for j in 0..cols {
+                dst[j * rows + i] = src[i * cols + j];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    #[test]
+    fn transpose_matches_the_definition_on_ragged_shapes() {
+        for (rows, cols) in [(1, 1), (8, 8), (16, 1024), (3, 17), (13, 9), (64, 64), (9, 8), (8, 15)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut dst = vec![-1f32; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            let src64: Vec<f64> = src.iter().map(|&v| f64::from(v)).collect();
+            let mut dst64 = vec![-1f64; rows * cols];
+            transpose(&src64, rows, cols, &mut dst64);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(dst[j * rows + i], src[i * cols + j], "f32 {rows}x{cols} at ({i}, {j})");
+                    assert_eq!(dst64[j * rows + i], src64[i * cols + j], "f64 {rows}x{cols} at ({i}, {j})");
+                }
+            }
+        }
+    }
+}

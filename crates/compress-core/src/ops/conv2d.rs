@@ -12,6 +12,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Stride, padding, dilation and groups of a convolution (square kernels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +108,10 @@ fn im2col<T: Elem>(x: &[T], d: &Dims, cols: &mut [T]) {
                 }
                 let row = &mut cols[((c * k + ky) * k + kx) * d.ohw()..][..d.ohw()];
                 let first = lo * s + kx * dl - p;
+                if s == 1 && d.ow == d.w {
+                    shifted_rows(plane, d, ky * dl, (lo, hi, first), row);
+                    continue;
+                }
                 for oy in 0..d.oh {
                     let iy = (oy * s + ky * dl) as isize - p as isize;
                     if iy < 0 || iy >= d.h as isize {
@@ -126,6 +131,29 @@ fn im2col<T: Elem>(x: &[T], d: &Dims, cols: &mut [T]) {
                 }
             }
         }
+    }
+}
+
+/// One im2col row at stride 1 when output and input rows have the same width (a "same"
+/// convolution): output `(oy, ox)` reads input `(oy + ky - p, ox + kx - p)`, a constant shift of
+/// the flat index, so the valid output rows are one contiguous copy (instead of a short copy per
+/// row); the `p` columns each side that the copy fills from the neighbouring rows are then
+/// zeroed again.
+fn shifted_rows<T: Elem>(plane: &[T], d: &Dims, ky: usize, (lo, hi, first): (usize, usize, usize), row: &mut [T]) {
+    let p = d.geo.padding;
+    // Output rows oy with 0 <= oy + ky - p < h.
+    let oy_lo = p.saturating_sub(ky);
+    let oy_hi = (d.h + p).saturating_sub(ky).min(d.oh);
+    if oy_lo >= oy_hi {
+        return;
+    }
+    let (a, b) = (oy_lo * d.ow + lo, (oy_hi - 1) * d.ow + hi);
+    let src = (oy_lo + ky - p) * d.w + first;
+    row[a..b].copy_from_slice(&plane[src..src + (b - a)]);
+    for oy in oy_lo..oy_hi {
+        let r = &mut row[oy * d.ow..(oy + 1) * d.ow];
+        r[..lo].fill(T::default());
+        r[hi..].fill(T::default());
     }
 }
 
@@ -149,8 +177,31 @@ pub(crate) fn im2col_f32(
     (cols, oh, ow)
 }
 
-/// The adjoint of [`im2col`]: `dx[c, iy, ix] += cols[...]`.
-fn col2im<T: Elem>(cols: &[T], d: &Dims, dx: &mut [T]) {
+/// The adjoint of [`shifted_rows`]: `plane[shifted] += row` as one contiguous add over the valid
+/// output rows, after zeroing the `p` entries each side of every row that fall outside the
+/// input (so the add leaves the neighbouring rows' edges unchanged). `row` is scratch.
+fn shifted_add<T: Elem>(row: &mut [T], d: &Dims, ky: usize, (lo, hi, first): (usize, usize, usize), plane: &mut [T]) {
+    let p = d.geo.padding;
+    let oy_lo = p.saturating_sub(ky);
+    let oy_hi = (d.h + p).saturating_sub(ky).min(d.oh);
+    if oy_lo >= oy_hi {
+        return;
+    }
+    for oy in oy_lo..oy_hi {
+        let r = &mut row[oy * d.ow..(oy + 1) * d.ow];
+        r[..lo].fill(T::default());
+        r[hi..].fill(T::default());
+    }
+    let (a, b) = (oy_lo * d.ow + lo, (oy_hi - 1) * d.ow + hi);
+    let dst = (oy_lo + ky - p) * d.w + first;
+    for (o, v) in plane[dst..dst + (b - a)].iter_mut().zip(&row[a..b]) {
+        *o += *v;
+    }
+}
+
+/// The adjoint of [`im2col`]: `dx[c, iy, ix] += cols[...]`. `cols` is scratch (its entries
+/// that fall in the padding are zeroed on the way).
+fn col2im<T: Elem>(cols: &mut [T], d: &Dims, dx: &mut [T]) {
     let (k, s, p, dl) = (d.k, d.geo.stride, d.geo.padding, d.geo.dilation);
     for c in 0..d.cin_g() {
         let plane = &mut dx[c * d.h * d.w..(c + 1) * d.h * d.w];
@@ -160,7 +211,11 @@ fn col2im<T: Elem>(cols: &[T], d: &Dims, dx: &mut [T]) {
                 if lo >= hi {
                     continue;
                 }
-                let row = &cols[((c * k + ky) * k + kx) * d.ohw()..][..d.ohw()];
+                let row = &mut cols[((c * k + ky) * k + kx) * d.ohw()..][..d.ohw()];
+                if s == 1 && d.ow == d.w {
+                    shifted_add(row, d, ky * dl, (lo, hi, lo + kx * dl - p), plane);
+                    continue;
+                }
                 for oy in 0..d.oh {
                     let iy = (oy * s + ky * dl) as isize - p as isize;
                     if iy < 0 || iy >= d.h as isize {
@@ -189,11 +244,11 @@ fn col2im<T: Elem>(cols: &[T], d: &Dims, dx: &mut [T]) {
 /// `dst^T = b^T a^T` is computed instead (same memory, strides swapped): the microkernels tile
 /// the row dimension, so 16 output channels against 1,024 pixels would waste half of each tile.
 #[allow(clippy::too_many_arguments)]
-fn matmul<T: Elem>(
+fn matmul<T: Elem, D: Dest<T> + ?Sized>(
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [T],
+    dst: &mut D,
     acc: bool,
     a: &[T],
     a_rs: usize,
@@ -203,7 +258,40 @@ fn matmul<T: Elem>(
     b_cs: usize,
 ) {
     const TILE_ROWS: usize = 32;
-    gemm_call(m, n, k, dst, acc, (a, a_rs, a_cs), (b, b_rs, b_cs), m < TILE_ROWS && n > m)
+    let dst = dst.target(acc);
+    assert!(dst.1 >= m * n, "matmul: destination holds {} values, the product {m} x {n}", dst.1);
+    gemm_call(m, n, k, dst.0, acc, (a, a_rs, a_cs), (b, b_rs, b_cs), m < TILE_ROWS && n > m)
+}
+
+/// Where a GEMM writes: initialised values (which it may accumulate into) or uninitialised ones
+/// (which it only overwrites: no zeroing pass for outputs the product fills completely).
+trait Dest<T> {
+    /// The first element and the length; `acc` says whether the GEMM reads them.
+    fn target(&mut self, acc: bool) -> (*mut T, usize);
+}
+
+impl<T> Dest<T> for [T] {
+    fn target(&mut self, _acc: bool) -> (*mut T, usize) {
+        (self.as_mut_ptr(), self.len())
+    }
+}
+
+impl<T> Dest<T> for [MaybeUninit<T>] {
+    fn target(&mut self, acc: bool) -> (*mut T, usize) {
+        assert!(!acc, "matmul: cannot accumulate into uninitialised memory");
+        (self.as_mut_ptr().cast(), self.len())
+    }
+}
+
+/// A `len`-value vector that `fill` must write completely (every element, exactly as a GEMM
+/// with `acc = false` over the whole buffer does) before it is read.
+fn written<T: Elem>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the capacity is at least `len`, and `fill` initialised elements 0..len (the
+    // contract of this function, kept by its callers: products that cover the buffer).
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// `dst (m x n, row-major) = [dst +] a . b`, as `dst^T = b^T a^T` when `transpose`.
@@ -212,13 +300,14 @@ fn gemm_call<T: Elem>(
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [T],
+    dst: *mut T,
     acc: bool,
     (a, a_rs, a_cs): (&[T], usize, usize),
     (b, b_rs, b_cs): (&[T], usize, usize),
     transpose: bool,
 ) {
-    // SAFETY: the slices cover every index the strides reach: dst m x n row-major, a reaches
+    // SAFETY: dst holds m n values (checked by `matmul`) and the slices cover every index the
+    // strides reach: dst m x n row-major, a reaches
     // (m-1) a_rs + (k-1) a_cs, b reaches (k-1) b_rs + (n-1) b_cs, all checked by the callers'
     // shapes; the pointers are not aliased (dst is a distinct mutable slice). The transposed
     // call addresses the same elements.
@@ -228,7 +317,7 @@ fn gemm_call<T: Elem>(
                 n,
                 m,
                 k,
-                dst.as_mut_ptr(),
+                dst,
                 n as isize,
                 1,
                 acc,
@@ -250,7 +339,7 @@ fn gemm_call<T: Elem>(
                 m,
                 n,
                 k,
-                dst.as_mut_ptr(),
+                dst,
                 1,
                 n as isize,
                 acc,
@@ -459,25 +548,27 @@ fn forward<T: Elem>(x: &[T], w: &[T], d: &Dims) -> Vec<T> {
         return depthwise::forward(x, w, d);
     }
     let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
-    let mut y = vec![T::default(); d.n * d.cout * ohw];
-    // One zeroed column buffer per worker, reused across samples (see `im2col`).
-    y.par_chunks_mut(d.cout * ohw).enumerate().for_each_init(
-        || column_buffer(d),
-        |cols, (n, yn)| {
-            for g in 0..d.geo.groups {
-                let xg = &x[(n * d.cin + g * cin_g) * d.h * d.w..][..cin_g * d.h * d.w];
-                let c: &[T] = if d.pointwise() {
-                    xg
-                } else {
-                    im2col(xg, d, cols);
-                    cols
-                };
-                let wg = &w[g * cout_g * kk..(g + 1) * cout_g * kk];
-                matmul(cout_g, ohw, kk, &mut yn[g * cout_g * ohw..(g + 1) * cout_g * ohw], false, wg, kk, 1, c, ohw, 1);
-            }
-        },
-    );
-    y
+    // The GEMMs overwrite every output: no zeroing. One zeroed column buffer per worker, reused
+    // across samples (see `im2col`).
+    written(d.n * d.cout * ohw, |y| {
+        y.par_chunks_mut(d.cout * ohw).enumerate().for_each_init(
+            || column_buffer(d),
+            |cols, (n, yn)| {
+                for g in 0..d.geo.groups {
+                    let xg = &x[(n * d.cin + g * cin_g) * d.h * d.w..][..cin_g * d.h * d.w];
+                    let c: &[T] = if d.pointwise() {
+                        xg
+                    } else {
+                        im2col(xg, d, cols);
+                        cols
+                    };
+                    let wg = &w[g * cout_g * kk..(g + 1) * cout_g * kk];
+                    let yg = &mut yn[g * cout_g * ohw..(g + 1) * cout_g * ohw];
+                    matmul(cout_g, ohw, kk, yg, false, wg, kk, 1, c, ohw, 1);
+                }
+            },
+        )
+    })
 }
 
 fn backward_input<T: Elem>(gy: &[T], w: &[T], d: &Dims) -> Vec<T> {
@@ -498,7 +589,7 @@ fn backward_input<T: Elem>(gy: &[T], w: &[T], d: &Dims) -> Vec<T> {
                     // W^T (kk x cout_g) . dY (cout_g x ohw) straight into dX.
                     matmul(kk, ohw, cout_g, dxg, false, wg, 1, kk, gyg, ohw, 1);
                 } else {
-                    matmul(kk, ohw, cout_g, dcols, false, wg, 1, kk, gyg, ohw, 1);
+                    matmul(kk, ohw, cout_g, &mut dcols[..], false, wg, 1, kk, gyg, ohw, 1);
                     col2im(dcols, d, dxg);
                 }
             }
@@ -573,44 +664,58 @@ fn sum_partials<T: Elem>(partials: Vec<Vec<T>>, size: usize) -> Vec<T> {
 /// (contiguous runs of `cin` values), both operands are already in the layout the GEMM wants.
 mod channels_last {
     use super::{Dims, Elem, matmul, per_worker, sum_partials};
-
-    /// `dst[j, i] = src[i, j]` for `src: rows x cols` row-major.
-    fn transpose<T: Elem>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
-        const B: usize = 16;
-        for i0 in (0..rows).step_by(B) {
-            for j0 in (0..cols).step_by(B) {
-                for i in i0..(i0 + B).min(rows) {
-                    for j in j0..(j0 + B).min(cols) {
-                        dst[j * rows + i] = src[i * cols + j];
-                    }
-                }
-            }
-        }
-    }
+    use crate::cpu::transpose;
 
     /// `cols[(oy ow + ox), (ky k + kx) cin + c] = x[iy, ix, c]` from a channels-last sample,
-    /// writing only in-bounds entries (the buffer starts zeroed, as `im2col`'s).
+    /// writing only in-bounds entries (the buffer starts zeroed, as `im2col`'s). Without
+    /// dilation the taps `kx` of one kernel row read adjacent pixels: one copy of up to `k cin`
+    /// values.
     fn im2row<T: Elem>(xt: &[T], d: &Dims, cols: &mut [T]) {
         let (k, s, p, cin, dl) = (d.k, d.geo.stride, d.geo.padding, d.cin, d.geo.dilation);
         let row = k * k * cin;
         for oy in 0..d.oh {
             for ox in 0..d.ow {
                 let out = &mut cols[(oy * d.ow + ox) * row..][..row];
+                // Taps kx with 0 <= ox s + kx dl - p < w.
+                let x0 = ox * s;
+                let kx_lo = p.saturating_sub(x0).div_ceil(dl);
+                let kx_hi = if d.w + p > x0 { ((d.w - 1 + p - x0) / dl + 1).min(k) } else { 0 };
+                if kx_lo >= kx_hi {
+                    continue;
+                }
                 for ky in 0..k {
                     let iy = (oy * s + ky * dl) as isize - p as isize;
                     if iy < 0 || iy >= d.h as isize {
                         continue;
                     }
-                    for kx in 0..k {
-                        let ix = (ox * s + kx * dl) as isize - p as isize;
-                        if ix < 0 || ix >= d.w as isize {
-                            continue;
+                    let line = &xt[iy as usize * d.w * cin..][..d.w * cin];
+                    let dst = &mut out[ky * k * cin..][..k * cin];
+                    if dl == 1 {
+                        let ix = ox * s + kx_lo - p;
+                        let len = (kx_hi - kx_lo) * cin;
+                        copy_short(&mut dst[kx_lo * cin..][..len], &line[ix * cin..][..len]);
+                    } else {
+                        for kx in kx_lo..kx_hi {
+                            let ix = ox * s + kx * dl - p;
+                            copy_short(&mut dst[kx * cin..][..cin], &line[ix * cin..][..cin]);
                         }
-                        let src = &xt[(iy as usize * d.w + ix as usize) * cin..][..cin];
-                        out[(ky * k + kx) * cin..][..cin].copy_from_slice(src);
                     }
                 }
             }
+        }
+    }
+
+    /// `dst.copy_from_slice(src)` in 16-value pieces the compiler moves in registers: the copies
+    /// here are a few dozen values, where a call to `memcpy` costs more than the copy.
+    #[inline(always)]
+    fn copy_short<T: Elem>(dst: &mut [T], src: &[T]) {
+        let (d16, dt) = dst.as_chunks_mut::<16>();
+        let (s16, st) = src.as_chunks::<16>();
+        for (a, b) in d16.iter_mut().zip(s16) {
+            *a = *b;
+        }
+        for (a, b) in dt.iter_mut().zip(st) {
+            *a = *b;
         }
     }
 
@@ -815,6 +920,21 @@ mod tests {
         check(2, 3, 5, 9, 8, 3, dilated(1, 2, 1)); // atrous, "same"
         check(2, 4, 4, 9, 9, 3, dilated(2, 1, 4)); // strided dilated depthwise
         check(1, 4, 6, 11, 10, 5, dilated(2, 3, 2)); // grouped, ragged
+    }
+
+    /// Stride-1 "same" convolutions (output rows as wide as the input's) take the shifted-plane
+    /// im2col and col2im: every kernel size and dilation, narrow and wide planes, groups.
+    #[test]
+    fn same_convolutions_take_the_shifted_copies() {
+        let g = Conv2dGeometry::new;
+        let dilated = |p, gr| Conv2dGeometry { dilation: 2, ..g(1, p, gr) };
+        for (h, w) in [(1, 1), (2, 7), (7, 2), (9, 5), (4, 12)] {
+            check(2, 3, 4, h, w, 3, g(1, 1, 1));
+            check(1, 2, 3, h, w, 5, g(1, 2, 1));
+            check(1, 2, 2, h, w, 7, g(1, 3, 1));
+            check(2, 4, 6, h, w, 3, g(1, 1, 2));
+            check(1, 3, 2, h, w, 3, dilated(2, 1));
+        }
     }
 
     proptest! {
