@@ -156,13 +156,26 @@ where
     G: Fn(usize) -> C + Sync,
     F: Fn(&C, T, T) -> U + Sync,
 {
-    assert_eq!(a.len(), b.len(), "par_map2_planes: operands differ in length");
+    // The third operand repeats the second (the same cache lines: no extra traffic).
+    par_map3_planes(a, b, b, p, consts, |c, u, v, _| f(c, u, v))
+}
+
+/// [`par_map_planes`] over matching planes of `a`, `b` and `c` (equal lengths).
+pub(crate) fn par_map3_planes<T, U, C, G, F>(a: &[T], b: &[T], c: &[T], p: usize, consts: G, f: F) -> Vec<U>
+where
+    T: Copy + Sync,
+    U: Send,
+    G: Fn(usize) -> C + Sync,
+    F: Fn(&C, T, T, T) -> U + Sync,
+{
+    assert!(a.len() == b.len() && a.len() == c.len(), "par_map3_planes: operands differ in length");
     let p = p.max(1);
-    let fill = |first: usize, o: &mut [std::mem::MaybeUninit<U>], x: &[T], y: &[T]| {
-        for (j, ((op, xp), yp)) in o.chunks_mut(p).zip(x.chunks(p)).zip(y.chunks(p)).enumerate() {
-            let c = consts(first + j);
-            for ((o, &u), &v) in op.iter_mut().zip(xp).zip(yp) {
-                o.write(f(&c, u, v));
+    let fill = |first: usize, o: &mut [std::mem::MaybeUninit<U>], x: &[T], y: &[T], z: &[T]| {
+        let planes = o.chunks_mut(p).zip(x.chunks(p)).zip(y.chunks(p)).zip(z.chunks(p));
+        for (j, (((op, xp), yp), zp)) in planes.enumerate() {
+            let k = consts(first + j);
+            for (((o, &u), &v), &w) in op.iter_mut().zip(xp).zip(yp).zip(zp) {
+                o.write(f(&k, u, v, w));
             }
         }
     };
@@ -171,14 +184,14 @@ where
     let spare = &mut out.spare_capacity_mut()[..n];
     let per_task = rows_per_task(p);
     if n <= per_task * p {
-        fill(0, spare, a, b);
+        fill(0, spare, a, b, c);
     } else {
         let chunk = per_task * p;
         spare
             .par_chunks_mut(chunk)
-            .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
+            .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)).zip(c.par_chunks(chunk)))
             .enumerate()
-            .for_each(|(t, (o, (x, y)))| fill(t * per_task, o, x, y));
+            .for_each(|(t, (o, ((x, y), z)))| fill(t * per_task, o, x, y, z));
     }
     // SAFETY: as in `par_map_planes`.
     unsafe { out.set_len(n) };

@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 /// Per-channel statistics of one batch.
 #[derive(Debug, Clone)]
-struct Stats {
-    mean: Vec<f64>,
-    invstd: Vec<f64>,
-    var: Vec<f64>,
+pub(super) struct Stats {
+    pub(super) mean: Vec<f64>,
+    pub(super) invstd: Vec<f64>,
+    pub(super) var: Vec<f64>,
 }
 
 /// Runs `$f` on the three contiguous operands when all are f32 or all f64.
@@ -54,7 +54,7 @@ fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     }
 }
 
-trait Float:
+pub(super) trait Float:
     Copy
     + Send
     + Sync
@@ -114,7 +114,107 @@ fn lane_sum2<T: Float>(x: &[T], y: &[T], f: impl Fn(T, T) -> T) -> f64 {
     acc.iter().map(|a| a.f()).sum::<f64>() + tail
 }
 
-fn stats<T: Float>(x: &[T], n: usize, c: usize, p: usize, eps: f64) -> Stats {
+/// [`lane_sum`] of `f(x_i, y_i, z_i)`.
+fn lane_sum3<T: Float>(x: &[T], y: &[T], z: &[T], f: impl Fn(T, T, T) -> T) -> f64 {
+    let mut acc = [T::default(); LANES];
+    let (mut cx, mut cy, mut cz) = (x.chunks_exact(LANES), y.chunks_exact(LANES), z.chunks_exact(LANES));
+    for ((a8, b8), c8) in (&mut cx).zip(&mut cy).zip(&mut cz) {
+        for (((a, &u), &v), &w) in acc.iter_mut().zip(a8).zip(b8).zip(c8) {
+            *a = *a + f(u, v, w);
+        }
+    }
+    let tail = cx.remainder().iter().zip(cy.remainder()).zip(cz.remainder());
+    let tail: f64 = tail.map(|((&u, &v), &w)| f(u, v, w).f()).sum();
+    acc.iter().map(|a| a.f()).sum::<f64>() + tail
+}
+
+/// `(sum dz, sum dz (x - mu))` over one plane, `dz = mask(y, dy)`: AVX for `f32` where the CPU
+/// has it (the compiler does not vectorize the masked pair of sums: 3-4x slower), else two
+/// [`lane_sum`]-style passes (the plane stays in cache between them).
+fn masked_sums<T: Float>(
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    mu: T,
+    bounds: (f64, f64),
+    mask: impl Fn(T, T) -> T,
+) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx") {
+        let n = x.len().min(y.len()).min(dy.len());
+        let f = |v: &[T]| -> &[f32] {
+            // SAFETY: T is f32 (checked above): the same type under another name.
+            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), n) }
+        };
+        // SAFETY: AVX is available; the three slices hold n values.
+        return unsafe { avx::masked_sums(f(x), f(y), f(dy), mu.f() as f32, bounds) };
+    }
+    let a = lane_sum2(y, dy, &mask);
+    (a, lane_sum3(x, y, dy, |xv, yv, g| mask(yv, g) * (xv - mu)))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+
+    /// [`super::masked_sums`] for `f32`, two sets of accumulators of eight lanes.
+    ///
+    /// # Safety
+    /// AVX must be available; the slices have equal lengths.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn masked_sums(x: &[f32], y: &[f32], dy: &[f32], mu: f32, (lo, hi): (f64, f64)) -> (f64, f64) {
+        let identity = lo == f64::NEG_INFINITY && hi == f64::INFINITY;
+        let (lo, hi) = (lo as f32, hi as f32);
+        let n = x.len();
+        let (vmu, vlo, vhi) = (_mm256_set1_ps(mu), _mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        // All ones without an activation: every dy passes.
+        let all = _mm256_castsi256_ps(_mm256_set1_epi32(if identity { -1 } else { 0 }));
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 16 <= n {
+            for h in 0..2 {
+                let j = i + 8 * h;
+                // SAFETY: j + 8 <= n for all three slices.
+                let (xv, yv, dv) = unsafe {
+                    (
+                        _mm256_loadu_ps(x.as_ptr().add(j)),
+                        _mm256_loadu_ps(y.as_ptr().add(j)),
+                        _mm256_loadu_ps(dy.as_ptr().add(j)),
+                    )
+                };
+                let inside = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(yv, vlo), _mm256_cmp_ps::<_CMP_LT_OQ>(yv, vhi));
+                let g = _mm256_and_ps(_mm256_or_ps(inside, all), dv);
+                acc[h] = _mm256_add_ps(acc[h], g);
+                acc[2 + h] = _mm256_add_ps(acc[2 + h], _mm256_mul_ps(g, _mm256_sub_ps(xv, vmu)));
+            }
+            i += 16;
+        }
+        let total = |a: __m256, b: __m256| {
+            let mut l = [0f32; 8];
+            // SAFETY: l holds eight f32.
+            unsafe { _mm256_storeu_ps(l.as_mut_ptr(), _mm256_add_ps(a, b)) };
+            l.iter().map(|&v| f64::from(v)).sum::<f64>()
+        };
+        let (mut sa, mut sb) = (total(acc[0], acc[1]), total(acc[2], acc[3]));
+        for j in i..n {
+            let inside = identity || (y[j] > lo && y[j] < hi);
+            let g = if inside { dy[j] } else { 0.0 };
+            sa += f64::from(g);
+            sb += f64::from(g * (x[j] - mu));
+        }
+        (sa, sb)
+    }
+}
+
+/// The activation's gradient mask as a function of its output: `dy` where `lo < y < hi`, else 0
+/// (PyTorch's ReLU / hardtanh rule); every `dy` when there is no activation.
+fn act_mask<T: Float + PartialOrd>((lo, hi): (f64, f64)) -> impl Fn(T, T) -> T + Copy + Send + Sync {
+    let identity = lo == f64::NEG_INFINITY && hi == f64::INFINITY;
+    let (lo, hi) = (T::of(lo), T::of(hi));
+    move |y, d| if identity | ((y > lo) & (y < hi)) { d } else { T::default() }
+}
+
+pub(super) fn stats<T: Float>(x: &[T], n: usize, c: usize, p: usize, eps: f64) -> Stats {
     let per: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -176,7 +276,7 @@ struct NormalizeAct {
 
 /// `y = clamp(a_c x + b_c (+ r), lo, hi)` with `a_c = gamma_c / sigma_c`,
 /// `b_c = beta_c - mu_c a_c` (one pass; the clamp is two selects, so it vectorizes).
-fn normalize_act<T: Float + PartialOrd>(
+pub(super) fn normalize_act<T: Float + PartialOrd>(
     x: &[T],
     gb: &[T],
     r: Option<&[T]>,
@@ -200,98 +300,81 @@ fn normalize_act<T: Float + PartialOrd>(
     }
 }
 
-impl NormalizeAct {
-    /// Backward of `y` from `dy`: `dz` (the gradient at the pre-activation, also the residual's),
-    /// then BatchNorm's `dx` and `[dgamma; dbeta]`.
-    fn grads(&self, x: &Tensor, gb: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let dz = if self.lo == f64::NEG_INFINITY && self.hi == f64::INFINITY {
-            dy.contiguous()?
-        } else {
-            super::clamp::clamp_grad(y, dy, self.lo, self.hi)?
-        };
-        // One op computes [dbeta; dgamma] per channel, another dx from them.
-        let sums = x.apply_op2_no_bwd(&dz, &Sums { st: self.st.clone() })?;
-        let c = x.dim(1)?;
-        let dgb =
-            Tensor::cat(&[sums.narrow(0, 1, 1)?, sums.narrow(0, 0, 1)?], 0)?.reshape(2 * c)?.to_dtype(gb.dtype())?;
-        let gamma = gb.narrow(0, 0, c)?;
-        let dx = if self.batch {
-            x.apply_op3_no_bwd(&dz, &gamma, &InputGrad { st: self.st.clone(), sums })?
-        } else {
-            // Fixed statistics: dx = gamma / sigma dz.
-            dz.apply_op2_no_bwd(&gamma, &EvalInputGrad { st: self.st.clone() })?
-        };
-        Ok((dx, dgb, dz))
-    }
-}
+impl super::residual_op::ResidualOp for NormalizeAct {
+    const NAMES: [&'static str; 2] = ["batch-norm-act-train", "batch-norm-add-act-train"];
 
-impl candle_core::CustomOp2 for NormalizeAct {
-    fn name(&self) -> &'static str {
-        "batch-norm-act-train"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (_, c, p) = ncp(l1)?;
-        let b = (self.lo, self.hi);
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => {
-                CpuStorage::F32(normalize_act(contiguous(x, l1)?, contiguous(g, l2)?, None, &self.st, (c, p), b))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
-                CpuStorage::F64(normalize_act(contiguous(x, l1)?, contiguous(g, l2)?, None, &self.st, (c, p), b))
-            }
-            _ => candle_core::bail!("batch_norm: operands must all be f32 or all f64"),
-        };
-        Ok((out, l1.shape().clone()))
-    }
-
-    fn bwd(&self, x: &Tensor, gb: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dgb, _) = self.grads(x, gb, y, dy)?;
-        Ok((Some(dx), Some(dgb)))
-    }
-}
-
-impl CustomOp3 for NormalizeAct {
-    fn name(&self) -> &'static str {
-        "batch-norm-add-act-train"
-    }
-
-    fn cpu_fwd(
+    fn run<T: super::residual_op::Scalar>(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (_, c, p) = ncp(l1)?;
-        let b = (self.lo, self.hi);
-        let out = dispatch3!(
-            s1,
-            l1,
-            s2,
-            l2,
-            s3,
-            l3,
-            |x, g, r| normalize_act(x, g, Some(r), &self.st, (c, p), b),
-            "batch_norm"
-        );
-        Ok((out, l1.shape().clone()))
+        x: &[T],
+        lx: &Layout,
+        gb: &[T],
+        r: Option<&[T]>,
+    ) -> Result<(Vec<T>, Shape)> {
+        let (_, c, p) = ncp(lx)?;
+        Ok((normalize_act(x, gb, r, &self.st, (c, p), (self.lo, self.hi)), lx.shape().clone()))
     }
 
-    fn bwd(
+    /// Backward of `y` from `dy`: BatchNorm's `dx` and `[dgamma; dbeta]`, and (when `want_dz`)
+    /// `dz`, the gradient at the pre-activation (the residual's).
+    fn grads(
         &self,
         x: &Tensor,
         gb: &Tensor,
-        _r: &Tensor,
         y: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dgb, dz) = self.grads(x, gb, y, dy)?;
-        Ok((Some(dx), Some(dgb), Some(dz)))
+        want_dz: bool,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let bounds = (self.lo, self.hi);
+        if self.batch {
+            return train_grads(x, gb, y, dy, &self.st, bounds, want_dz);
+        }
+        // Fixed statistics: dx = gamma / sigma dz.
+        let dz = masked_grad(y, dy, bounds)?;
+        let c = x.dim(1)?;
+        let sums = x.apply_op3_no_bwd(y, dy, &Sums { st: self.st.clone(), bounds })?;
+        let dx = dz.apply_op2_no_bwd(&gb.narrow(0, 0, c)?, &EvalInputGrad { st: self.st.clone() })?;
+        Ok((dx, gamma_beta_grads(&sums, c, gb.dtype())?, want_dz.then_some(dz)))
     }
 }
+
+/// `dy` masked by the activation at its output `y` (one pass; none without an activation).
+fn masked_grad(y: &Tensor, dy: &Tensor, (lo, hi): (f64, f64)) -> Result<Tensor> {
+    if lo == f64::NEG_INFINITY && hi == f64::INFINITY {
+        dy.contiguous()
+    } else {
+        super::clamp::clamp_grad(y, dy, lo, hi)
+    }
+}
+
+/// `[dgamma; dbeta]` in `dtype` from the `[2, C]` sums `[sum dz; sum dz xhat]`.
+fn gamma_beta_grads(sums: &Tensor, c: usize, dtype: candle_core::DType) -> Result<Tensor> {
+    Tensor::cat(&[sums.narrow(0, 1, 1)?, sums.narrow(0, 0, 1)?], 0)?.reshape(2 * c)?.to_dtype(dtype)
+}
+
+/// The training-mode backward of `y = act(gamma xhat + beta (+ r))` from `dy`, with the batch
+/// statistics `st` of the input `x`: `(dx, [dgamma; dbeta], dz)` (`dz`, the masked `dy` that the
+/// residual receives, only when `want_dz`). Two passes over the data: the per-channel sums, then
+/// `dx`; both apply the activation's mask themselves.
+pub(super) fn train_grads(
+    x: &Tensor,
+    gb: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+    st: &Arc<Stats>,
+    bounds: (f64, f64),
+    want_dz: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let (y, dy) = (y.contiguous()?, dy.contiguous()?);
+    let c = x.dim(1)?;
+    let sums = x.apply_op3_no_bwd(&y, &dy, &Sums { st: st.clone(), bounds })?;
+    let gamma: Vec<f64> = gb.narrow(0, 0, c)?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+    let sv: Vec<f64> = sums.flatten_all()?.to_vec1()?;
+    let dx = x.apply_op3_no_bwd(&y, &dy, &InputGrad { st: st.clone(), sums: sv, gamma, bounds })?;
+    let dz = if want_dz { Some(masked_grad(&y, &dy, bounds)?) } else { None };
+    Ok((dx, gamma_beta_grads(&sums, c, gb.dtype())?, dz))
+}
+
+super::residual_op::residual_op!(NormalizeAct);
 
 /// `(dz, gamma) -> gamma_c / sigma_c dz` (eval mode's input gradient).
 struct EvalInputGrad {
@@ -321,70 +404,108 @@ impl candle_core::CustomOp2 for EvalInputGrad {
     }
 }
 
-/// `(x, dy) -> [2, C]`: `sum(dy)` and `sum(dy xhat)` per channel.
+/// `(x, y, dy) -> [2, C]`: `sum(dz)` and `sum(dz xhat)` per channel, `dz` the output gradient
+/// `dy` masked by the activation at the output `y`.
 struct Sums {
     st: Arc<Stats>,
+    bounds: (f64, f64),
 }
 
-fn sums<T: Float>(x: &[T], dy: &[T], st: &Stats, n: usize, c: usize, p: usize) -> Vec<f64> {
-    let per: Vec<(f64, f64)> = (0..c)
+fn sums<T: Float + PartialOrd>(
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    st: &Stats,
+    (n, c, p): (usize, usize, usize),
+    bounds: (f64, f64),
+) -> Vec<f64> {
+    let mask = act_mask::<T>(bounds);
+    let means: Vec<T> = st.mean.iter().map(|&m| T::of(m)).collect();
+    // Contiguous runs of planes per task (each with partial sums for every channel), reduced at
+    // the end: a channel's planes lie `c p` values apart, so a task per channel would stride.
+    let plane_sums = |mut acc: Vec<f64>, i: usize| {
+        let (ch, o) = (i % c, i * p);
+        let (xp, yp, gp) = (&x[o..o + p], &y[o..o + p], &dy[o..o + p]);
+        let (sa, sb) = masked_sums(xp, yp, gp, means[ch], bounds, mask);
+        acc[ch] += sa;
+        acc[c + ch] += sb;
+        acc
+    };
+    let add = |mut a: Vec<f64>, b: Vec<f64>| {
+        a.iter_mut().zip(b).for_each(|(u, v)| *u += v);
+        a
+    };
+    let mut out = (0..n * c)
         .into_par_iter()
-        .map(|ch| {
-            let (m, s) = (T::of(st.mean[ch]), st.invstd[ch]);
-            let (mut a, mut b) = (0.0, 0.0);
-            for i in 0..n {
-                let o = (i * c + ch) * p;
-                let (xp, gp) = (&x[o..o + p], &dy[o..o + p]);
-                a += lane_sum(gp, |g| g);
-                b += lane_sum2(xp, gp, |xv, g| g * (xv - m));
-            }
-            (a, b * s)
-        })
-        .collect();
-    per.iter().map(|v| v.0).chain(per.iter().map(|v| v.1)).collect()
+        .with_min_len(crate::cpu::rows_per_task(p))
+        .fold(|| vec![0.0; 2 * c], plane_sums)
+        .reduce(|| vec![0.0; 2 * c], add);
+    for (ch, v) in out[c..].iter_mut().enumerate() {
+        *v *= st.invstd[ch];
+    }
+    out
 }
 
-impl candle_core::CustomOp2 for Sums {
+impl CustomOp3 for Sums {
     fn name(&self) -> &'static str {
         "batch-norm-sums"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, p) = ncp(l1)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(d)) => sums(contiguous(x, l1)?, contiguous(d, l2)?, &self.st, n, c, p),
-            (CpuStorage::F64(x), CpuStorage::F64(d)) => sums(contiguous(x, l1)?, contiguous(d, l2)?, &self.st, n, c, p),
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = ncp(l1)?;
+        let v = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(d)) => {
+                sums(contiguous(x, l1)?, contiguous(y, l2)?, contiguous(d, l3)?, &self.st, dims, self.bounds)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(d)) => {
+                sums(contiguous(x, l1)?, contiguous(y, l2)?, contiguous(d, l3)?, &self.st, dims, self.bounds)
+            }
             _ => candle_core::bail!("batch_norm backward: only f32 and f64 are supported"),
         };
-        Ok((CpuStorage::F64(out), Shape::from((2, c))))
+        Ok((CpuStorage::F64(v), Shape::from((2, dims.1))))
     }
 }
 
-/// `(x, dy, gamma) -> dx`.
+/// `(x, y, dy) -> dx`, the activation's mask applied to `dy` on the way.
 struct InputGrad {
     st: Arc<Stats>,
-    sums: Tensor,
+    /// `[sum dz; sum dz xhat]` per channel.
+    sums: Vec<f64>,
+    gamma: Vec<f64>,
+    bounds: (f64, f64),
 }
 
-/// `dx = k (M dy - dbeta - xhat dgamma)`, `k = gamma / sigma / M`, as `A dy + B x + C` per
-/// channel (one pass).
-fn input_grad<T: Float>(x: &[T], dy: &[T], g: &[T], st: &Stats, sums: &[f64], c: usize, p: usize) -> Vec<T> {
-    // M = N * plane values per channel.
-    let m = (x.len() / c) as f64;
-    crate::cpu::par_map2_planes(
-        x,
-        dy,
-        p,
-        |i| {
-            let ch = i % c;
-            let (mu, s) = (st.mean[ch], st.invstd[ch]);
-            let (db, dg) = (sums[ch], sums[c + ch]);
-            let k = g[ch].f() * s / m;
-            // k (M dy - db - (x - mu) s dg) = (k M) dy + (-k s dg) x + k (mu s dg - db)
-            (T::of(k * m), T::of(-k * s * dg), T::of(k * (mu * s * dg - db)))
-        },
-        |&(a, b, cc), xv, gy| a * gy + b * xv + cc,
-    )
+impl InputGrad {
+    /// `dx = k (M dz - dbeta - xhat dgamma)`, `k = gamma / sigma / M`, as `A dz + B x + C` per
+    /// channel (one pass).
+    fn run<T: Float + PartialOrd>(&self, x: &[T], y: &[T], dy: &[T], c: usize, p: usize) -> Vec<T> {
+        let (st, sums, mask) = (&self.st, &self.sums, act_mask::<T>(self.bounds));
+        // M = N * plane values per channel.
+        let m = (x.len() / c) as f64;
+        crate::cpu::par_map3_planes(
+            x,
+            y,
+            dy,
+            p,
+            |i| {
+                let ch = i % c;
+                let (mu, s) = (st.mean[ch], st.invstd[ch]);
+                let (db, dg) = (sums[ch], sums[c + ch]);
+                let k = self.gamma[ch] * s / m;
+                // k (M dz - db - (x - mu) s dg) = (k M) dz + (-k s dg) x + k (mu s dg - db)
+                (T::of(k * m), T::of(-k * s * dg), T::of(k * (mu * s * dg - db)))
+            },
+            |&(a, b, cc), xv, yv, gy| a * mask(yv, gy) + b * xv + cc,
+        )
+    }
 }
 
 impl CustomOp3 for InputGrad {
@@ -402,17 +523,7 @@ impl CustomOp3 for InputGrad {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, p) = ncp(l1)?;
-        let sums: Vec<f64> = self.sums.flatten_all()?.to_vec1()?;
-        let out = dispatch3!(
-            s1,
-            l1,
-            s2,
-            l2,
-            s3,
-            l3,
-            |x, d, g| input_grad(x, d, g, &self.st, &sums, c, p),
-            "batch_norm backward"
-        );
+        let out = dispatch3!(s1, l1, s2, l2, s3, l3, |x, y, d| self.run(x, y, d, c, p), "batch_norm backward");
         Ok((out, l1.shape().clone()))
     }
 }
@@ -546,41 +657,39 @@ mod tests {
         assert!(batch_norm_train(&bad, &bad, &bad, 1e-5).is_err());
     }
 
-    /// The f32 path (computed in f32 with eight-lane sums) against the f64 one, on planes long
-    /// enough for the lane sums and their remainders, values and gradients.
+    /// The f32 path (computed in f32 with eight-lane sums, AVX masked sums in the backward)
+    /// against the f64 one, on planes long enough for the vector loops and their remainders
+    /// (63 values), values and gradients, with each activation.
     #[test]
     fn f32_matches_f64_within_single_precision() {
         let dims = [3usize, 4, 7, 9];
         let n: usize = dims.iter().product();
-        let run = |dt: DType| {
-            let x = Var::from_tensor(
-                &Tensor::from_vec(
-                    values(n, 5).iter().map(|v| v * 4.0 + 2.0).collect::<Vec<_>>(),
-                    &dims[..],
-                    &Device::Cpu,
-                )
-                .expect("x")
-                .to_dtype(dt)
-                .expect("dt"),
-            )
-            .expect("var");
-            let g = Tensor::from_vec(values(4, 6).iter().map(|v| v + 1.2).collect::<Vec<_>>(), 4, &Device::Cpu)
-                .expect("g")
-                .to_dtype(dt)
-                .expect("dt");
-            let b = Tensor::from_vec(values(4, 7), 4, &Device::Cpu).expect("b").to_dtype(dt).expect("dt");
+        let run = |dt: DType, bounds: (f64, f64)| {
+            let var = |v: Vec<f64>, s: &[usize]| {
+                Var::from_tensor(&Tensor::from_vec(v, s, &Device::Cpu).expect("t").to_dtype(dt).expect("dt"))
+                    .expect("var")
+            };
+            let x = var(values(n, 5).iter().map(|v| v * 4.0 + 2.0).collect(), &dims[..]);
+            let g = var(values(4, 6).iter().map(|v| v + 1.2).collect(), &[4]);
+            let b = var(values(4, 7), &[4]);
             let r = Tensor::from_vec(values(n, 8), &dims[..], &Device::Cpu).expect("r").to_dtype(dt).expect("dt");
-            let (y, _, _) = batch_norm_train(x.as_tensor(), &g, &b, 1e-5).expect("bn");
+            let (y, _, _) =
+                batch_norm_act_train(x.as_tensor(), g.as_tensor(), b.as_tensor(), None, 1e-5, bounds).expect("bn");
             let gx = (&y * &r).expect("m").sum_all().expect("s").backward().expect("b");
             let to64 = |t: &Tensor| {
                 t.to_dtype(DType::F64).expect("f64").flatten_all().expect("f").to_vec1::<f64>().expect("v")
             };
-            (to64(&y), to64(gx.get(x.as_tensor()).expect("dx")))
+            let mut out = to64(&y);
+            for v in [&x, &g, &b] {
+                out.extend(to64(gx.get(v.as_tensor()).expect("grad")));
+            }
+            out
         };
-        let (y32, d32) = run(DType::F32);
-        let (y64, d64) = run(DType::F64);
-        for (a, b) in y32.iter().zip(&y64).chain(d32.iter().zip(&d64)) {
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        for bounds in [(f64::NEG_INFINITY, f64::INFINITY), (0.0, f64::INFINITY), (0.0, 0.5)] {
+            let (a32, a64) = (run(DType::F32, bounds), run(DType::F64, bounds));
+            for (a, b) in a32.iter().zip(&a64) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b} with {bounds:?}");
+            }
         }
     }
 

@@ -35,7 +35,9 @@ impl Conv2dGeometry {
 }
 
 /// Element types the kernel runs on.
-trait Elem: Copy + Default + Send + Sync + 'static + std::ops::AddAssign + std::ops::Mul<Output = Self> {
+pub(super) trait Elem:
+    Copy + Default + Send + Sync + 'static + std::ops::AddAssign + std::ops::Mul<Output = Self>
+{
     const ONE: Self;
 }
 
@@ -49,26 +51,26 @@ impl Elem for f64 {
 
 /// Shapes of one convolution call.
 #[derive(Debug, Clone, Copy)]
-struct Dims {
-    n: usize,
-    cin: usize,
-    h: usize,
-    w: usize,
-    cout: usize,
-    k: usize,
-    oh: usize,
-    ow: usize,
-    geo: Conv2dGeometry,
+pub(super) struct Dims {
+    pub(super) n: usize,
+    pub(super) cin: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) cout: usize,
+    pub(super) k: usize,
+    pub(super) oh: usize,
+    pub(super) ow: usize,
+    pub(super) geo: Conv2dGeometry,
 }
 
 impl Dims {
-    fn cin_g(&self) -> usize {
+    pub(super) fn cin_g(&self) -> usize {
         self.cin / self.geo.groups
     }
     fn cout_g(&self) -> usize {
         self.cout / self.geo.groups
     }
-    fn kk(&self) -> usize {
+    pub(super) fn kk(&self) -> usize {
         self.cin_g() * self.k * self.k
     }
     fn ohw(&self) -> usize {
@@ -540,7 +542,7 @@ fn column_buffer<T: Elem>(d: &Dims) -> Vec<T> {
     if d.pointwise() { Vec::new() } else { vec![T::default(); d.kk() * d.ohw()] }
 }
 
-fn forward<T: Elem>(x: &[T], w: &[T], d: &Dims) -> Vec<T> {
+pub(super) fn forward<T: Elem>(x: &[T], w: &[T], d: &Dims) -> Vec<T> {
     if d.depthwise() && d.geo.stride == 1 {
         return depthwise_padded::forward(x, w, d);
     }
@@ -766,11 +768,11 @@ struct Conv(Dims);
 
 /// `(dy, w) -> dx`.
 #[derive(Debug, Clone, Copy)]
-struct ConvInputGrad(Dims);
+pub(super) struct ConvInputGrad(pub(super) Dims);
 
 /// `(x, dy) -> dw`.
 #[derive(Debug, Clone, Copy)]
-struct ConvWeightGrad(Dims);
+pub(super) struct ConvWeightGrad(pub(super) Dims);
 
 macro_rules! dispatch {
     ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $f:expr, $name:expr) => {
@@ -828,6 +830,15 @@ impl CustomOp2 for ConvWeightGrad {
 /// Convolution of NCHW `x` with `w: [cout, cin / groups, k, k]` (no bias): the im2col + GEMM op
 /// on the CPU for f32/f64 and square kernels, candle's `conv2d` elsewhere.
 pub fn conv2d(x: &Tensor, w: &Tensor, geo: Conv2dGeometry) -> Result<Tensor> {
+    match plan(x, w, geo)? {
+        Some(d) => x.contiguous()?.apply_op2(&w.contiguous()?, Conv(d)),
+        None => x.conv2d(w, geo.padding, geo.stride, geo.dilation, geo.groups),
+    }
+}
+
+/// Checks the shapes of a convolution and returns its dimensions when the toolkit's kernels run
+/// it (CPU, f32 / f64, square kernel); `None` where candle's `conv2d` does.
+pub(super) fn plan(x: &Tensor, w: &Tensor, geo: Conv2dGeometry) -> Result<Option<Dims>> {
     let (n, cin, h, wd) = x.dims4()?;
     let (cout, cin_g, kh, kw) = w.dims4()?;
     if geo.groups == 0 || geo.stride == 0 || cin != cin_g * geo.groups || !cout.is_multiple_of(geo.groups) {
@@ -844,12 +855,11 @@ pub fn conv2d(x: &Tensor, w: &Tensor, geo: Conv2dGeometry) -> Result<Tensor> {
     // The span of the dilated kernel.
     let (sh, sw) = (geo.dilation * (kh - 1) + 1, geo.dilation * (kw - 1) + 1);
     if !fast || h + 2 * geo.padding < sh || wd + 2 * geo.padding < sw {
-        return x.conv2d(w, geo.padding, geo.stride, geo.dilation, geo.groups);
+        return Ok(None);
     }
     let oh = (h + 2 * geo.padding - sh) / geo.stride + 1;
     let ow = (wd + 2 * geo.padding - sw) / geo.stride + 1;
-    let d = Dims { n, cin, h, w: wd, cout, k: kh, oh, ow, geo };
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv(d))
+    Ok(Some(Dims { n, cin, h, w: wd, cout, k: kh, oh, ow, geo }))
 }
 
 #[cfg(test)]

@@ -6,14 +6,18 @@ pub mod batch_norm;
 pub mod bias;
 pub mod clamp;
 pub mod conv2d;
+pub mod conv_bn;
 pub mod gelu;
 pub mod layer_norm;
+#[macro_use]
+mod residual_op;
 pub mod sgd;
 pub mod softmax;
 
 pub use batch_norm::{batch_norm_act_eval, batch_norm_act_train, batch_norm_train};
 pub use bias::{bias_add_last, bias_add_nchw};
 pub use clamp::clamp_activation;
+pub use conv_bn::conv_bn_act_train;
 pub use conv2d::{Conv2dGeometry, conv2d};
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;

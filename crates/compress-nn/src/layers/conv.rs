@@ -146,10 +146,17 @@ impl Conv2d {
             Some(b) => compress_core::ops::bias_add_nchw(&y, b)?,
             None => y,
         };
+        self.record_cost(x, &y)?;
+        Ok(y)
+    }
+
+    /// Counts the layer's operations from input `x` to output `y`.
+    fn record_cost(&self, x: &Tensor, y: &Tensor) -> Result<()> {
+        let s = self.spec;
         let (_, cout, oh, ow) = y.dims4()?;
         let bias_adds = if s.bias { (cout * oh * ow) as u64 } else { 0 };
         record(cost::conv2d(x.dim(1)?, cout, s.kernel, s.groups, oh, ow, s.bias) + cost::elementwise(bias_adds));
-        Ok(y)
+        Ok(())
     }
 }
 
@@ -237,7 +244,7 @@ impl ConvBn {
 
 impl candle_core::ModuleT for ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_act(&self.conv.forward(x)?, None, self.act, train)
+        self.forward_act(x, None, self.act, train)
     }
 }
 
@@ -245,6 +252,31 @@ impl ConvBn {
     /// `act(BN(conv(x)) + residual)` with the block's own activation `act` (a residual block's
     /// second conv), fused on the CPU in training mode.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor, act: Activation, train: bool) -> Result<Tensor> {
-        self.bn.forward_act(&self.conv.forward(x)?, Some(residual), act, train)
+        self.forward_act(x, Some(residual), act, train)
+    }
+
+    /// `act(BN(conv(x)) (+ residual))`: in CPU training one node for the three layers
+    /// (`compress_core::ops::conv_bn_act_train`) when nothing needs the conv output on its own
+    /// (no replacement of the conv, no conv bias, no BatchNorm probe); otherwise the conv, then
+    /// [`crate::layers::BatchNorm2d::forward_act`].
+    fn forward_act(&self, x: &Tensor, residual: Option<&Tensor>, act: Activation, train: bool) -> Result<Tensor> {
+        let fusable = train
+            && crate::layers::BatchNorm2d::fused_on(x)
+            && self.conv.replacement.is_none()
+            && self.conv.bias.is_none()
+            && !crate::probe::active();
+        if !fusable {
+            return self.bn.forward_act(&self.conv.forward(x)?, residual, act, train);
+        }
+        let s = self.conv.spec;
+        let geo = compress_core::ops::Conv2dGeometry::new(s.stride, s.padding, s.groups);
+        let w = crate::fake_quant::weight(&self.conv.weight)?;
+        let (gamma, beta) = self.bn.affine();
+        let (z, mean, var) =
+            compress_core::ops::conv_bn_act_train(x, &w, geo, gamma, beta, residual, self.bn.eps(), act.bounds())?;
+        self.conv.record_cost(x, &z)?;
+        self.bn.record_cost(&z, residual.is_some(), train)?;
+        self.bn.update_running(&mean, &var, z.elem_count() / z.dim(1)?)?;
+        act.quantize_output(&z)
     }
 }

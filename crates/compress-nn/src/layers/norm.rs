@@ -56,16 +56,11 @@ impl BatchNorm2d {
         act: crate::layers::Activation,
         train: bool,
     ) -> Result<Tensor> {
-        // Scale and shift of every element of one sample.
-        let per_sample = (x.elem_count() / x.dim(0)?.max(1)) as u64;
-        record(cost::norm(self.c) + cost::elementwise(2 * per_sample));
+        self.record_cost(x, residual.is_some(), train)?;
         if crate::probe::active() {
             crate::probe::record_bn(x, self.running_mean.as_tensor(), self.running_var.as_tensor())?;
         }
-        let fused = x.device().is_cpu()
-            && matches!(x.dtype(), DType::F32 | DType::F64)
-            && x.rank() >= 2
-            && !compress_core::ops::candle_only();
+        let fused = Self::fused_on(x);
         if fused && !train {
             let running = (self.running_mean.as_tensor(), self.running_var.as_tensor());
             let y = compress_core::ops::batch_norm_act_eval(
@@ -89,17 +84,50 @@ impl BatchNorm2d {
         }
         let (y, mean, var) =
             compress_core::ops::batch_norm_act_train(x, &self.weight, &self.bias, residual, EPS, act.bounds())?;
-        if residual.is_some() {
+        self.update_running(&mean, &var, x.elem_count() / self.c)?;
+        act.quantize_output(&y)
+    }
+
+    /// Whether the fused CPU ops run on `x` (CPU, f32 / f64, toolkit kernels on).
+    pub(crate) fn fused_on(x: &Tensor) -> bool {
+        x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && x.rank() >= 2
+            && !compress_core::ops::candle_only()
+    }
+
+    /// Counts the layer's operations on input `x` (the residual addition in training mode, where
+    /// it is a separate addition in the count).
+    pub(crate) fn record_cost(&self, x: &Tensor, residual: bool, train: bool) -> Result<()> {
+        // Scale and shift of every element of one sample.
+        let per_sample = (x.elem_count() / x.dim(0)?.max(1)) as u64;
+        record(cost::norm(self.c) + cost::elementwise(2 * per_sample));
+        if residual && train && Self::fused_on(x) {
             record(cost::elementwise(per_sample));
         }
-        let m = (x.elem_count() / self.c) as f64;
+        Ok(())
+    }
+
+    /// The running statistics' update from a training batch's mean and biased variance over `m`
+    /// values per channel (PyTorch: the unbiased variance, momentum 0.1).
+    pub(crate) fn update_running(&self, mean: &Tensor, var: &Tensor, m: usize) -> Result<()> {
+        let m = m as f64;
         let dt = self.running_mean.dtype();
         let rm = ((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?.to_dtype(dt)?)?;
         let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let rv = ((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (var * (MOMENTUM * unbiased))?.to_dtype(dt)?)?;
         self.running_mean.set(&rm)?;
-        self.running_var.set(&rv)?;
-        act.quantize_output(&y)
+        self.running_var.set(&rv)
+    }
+
+    /// The affine `(weight, bias)`.
+    pub(crate) fn affine(&self) -> (&Tensor, &Tensor) {
+        (&self.weight, &self.bias)
+    }
+
+    /// The epsilon (1e-5).
+    pub(crate) fn eps(&self) -> f64 {
+        EPS
     }
 }
 
