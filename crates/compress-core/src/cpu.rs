@@ -111,89 +111,98 @@ where
     out
 }
 
-/// `f(&consts(j), v)` for every value `v` of every `p`-value plane `j` of `x` (planes whole in
-/// each parallel task; `consts` is evaluated once per plane), written straight into the result.
-pub(crate) fn par_map_planes<T, U, C, G, F>(x: &[T], p: usize, consts: G, f: F) -> Vec<U>
+/// `f(&consts(ch), v)` for every value `v` of `x: [N, C, plane]` with `(c, p) = (C, plane)`, `ch`
+/// the value's channel (`consts` is evaluated once per channel), written straight into the
+/// result.
+pub(crate) fn par_map_planes<T, U, C, G, F>(x: &[T], (c, p): (usize, usize), consts: G, f: F) -> Vec<U>
 where
     T: Copy + Sync,
     U: Send,
-    G: Fn(usize) -> C + Sync,
+    C: Copy + Send + Sync,
+    G: Fn(usize) -> C,
     F: Fn(&C, T) -> U + Sync,
 {
-    let p = p.max(1);
-    let fill = |first: usize, o: &mut [std::mem::MaybeUninit<U>], i: &[T]| {
-        for (j, (op, ip)) in o.chunks_mut(p).zip(i.chunks(p)).enumerate() {
-            let c = consts(first + j);
-            for (o, &v) in op.iter_mut().zip(ip) {
-                o.write(f(&c, v));
-            }
-        }
-    };
-    let n = x.len();
-    let mut out: Vec<U> = Vec::with_capacity(n);
-    let spare = &mut out.spare_capacity_mut()[..n];
-    let per_task = rows_per_task(p);
-    if n <= per_task * p {
-        fill(0, spare, x);
-    } else {
-        spare
-            .par_chunks_mut(per_task * p)
-            .zip(x.par_chunks(per_task * p))
-            .enumerate()
-            .for_each(|(t, (o, i))| fill(t * per_task, o, i));
-    }
-    // SAFETY: `fill` wrote each of the first `n` elements (its planes pair up with those of `x`
-    // and cover them).
-    unsafe { out.set_len(n) };
-    out
+    par_map3_planes(x, x, x, (c, p), consts, |k, u, _, _| f(k, u))
 }
 
 /// [`par_map_planes`] over matching planes of `a` and `b` (equal lengths).
-pub(crate) fn par_map2_planes<T, U, C, G, F>(a: &[T], b: &[T], p: usize, consts: G, f: F) -> Vec<U>
+pub(crate) fn par_map2_planes<T, U, C, G, F>(a: &[T], b: &[T], (c, p): (usize, usize), consts: G, f: F) -> Vec<U>
 where
     T: Copy + Sync,
     U: Send,
-    G: Fn(usize) -> C + Sync,
+    C: Copy + Send + Sync,
+    G: Fn(usize) -> C,
     F: Fn(&C, T, T) -> U + Sync,
 {
-    // The third operand repeats the second (the same cache lines: no extra traffic).
-    par_map3_planes(a, b, b, p, consts, |c, u, v, _| f(c, u, v))
+    // The repeated operand reads the same cache lines: no extra traffic.
+    par_map3_planes(a, b, b, (c, p), consts, |k, u, v, _| f(k, u, v))
 }
 
-/// [`par_map_planes`] over matching planes of `a`, `b` and `c` (equal lengths).
-pub(crate) fn par_map3_planes<T, U, C, G, F>(a: &[T], b: &[T], c: &[T], p: usize, consts: G, f: F) -> Vec<U>
+/// Planes shorter than this are mapped with per-value constants (one flat loop per sample)
+/// rather than plane by plane: a loop over four values (late MobileNet layers) is mostly
+/// overhead.
+const SHORT_PLANE: usize = 32;
+
+/// [`par_map_planes`] over matching planes of `a`, `b` and `c3` (equal lengths).
+pub(crate) fn par_map3_planes<T, U, C, G, F>(
+    a: &[T],
+    b: &[T],
+    c3: &[T],
+    (c, p): (usize, usize),
+    consts: G,
+    f: F,
+) -> Vec<U>
 where
     T: Copy + Sync,
     U: Send,
-    G: Fn(usize) -> C + Sync,
+    C: Copy + Send + Sync,
+    G: Fn(usize) -> C,
     F: Fn(&C, T, T, T) -> U + Sync,
 {
-    assert!(a.len() == b.len() && a.len() == c.len(), "par_map3_planes: operands differ in length");
-    let p = p.max(1);
+    assert!(a.len() == b.len() && a.len() == c3.len(), "par_map3_planes: operands differ in length");
+    let (c, p) = (c.max(1), p.max(1));
+    let per_channel: Vec<C> = (0..c).map(consts).collect();
+    // Short planes: one run per sample (`c p` values) against a table of per-value constants;
+    // long ones: one run per plane with its channel's constants.
+    let short = p < SHORT_PLANE;
+    let (table, run) = if short {
+        (per_channel.iter().flat_map(|k| std::iter::repeat_n(*k, p)).collect::<Vec<C>>(), c * p)
+    } else {
+        (per_channel, p)
+    };
     let fill = |first: usize, o: &mut [std::mem::MaybeUninit<U>], x: &[T], y: &[T], z: &[T]| {
-        let planes = o.chunks_mut(p).zip(x.chunks(p)).zip(y.chunks(p)).zip(z.chunks(p));
-        for (j, (((op, xp), yp), zp)) in planes.enumerate() {
-            let k = consts(first + j);
-            for (((o, &u), &v), &w) in op.iter_mut().zip(xp).zip(yp).zip(zp) {
-                o.write(f(&k, u, v, w));
+        let runs = o.chunks_mut(run).zip(x.chunks(run)).zip(y.chunks(run)).zip(z.chunks(run));
+        for (j, (((op, xp), yp), zp)) in runs.enumerate() {
+            let values = op.iter_mut().zip(xp).zip(yp).zip(zp);
+            if short {
+                for ((((o, &u), &v), &w), k) in values.zip(&table) {
+                    o.write(f(k, u, v, w));
+                }
+            } else {
+                let k = &table[(first + j) % c];
+                for (((o, &u), &v), &w) in values {
+                    o.write(f(k, u, v, w));
+                }
             }
         }
     };
     let n = a.len();
     let mut out: Vec<U> = Vec::with_capacity(n);
     let spare = &mut out.spare_capacity_mut()[..n];
-    let per_task = rows_per_task(p);
-    if n <= per_task * p {
-        fill(0, spare, a, b, c);
+    // Whole runs per task.
+    let per_task = rows_per_task(run);
+    if n <= per_task * run {
+        fill(0, spare, a, b, c3);
     } else {
-        let chunk = per_task * p;
+        let chunk = per_task * run;
         spare
             .par_chunks_mut(chunk)
-            .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)).zip(c.par_chunks(chunk)))
+            .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)).zip(c3.par_chunks(chunk)))
             .enumerate()
             .for_each(|(t, (o, ((x, y), z)))| fill(t * per_task, o, x, y, z));
     }
-    // SAFETY: as in `par_map_planes`.
+    // SAFETY: `fill` wrote each of the first `n` elements (its runs pair up with those of the
+    // operands and cover them).
     unsafe { out.set_len(n) };
     out
 }
@@ -314,7 +323,28 @@ mod avx {
 
 #[cfg(test)]
 mod tests {
-    use super::transpose;
+    use super::{par_map_planes, par_map3_planes, transpose};
+
+    /// Short planes (per-value constants) and long ones (per plane), on tensors large enough
+    /// for several parallel tasks, against the definition.
+    #[test]
+    fn plane_maps_apply_each_channels_constants() {
+        for (n, c, p) in [(64, 960, 4), (3, 5, 1), (40, 16, 1024), (7, 3, 31), (9, 6, 33)] {
+            let len = n * c * p;
+            let x: Vec<f32> = (0..len).map(|i| (i % 97) as f32).collect();
+            let y: Vec<f32> = (0..len).map(|i| (i % 89) as f32).collect();
+            let z: Vec<f32> = (0..len).map(|i| (i % 83) as f32).collect();
+            let consts = |ch: usize| (ch as f32, 2.0 * ch as f32);
+            let got = par_map3_planes(&x, &y, &z, (c, p), consts, |&(a, b), u, v, w| a * u + b * v - w);
+            let one = par_map_planes(&x, (c, p), consts, |&(a, _), u| a + u);
+            for i in 0..len {
+                let ch = (i / p) % c;
+                let (a, b) = consts(ch);
+                assert_eq!(got[i], a * x[i] + b * y[i] - z[i], "({n}, {c}, {p}) at {i}");
+                assert_eq!(one[i], a + x[i], "({n}, {c}, {p}) at {i}");
+            }
+        }
+    }
 
     #[test]
     fn transpose_matches_the_definition_on_ragged_shapes() {

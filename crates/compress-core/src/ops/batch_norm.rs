@@ -86,158 +86,78 @@ impl Float for f64 {
     }
 }
 
-const LANES: usize = 8;
-
-/// `sum f(v)` over `x` with eight independent accumulators in `T` (so the loop vectorizes; a
-/// single running sum cannot be reordered), totalled in f64.
-fn lane_sum<T: Float>(x: &[T], f: impl Fn(T) -> T) -> f64 {
-    let mut acc = [T::default(); LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = *a + f(v);
-        }
-    }
-    acc.iter().map(|a| a.f()).sum::<f64>() + chunks.remainder().iter().map(|&v| f(v).f()).sum::<f64>()
-}
-
-/// [`lane_sum`] of `f(x_i, y_i)`.
-fn lane_sum2<T: Float>(x: &[T], y: &[T], f: impl Fn(T, T) -> T) -> f64 {
-    let mut acc = [T::default(); LANES];
-    let (mut cx, mut cy) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
-    for (a8, b8) in (&mut cx).zip(&mut cy) {
-        for ((a, &u), &v) in acc.iter_mut().zip(a8).zip(b8) {
-            *a = *a + f(u, v);
-        }
-    }
-    let tail: f64 = cx.remainder().iter().zip(cy.remainder()).map(|(&u, &v)| f(u, v).f()).sum();
-    acc.iter().map(|a| a.f()).sum::<f64>() + tail
-}
-
-/// [`lane_sum`] of `f(x_i, y_i, z_i)`.
-fn lane_sum3<T: Float>(x: &[T], y: &[T], z: &[T], f: impl Fn(T, T, T) -> T) -> f64 {
-    let mut acc = [T::default(); LANES];
-    let (mut cx, mut cy, mut cz) = (x.chunks_exact(LANES), y.chunks_exact(LANES), z.chunks_exact(LANES));
-    for ((a8, b8), c8) in (&mut cx).zip(&mut cy).zip(&mut cz) {
-        for (((a, &u), &v), &w) in acc.iter_mut().zip(a8).zip(b8).zip(c8) {
-            *a = *a + f(u, v, w);
-        }
-    }
-    let tail = cx.remainder().iter().zip(cy.remainder()).zip(cz.remainder());
-    let tail: f64 = tail.map(|((&u, &v), &w)| f(u, v, w).f()).sum();
-    acc.iter().map(|a| a.f()).sum::<f64>() + tail
-}
-
-/// `(sum dz, sum dz (x - mu))` over one plane, `dz = mask(y, dy)`: AVX for `f32` where the CPU
-/// has it (the compiler does not vectorize the masked pair of sums: 3-4x slower), else two
-/// [`lane_sum`]-style passes (the plane stays in cache between them).
-fn masked_sums<T: Float>(
-    x: &[T],
-    y: &[T],
-    dy: &[T],
-    mu: T,
-    bounds: (f64, f64),
-    mask: impl Fn(T, T) -> T,
-) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx") {
-        let n = x.len().min(y.len()).min(dy.len());
-        let f = |v: &[T]| -> &[f32] {
-            // SAFETY: T is f32 (checked above): the same type under another name.
-            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), n) }
-        };
-        // SAFETY: AVX is available; the three slices hold n values.
-        return unsafe { avx::masked_sums(f(x), f(y), f(dy), mu.f() as f32, bounds) };
-    }
-    let a = lane_sum2(y, dy, &mask);
-    (a, lane_sum3(x, y, dy, |xv, yv, g| mask(yv, g) * (xv - mu)))
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx {
-    use std::arch::x86_64::*;
-
-    /// [`super::masked_sums`] for `f32`, two sets of accumulators of eight lanes.
-    ///
-    /// # Safety
-    /// AVX must be available; the slices have equal lengths.
-    #[target_feature(enable = "avx")]
-    pub(super) unsafe fn masked_sums(x: &[f32], y: &[f32], dy: &[f32], mu: f32, (lo, hi): (f64, f64)) -> (f64, f64) {
-        let identity = lo == f64::NEG_INFINITY && hi == f64::INFINITY;
-        let (lo, hi) = (lo as f32, hi as f32);
-        let n = x.len();
-        let (vmu, vlo, vhi) = (_mm256_set1_ps(mu), _mm256_set1_ps(lo), _mm256_set1_ps(hi));
-        // All ones without an activation: every dy passes.
-        let all = _mm256_castsi256_ps(_mm256_set1_epi32(if identity { -1 } else { 0 }));
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 16 <= n {
-            for h in 0..2 {
-                let j = i + 8 * h;
-                // SAFETY: j + 8 <= n for all three slices.
-                let (xv, yv, dv) = unsafe {
-                    (
-                        _mm256_loadu_ps(x.as_ptr().add(j)),
-                        _mm256_loadu_ps(y.as_ptr().add(j)),
-                        _mm256_loadu_ps(dy.as_ptr().add(j)),
-                    )
-                };
-                let inside = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(yv, vlo), _mm256_cmp_ps::<_CMP_LT_OQ>(yv, vhi));
-                let g = _mm256_and_ps(_mm256_or_ps(inside, all), dv);
-                acc[h] = _mm256_add_ps(acc[h], g);
-                acc[2 + h] = _mm256_add_ps(acc[2 + h], _mm256_mul_ps(g, _mm256_sub_ps(xv, vmu)));
-            }
-            i += 16;
-        }
-        let total = |a: __m256, b: __m256| {
-            let mut l = [0f32; 8];
-            // SAFETY: l holds eight f32.
-            unsafe { _mm256_storeu_ps(l.as_mut_ptr(), _mm256_add_ps(a, b)) };
-            l.iter().map(|&v| f64::from(v)).sum::<f64>()
-        };
-        let (mut sa, mut sb) = (total(acc[0], acc[1]), total(acc[2], acc[3]));
-        for j in i..n {
-            let inside = identity || (y[j] > lo && y[j] < hi);
-            let g = if inside { dy[j] } else { 0.0 };
-            sa += f64::from(g);
-            sb += f64::from(g * (x[j] - mu));
-        }
-        (sa, sb)
-    }
+/// Whether `bounds` clamp nothing (no activation: every `dy` passes).
+fn no_activation((lo, hi): (f64, f64)) -> bool {
+    lo == f64::NEG_INFINITY && hi == f64::INFINITY
 }
 
 /// The activation's gradient mask as a function of its output: `dy` where `lo < y < hi`, else 0
-/// (PyTorch's ReLU / hardtanh rule); every `dy` when there is no activation.
-fn act_mask<T: Float + PartialOrd>((lo, hi): (f64, f64)) -> impl Fn(T, T) -> T + Copy + Send + Sync {
-    let identity = lo == f64::NEG_INFINITY && hi == f64::INFINITY;
+/// (PyTorch's ReLU / hardtanh rule). Callers take `|_, d| d` instead when there is no
+/// activation: a run-time flag inside the loops stops the compiler from vectorising them.
+fn clamp_mask<T: Float + PartialOrd>((lo, hi): (f64, f64)) -> impl Fn(T, T) -> T + Copy + Send + Sync {
     let (lo, hi) = (T::of(lo), T::of(hi));
-    move |y, d| if identity | ((y > lo) & (y < hi)) { d } else { T::default() }
+    move |y, d| if (y > lo) & (y < hi) { d } else { T::default() }
 }
 
-pub(super) fn stats<T: Float>(x: &[T], n: usize, c: usize, p: usize, eps: f64) -> Stats {
-    let per: Vec<(f64, f64)> = (0..c)
+/// Per-channel totals of `K` element-wise quantities over `[N, C, plane]` data: `add(i, acc)`
+/// adds sample `i`'s values into `K` accumulators of one sample's shape (`C plane` values:
+/// loops without a reduction chain, so they vectorise, and no per-plane overhead where planes
+/// hold four values); the accumulators of each parallel task are folded per channel at the end.
+/// Returns `K` blocks of `C` f64 totals.
+fn channel_sums<T: Float, const K: usize>(
+    (n, c, p): (usize, usize, usize),
+    add: impl Fn(usize, &mut [Vec<T>; K]) + Sync + Send,
+) -> Vec<f64> {
+    let cp = c * p;
+    let per_channel = |acc: [Vec<T>; K]| -> Vec<f64> {
+        let total = |v: &[T]| v.iter().map(|t| t.f()).sum::<f64>();
+        acc.iter().flat_map(|a| a.chunks(p.max(1)).map(total).collect::<Vec<_>>()).collect()
+    };
+    (0..n)
         .into_par_iter()
-        .map(|ch| {
-            let m = (n * p) as f64;
-            let plane = |i: usize| &x[(i * c + ch) * p..][..p];
-            let mean = (0..n).map(|i| lane_sum(plane(i), |v| v)).sum::<f64>() / m;
-            let mt = T::of(mean);
-            let q = (0..n)
-                .map(|i| {
-                    lane_sum(plane(i), |v| {
-                        let d = v - mt;
-                        d * d
-                    })
-                })
-                .sum::<f64>();
-            (mean, q / m)
-        })
-        .collect();
-    Stats {
-        mean: per.iter().map(|s| s.0).collect(),
-        invstd: per.iter().map(|s| 1.0 / (s.1 + eps).sqrt()).collect(),
-        var: per.iter().map(|s| s.1).collect(),
-    }
+        .with_min_len(crate::cpu::rows_per_task(cp))
+        .fold(
+            || std::array::from_fn(|_| vec![T::default(); cp]),
+            |mut acc, i| {
+                add(i, &mut acc);
+                acc
+            },
+        )
+        .map(per_channel)
+        .reduce(
+            || vec![0.0; K * c],
+            |mut u, v| {
+                u.iter_mut().zip(v).for_each(|(s, t)| *s += t);
+                u
+            },
+        )
+}
+
+/// Each channel's value repeated over its plane: one sample's `C plane` values.
+fn per_value<T: Float>(v: &[f64], p: usize) -> Vec<T> {
+    v.iter().flat_map(|&m| std::iter::repeat_n(T::of(m), p)).collect()
+}
+
+/// Batch mean and biased variance per channel (two passes: the mean, then the squared
+/// deviations from it).
+pub(super) fn stats<T: Float>(x: &[T], n: usize, c: usize, p: usize, eps: f64) -> Stats {
+    let (cp, m) = (c * p, (n * p).max(1) as f64);
+    let sample = |i: usize| &x[i * cp..(i + 1) * cp];
+    let sums = channel_sums((n, c, p), |i, [a]: &mut [Vec<T>; 1]| {
+        for (a, &v) in a.iter_mut().zip(sample(i)) {
+            *a = *a + v;
+        }
+    });
+    let mean: Vec<f64> = sums.iter().map(|s| s / m).collect();
+    let mu = per_value::<T>(&mean, p);
+    let sq = channel_sums((n, c, p), |i, [a]: &mut [Vec<T>; 1]| {
+        for ((a, &v), &u) in a.iter_mut().zip(sample(i)).zip(&mu) {
+            let d = v - u;
+            *a = *a + d * d;
+        }
+    });
+    let var: Vec<f64> = sq.iter().map(|q| q / m).collect();
+    Stats { invstd: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(), mean, var }
 }
 
 /// `(x) -> [2, C]` mean and biased variance (no backward).
@@ -284,8 +204,7 @@ pub(super) fn normalize_act<T: Float + PartialOrd>(
     (c, p): (usize, usize),
     (lo, hi): (f64, f64),
 ) -> Vec<T> {
-    let consts = |i: usize| {
-        let ch = i % c;
+    let consts = |ch: usize| {
         let a = st.invstd[ch] * gb[ch].f();
         (T::of(a), T::of(gb[c + ch].f() - st.mean[ch] * a))
     };
@@ -295,8 +214,8 @@ pub(super) fn normalize_act<T: Float + PartialOrd>(
         if z > hi { hi } else { z }
     };
     match r {
-        None => crate::cpu::par_map_planes(x, p, consts, |&(a, b), v| clamp(v * a + b)),
-        Some(r) => crate::cpu::par_map2_planes(x, r, p, consts, |&(a, b), v, rv| clamp(v * a + b + rv)),
+        None => crate::cpu::par_map_planes(x, (c, p), consts, |&(a, b), v| clamp(v * a + b)),
+        Some(r) => crate::cpu::par_map2_planes(x, r, (c, p), consts, |&(a, b), v, rv| clamp(v * a + b + rv)),
     }
 }
 
@@ -323,17 +242,18 @@ impl super::residual_op::ResidualOp for NormalizeAct {
         y: &Tensor,
         dy: &Tensor,
         want_dz: bool,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
         let bounds = (self.lo, self.hi);
         if self.batch {
-            return train_grads(x, gb, y, dy, &self.st, bounds, want_dz);
+            let (dx, dgb, dz) = train_grads(x, gb, y, dy, &self.st, bounds, want_dz)?;
+            return Ok((Some(dx), dgb, dz));
         }
         // Fixed statistics: dx = gamma / sigma dz.
         let dz = masked_grad(y, dy, bounds)?;
         let c = x.dim(1)?;
         let sums = x.apply_op3_no_bwd(y, dy, &Sums { st: self.st.clone(), bounds })?;
         let dx = dz.apply_op2_no_bwd(&gb.narrow(0, 0, c)?, &EvalInputGrad { st: self.st.clone() })?;
-        Ok((dx, gamma_beta_grads(&sums, c, gb.dtype())?, want_dz.then_some(dz)))
+        Ok((Some(dx), gamma_beta_grads(&sums, c, gb.dtype())?, want_dz.then_some(dz)))
     }
 }
 
@@ -389,7 +309,7 @@ impl candle_core::CustomOp2 for EvalInputGrad {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (_, c, p) = ncp(l1)?;
         fn scale<T: Float>(dz: &[T], g: &[T], st: &Stats, c: usize, p: usize) -> Vec<T> {
-            crate::cpu::par_map_planes(dz, p, |i| T::of(g[i % c].f() * st.invstd[i % c]), |&a, v| v * a)
+            crate::cpu::par_map_planes(dz, (c, p), |ch| T::of(g[ch].f() * st.invstd[ch]), |&a, v| v * a)
         }
         let out = match (s1, s2) {
             (CpuStorage::F32(d), CpuStorage::F32(g)) => {
@@ -416,30 +336,34 @@ fn sums<T: Float + PartialOrd>(
     y: &[T],
     dy: &[T],
     st: &Stats,
-    (n, c, p): (usize, usize, usize),
+    dims: (usize, usize, usize),
     bounds: (f64, f64),
 ) -> Vec<f64> {
-    let mask = act_mask::<T>(bounds);
-    let means: Vec<T> = st.mean.iter().map(|&m| T::of(m)).collect();
-    // Contiguous runs of planes per task (each with partial sums for every channel), reduced at
-    // the end: a channel's planes lie `c p` values apart, so a task per channel would stride.
-    let plane_sums = |mut acc: Vec<f64>, i: usize| {
-        let (ch, o) = (i % c, i * p);
-        let (xp, yp, gp) = (&x[o..o + p], &y[o..o + p], &dy[o..o + p]);
-        let (sa, sb) = masked_sums(xp, yp, gp, means[ch], bounds, mask);
-        acc[ch] += sa;
-        acc[c + ch] += sb;
-        acc
-    };
-    let add = |mut a: Vec<f64>, b: Vec<f64>| {
-        a.iter_mut().zip(b).for_each(|(u, v)| *u += v);
-        a
-    };
-    let mut out = (0..n * c)
-        .into_par_iter()
-        .with_min_len(crate::cpu::rows_per_task(p))
-        .fold(|| vec![0.0; 2 * c], plane_sums)
-        .reduce(|| vec![0.0; 2 * c], add);
+    if no_activation(bounds) {
+        return sums_masked(x, y, dy, st, dims, |_, d| d);
+    }
+    sums_masked(x, y, dy, st, dims, clamp_mask(bounds))
+}
+
+/// `[sum dz; sum dz xhat]` per channel, `dz = mask(y, dy)`, in one pass.
+fn sums_masked<T: Float, M: Fn(T, T) -> T + Copy + Send + Sync>(
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    st: &Stats,
+    (n, c, p): (usize, usize, usize),
+    mask: M,
+) -> Vec<f64> {
+    let cp = c * p;
+    let mu = per_value::<T>(&st.mean, p);
+    let mut out = channel_sums((n, c, p), |i, [a, b]: &mut [Vec<T>; 2]| {
+        let (xs, ys, ds) = (&x[i * cp..(i + 1) * cp], &y[i * cp..(i + 1) * cp], &dy[i * cp..(i + 1) * cp]);
+        for (((((a, b), &xv), &yv), &dv), &m) in a.iter_mut().zip(b.iter_mut()).zip(xs).zip(ys).zip(ds).zip(&mu) {
+            let g = mask(yv, dv);
+            *a = *a + g;
+            *b = *b + g * (xv - m);
+        }
+    });
     for (ch, v) in out[c..].iter_mut().enumerate() {
         *v *= st.invstd[ch];
     }
@@ -487,16 +411,29 @@ impl InputGrad {
     /// `dx = k (M dz - dbeta - xhat dgamma)`, `k = gamma / sigma / M`, as `A dz + B x + C` per
     /// channel (one pass).
     fn run<T: Float + PartialOrd>(&self, x: &[T], y: &[T], dy: &[T], c: usize, p: usize) -> Vec<T> {
-        let (st, sums, mask) = (&self.st, &self.sums, act_mask::<T>(self.bounds));
+        if no_activation(self.bounds) {
+            return self.run_masked(x, y, dy, (c, p), |_, d| d);
+        }
+        self.run_masked(x, y, dy, (c, p), clamp_mask(self.bounds))
+    }
+
+    fn run_masked<T: Float, M: Fn(T, T) -> T + Sync>(
+        &self,
+        x: &[T],
+        y: &[T],
+        dy: &[T],
+        (c, p): (usize, usize),
+        mask: M,
+    ) -> Vec<T> {
+        let (st, sums) = (&self.st, &self.sums);
         // M = N * plane values per channel.
         let m = (x.len() / c) as f64;
         crate::cpu::par_map3_planes(
             x,
             y,
             dy,
-            p,
-            |i| {
-                let ch = i % c;
+            (c, p),
+            |ch| {
                 let (mu, s) = (st.mean[ch], st.invstd[ch]);
                 let (db, dg) = (sums[ch], sums[c + ch]);
                 let k = self.gamma[ch] * s / m;
@@ -657,7 +594,7 @@ mod tests {
         assert!(batch_norm_train(&bad, &bad, &bad, 1e-5).is_err());
     }
 
-    /// The f32 path (computed in f32 with eight-lane sums, AVX masked sums in the backward)
+    /// The f32 path (computed in f32 with per-value accumulators over the samples)
     /// against the f64 one, on planes long enough for the vector loops and their remainders
     /// (63 values), values and gradients, with each activation.
     #[test]

@@ -573,9 +573,43 @@ pub(super) fn forward<T: Elem>(x: &[T], w: &[T], d: &Dims) -> Vec<T> {
     })
 }
 
+/// The input gradient of a stride-1 convolution as a forward convolution of `dY`:
+/// `dX = conv(dY, W')` with `W'[g, ci, co, ky, kx] = W[g, co, ci, k-1-ky, k-1-kx]` (per group,
+/// input and output channels swapped, taps reversed), padding `dl (k - 1) - p`, same dilation.
+/// One GEMM of depth `cout_g k k` per sample and group writes `dX` directly, where the general
+/// path's depth-`cout_g` GEMM fills a `k k`-times larger column buffer for `col2im` to add up.
+/// `None` when the padding exceeds the kernel's span (a negative padding here).
+fn input_grad_as_conv<T: Elem>(gy: &[T], w: &[T], d: &Dims) -> Option<Vec<T>> {
+    let (k, dl, p) = (d.k, d.geo.dilation, d.geo.padding);
+    if d.geo.stride != 1 || p > dl * (k - 1) {
+        return None;
+    }
+    let (g, cin_g, cout_g, kk) = (d.geo.groups, d.cin_g(), d.cout_g(), k * k);
+    let mut wt = vec![T::default(); w.len()];
+    for gi in 0..g {
+        for co in 0..cout_g {
+            for ci in 0..cin_g {
+                let src = &w[((gi * cout_g + co) * cin_g + ci) * kk..][..kk];
+                let dst = &mut wt[((gi * cin_g + ci) * cout_g + co) * kk..][..kk];
+                for (t, v) in dst.iter_mut().zip(src.iter().rev()) {
+                    *t = *v;
+                }
+            }
+        }
+    }
+    let geo = Conv2dGeometry { padding: dl * (k - 1) - p, ..d.geo };
+    let dt = Dims { n: d.n, cin: d.cout, h: d.oh, w: d.ow, cout: d.cin, k, oh: d.h, ow: d.w, geo };
+    Some(forward(gy, &wt, &dt))
+}
+
 fn backward_input<T: Elem>(gy: &[T], w: &[T], d: &Dims) -> Vec<T> {
     if d.depthwise() {
         return depthwise::input_grad(gy, w, d);
+    }
+    if !d.pointwise()
+        && let Some(dx) = input_grad_as_conv(gy, w, d)
+    {
+        return dx;
     }
     let (cin_g, cout_g, kk, ohw) = (d.cin_g(), d.cout_g(), d.kk(), d.ohw());
     let mut dx = vec![T::default(); d.n * d.cin * d.h * d.w];
@@ -797,9 +831,10 @@ impl CustomOp2 for Conv {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let gy = gy.contiguous()?;
-        let dx = gy.apply_op2_no_bwd(w, &ConvInputGrad(self.0))?;
-        let dw = x.apply_op2_no_bwd(&gy, &ConvWeightGrad(self.0))?;
-        Ok((Some(dx), Some(dw)))
+        // No input gradient for an input that needs none (the data batch).
+        let dx = if x.track_op() { Some(gy.apply_op2_no_bwd(w, &ConvInputGrad(self.0))?) } else { None };
+        let dw = if w.track_op() { Some(x.apply_op2_no_bwd(&gy, &ConvWeightGrad(self.0))?) } else { None };
+        Ok((dx, dw))
     }
 }
 

@@ -54,7 +54,8 @@ impl ResidualOp for ConvBnAct {
         Ok((z, shape))
     }
 
-    /// `(dx, d[w; gamma; beta], dr)` from `dz`.
+    /// `(dx, d[w; gamma; beta], dr)` from `dz` (no `dx` for an input that needs no gradient:
+    /// the data batch into a network's first layer).
     fn grads(
         &self,
         x: &Tensor,
@@ -62,14 +63,14 @@ impl ResidualOp for ConvBnAct {
         z: &Tensor,
         dz: &Tensor,
         residual: bool,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
         let Some(saved) = self.saved.get() else { candle_core::bail!("conv_bn_act: backward before forward") };
         let d = self.d;
         let nw = d.cout * d.kk();
         let w = wgb.narrow(0, 0, nw)?.reshape((d.cout, d.cin_g(), d.k, d.k))?;
         let gb = wgb.narrow(0, nw, 2 * d.cout)?;
         let (dy, dgb, dr) = batch_norm::train_grads(&saved.y, &gb, z, dz, &saved.st, self.bounds, residual)?;
-        let dx = dy.apply_op2_no_bwd(&w, &ConvInputGrad(d))?;
+        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(&w, &ConvInputGrad(d))?) } else { None };
         let dw = x.apply_op2_no_bwd(&dy, &ConvWeightGrad(d))?;
         Ok((dx, Tensor::cat(&[dw.flatten_all()?, dgb], 0)?, dr))
     }
@@ -195,6 +196,34 @@ mod tests {
             check((2, 6, 6, 8, 8, 3), g(1, 1, 6), false, (0.0, 6.0), dt); // depthwise
             check((3, 8, 12, 5, 5, 1), g(1, 0, 1), true, (f64::NEG_INFINITY, f64::INFINITY), dt); // pointwise
             check((2, 4, 6, 9, 9, 1), g(2, 0, 1), false, (f64::NEG_INFINITY, f64::INFINITY), dt); // projection
+        }
+    }
+
+    /// An input that needs no gradient (the data batch) gets none, and the parameters' gradients
+    /// are those computed with it as a variable; likewise for the plain convolution.
+    #[test]
+    fn constant_inputs_get_no_gradient() {
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(values(2 * 3 * 6 * 6, 1), (2, 3, 6, 6), &dev).expect("x");
+        let w = Var::from_vec(values(4 * 3 * 9, 2), (4, 3, 3, 3), &dev).expect("w");
+        let g = Var::from_vec(vec![1.0f64; 4], 4, &dev).expect("g");
+        let b = Var::from_vec(values(4, 3), 4, &dev).expect("b");
+        let geo = Conv2dGeometry::new(1, 1, 1);
+        let relu = (0.0, f64::INFINITY);
+        let grads = |x: &Tensor| {
+            let (z, _, _) = conv_bn_act_train(x, w.as_tensor(), geo, g.as_tensor(), b.as_tensor(), None, 1e-5, relu)
+                .expect("fused");
+            let y = conv2d::conv2d(x, w.as_tensor(), geo).expect("conv");
+            let (zs, ys) = (z.sqr().expect("s").sum_all().expect("s"), y.sqr().expect("s").sum_all().expect("s"));
+            (zs + ys).expect("loss").backward().expect("backward")
+        };
+        let xv = Var::from_tensor(&x).expect("var");
+        let (constant, variable) = (grads(&x), grads(xv.as_tensor()));
+        assert!(constant.get(&x).is_none());
+        assert!(variable.get(xv.as_tensor()).is_some());
+        for v in [&w, &g, &b] {
+            let (a, b) = (constant.get(v.as_tensor()).expect("a"), variable.get(v.as_tensor()).expect("b"));
+            assert!(max_diff(a, b) < 1e-12);
         }
     }
 

@@ -19,7 +19,8 @@ pub(super) trait ResidualOp {
     /// `y` and its shape from contiguous operands (`x` laid out as `lx`).
     fn run<T: Scalar>(&self, x: &[T], lx: &Layout, p: &[T], r: Option<&[T]>) -> Result<(Vec<T>, Shape)>;
 
-    /// `(dx, dp, dr)` from the output `y` and its gradient `dy` (`dr` only when `want_r`).
+    /// `(dx, dp, dr)` from the output `y` and its gradient `dy` (`dr` only when `want_r`; `dx`
+    /// may be left out when `x` needs no gradient).
     fn grads(
         &self,
         x: &Tensor,
@@ -27,7 +28,7 @@ pub(super) trait ResidualOp {
         y: &Tensor,
         dy: &Tensor,
         want_r: bool,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)>;
+    ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)>;
 }
 
 fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
@@ -91,7 +92,7 @@ macro_rules! residual_op {
                 dy: &candle_core::Tensor,
             ) -> candle_core::Result<(Option<candle_core::Tensor>, Option<candle_core::Tensor>)> {
                 let (dx, dp, _) = $crate::ops::residual_op::ResidualOp::grads(self, x, p, y, dy, false)?;
-                Ok((Some(dx), Some(dp)))
+                Ok((dx, Some(dp)))
             }
         }
 
@@ -126,7 +127,7 @@ macro_rules! residual_op {
                 Option<candle_core::Tensor>,
             )> {
                 let (dx, dp, dr) = $crate::ops::residual_op::ResidualOp::grads(self, x, p, y, dy, true)?;
-                Ok((Some(dx), Some(dp), dr))
+                Ok((dx, Some(dp), dr))
             }
         }
     };
