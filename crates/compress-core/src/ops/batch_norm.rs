@@ -196,6 +196,19 @@ struct NormalizeAct {
 
 /// `y = clamp(a_c x + b_c (+ r), lo, hi)` with `a_c = gamma_c / sigma_c`,
 /// `b_c = beta_c - mu_c a_c` (one pass; the clamp is two selects, so it vectorizes).
+/// `(a_c, b_c)` with `gamma xhat + beta = a_c x + b_c`: `a_c = gamma_c / sigma_c`,
+/// `b_c = beta_c - mu_c a_c` (`gb = [gamma; beta]`). The forward and the backward's activation
+/// mask both take the pre-activation from these, so they agree to the bit.
+fn scale_shift(st: &Stats, gb: &[f64]) -> Vec<(f64, f64)> {
+    let c = st.mean.len();
+    (0..c)
+        .map(|ch| {
+            let a = st.invstd[ch] * gb[ch];
+            (a, gb[c + ch] - st.mean[ch] * a)
+        })
+        .collect()
+}
+
 pub(super) fn normalize_act<T: Float + PartialOrd>(
     x: &[T],
     gb: &[T],
@@ -204,10 +217,9 @@ pub(super) fn normalize_act<T: Float + PartialOrd>(
     (c, p): (usize, usize),
     (lo, hi): (f64, f64),
 ) -> Vec<T> {
-    let consts = |ch: usize| {
-        let a = st.invstd[ch] * gb[ch].f();
-        (T::of(a), T::of(gb[c + ch].f() - st.mean[ch] * a))
-    };
+    let gb: Vec<f64> = gb.iter().map(|v| v.f()).collect();
+    let ab = scale_shift(st, &gb);
+    let consts = |ch: usize| (T::of(ab[ch].0), T::of(ab[ch].1));
     let (lo, hi) = (T::of(lo), T::of(hi));
     let clamp = move |z: T| {
         let z = if z < lo { lo } else { z };
@@ -251,7 +263,7 @@ impl super::residual_op::ResidualOp for NormalizeAct {
         // Fixed statistics: dx = gamma / sigma dz.
         let dz = masked_grad(y, dy, bounds)?;
         let c = x.dim(1)?;
-        let sums = x.apply_op3_no_bwd(y, dy, &Sums { st: self.st.clone(), bounds })?;
+        let sums = x.apply_op3_no_bwd(y, dy, &Sums { st: self.st.clone(), bounds, pre: vec![(1.0, 0.0); c] })?;
         let dx = dz.apply_op2_no_bwd(&gb.narrow(0, 0, c)?, &EvalInputGrad { st: self.st.clone() })?;
         Ok((Some(dx), gamma_beta_grads(&sums, c, gb.dtype())?, want_dz.then_some(dz)))
     }
@@ -286,10 +298,15 @@ pub(super) fn train_grads(
 ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let (y, dy) = (y.contiguous()?, dy.contiguous()?);
     let c = x.dim(1)?;
-    let sums = x.apply_op3_no_bwd(&y, &dy, &Sums { st: st.clone(), bounds })?;
-    let gamma: Vec<f64> = gb.narrow(0, 0, c)?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+    let gbv: Vec<f64> = gb.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+    // The mask's operand: without a residual, the pre-activation is `a_c x + b_c` (from `x`,
+    // which the passes read anyway: one stream fewer than reading the output `y`); with one it
+    // is not recoverable from `x`, so the output (`1 y + 0`).
+    let (m, pre) = if want_dz { (&y, vec![(1.0, 0.0); c]) } else { (x, scale_shift(st, &gbv)) };
+    let sums = x.apply_op3_no_bwd(m, &dy, &Sums { st: st.clone(), bounds, pre: pre.clone() })?;
     let sv: Vec<f64> = sums.flatten_all()?.to_vec1()?;
-    let dx = x.apply_op3_no_bwd(&y, &dy, &InputGrad { st: st.clone(), sums: sv, gamma, bounds })?;
+    let gamma = gbv[..c].to_vec();
+    let dx = x.apply_op3_no_bwd(m, &dy, &InputGrad { st: st.clone(), sums: sv, gamma, bounds, pre })?;
     let dz = if want_dz { Some(masked_grad(&y, &dy, bounds)?) } else { None };
     Ok((dx, gamma_beta_grads(&sums, c, gb.dtype())?, dz))
 }
@@ -324,50 +341,50 @@ impl candle_core::CustomOp2 for EvalInputGrad {
     }
 }
 
-/// `(x, y, dy) -> [2, C]`: `sum(dz)` and `sum(dz xhat)` per channel, `dz` the output gradient
-/// `dy` masked by the activation at the output `y`.
+/// `(x, m, dy) -> [2, C]`: `sum(dz)` and `sum(dz xhat)` per channel, `dz` the output gradient
+/// `dy` masked by the activation at its input `pre_a m + pre_b` (per channel).
 struct Sums {
     st: Arc<Stats>,
     bounds: (f64, f64),
+    pre: Vec<(f64, f64)>,
 }
 
-fn sums<T: Float + PartialOrd>(
-    x: &[T],
-    y: &[T],
-    dy: &[T],
-    st: &Stats,
-    dims: (usize, usize, usize),
-    bounds: (f64, f64),
-) -> Vec<f64> {
-    if no_activation(bounds) {
-        return sums_masked(x, y, dy, st, dims, |_, d| d);
-    }
-    sums_masked(x, y, dy, st, dims, clamp_mask(bounds))
-}
-
-/// `[sum dz; sum dz xhat]` per channel, `dz = mask(y, dy)`, in one pass.
-fn sums_masked<T: Float, M: Fn(T, T) -> T + Copy + Send + Sync>(
-    x: &[T],
-    y: &[T],
-    dy: &[T],
-    st: &Stats,
-    (n, c, p): (usize, usize, usize),
-    mask: M,
-) -> Vec<f64> {
-    let cp = c * p;
-    let mu = per_value::<T>(&st.mean, p);
-    let mut out = channel_sums((n, c, p), |i, [a, b]: &mut [Vec<T>; 2]| {
-        let (xs, ys, ds) = (&x[i * cp..(i + 1) * cp], &y[i * cp..(i + 1) * cp], &dy[i * cp..(i + 1) * cp]);
-        for (((((a, b), &xv), &yv), &dv), &m) in a.iter_mut().zip(b.iter_mut()).zip(xs).zip(ys).zip(ds).zip(&mu) {
-            let g = mask(yv, dv);
-            *a = *a + g;
-            *b = *b + g * (xv - m);
+impl Sums {
+    fn run<T: Float + PartialOrd>(&self, x: &[T], y: &[T], dy: &[T], dims: (usize, usize, usize)) -> Vec<f64> {
+        if no_activation(self.bounds) {
+            return self.run_masked(x, y, dy, dims, |_, d| d);
         }
-    });
-    for (ch, v) in out[c..].iter_mut().enumerate() {
-        *v *= st.invstd[ch];
+        self.run_masked(x, y, dy, dims, clamp_mask(self.bounds))
     }
-    out
+
+    /// `[sum dz; sum dz xhat]` per channel, `dz = mask(pre_a y + pre_b, dy)`, in one pass.
+    fn run_masked<T: Float, M: Fn(T, T) -> T + Copy + Send + Sync>(
+        &self,
+        x: &[T],
+        y: &[T],
+        dy: &[T],
+        (n, c, p): (usize, usize, usize),
+        mask: M,
+    ) -> Vec<f64> {
+        let (cp, st, pre) = (c * p, &self.st, &self.pre);
+        let mu = per_value::<T>(&st.mean, p);
+        // (mu, pre_a, pre_b) of every value of a sample.
+        let k: Vec<(T, T, T)> = (0..cp).map(|j| (mu[j], T::of(pre[j / p].0), T::of(pre[j / p].1))).collect();
+        let mut out = channel_sums((n, c, p), |i, [a, b]: &mut [Vec<T>; 2]| {
+            let (xs, ys, ds) = (&x[i * cp..(i + 1) * cp], &y[i * cp..(i + 1) * cp], &dy[i * cp..(i + 1) * cp]);
+            for (((((a, b), &xv), &yv), &dv), &(m, pa, pb)) in
+                a.iter_mut().zip(b.iter_mut()).zip(xs).zip(ys).zip(ds).zip(&k)
+            {
+                let g = mask(yv * pa + pb, dv);
+                *a = *a + g;
+                *b = *b + g * (xv - m);
+            }
+        });
+        for (ch, v) in out[c..].iter_mut().enumerate() {
+            *v *= st.invstd[ch];
+        }
+        out
+    }
 }
 
 impl CustomOp3 for Sums {
@@ -387,10 +404,10 @@ impl CustomOp3 for Sums {
         let dims = ncp(l1)?;
         let v = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(d)) => {
-                sums(contiguous(x, l1)?, contiguous(y, l2)?, contiguous(d, l3)?, &self.st, dims, self.bounds)
+                self.run(contiguous(x, l1)?, contiguous(y, l2)?, contiguous(d, l3)?, dims)
             }
             (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(d)) => {
-                sums(contiguous(x, l1)?, contiguous(y, l2)?, contiguous(d, l3)?, &self.st, dims, self.bounds)
+                self.run(contiguous(x, l1)?, contiguous(y, l2)?, contiguous(d, l3)?, dims)
             }
             _ => candle_core::bail!("batch_norm backward: only f32 and f64 are supported"),
         };
@@ -398,13 +415,14 @@ impl CustomOp3 for Sums {
     }
 }
 
-/// `(x, y, dy) -> dx`, the activation's mask applied to `dy` on the way.
+/// `(x, m, dy) -> dx`, the activation's mask (at `pre_a m + pre_b`) applied to `dy` on the way.
 struct InputGrad {
     st: Arc<Stats>,
     /// `[sum dz; sum dz xhat]` per channel.
     sums: Vec<f64>,
     gamma: Vec<f64>,
     bounds: (f64, f64),
+    pre: Vec<(f64, f64)>,
 }
 
 impl InputGrad {
@@ -438,9 +456,10 @@ impl InputGrad {
                 let (db, dg) = (sums[ch], sums[c + ch]);
                 let k = self.gamma[ch] * s / m;
                 // k (M dz - db - (x - mu) s dg) = (k M) dz + (-k s dg) x + k (mu s dg - db)
-                (T::of(k * m), T::of(-k * s * dg), T::of(k * (mu * s * dg - db)))
+                let (pa, pb) = self.pre[ch];
+                (T::of(k * m), T::of(-k * s * dg), T::of(k * (mu * s * dg - db)), T::of(pa), T::of(pb))
             },
-            |&(a, b, cc), xv, yv, gy| a * mask(yv, gy) + b * xv + cc,
+            |&(a, b, cc, pa, pb), xv, yv, gy| a * mask(yv * pa + pb, gy) + b * xv + cc,
         )
     }
 }
