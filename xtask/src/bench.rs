@@ -56,7 +56,20 @@ impl Net {
     }
 }
 
-fn measure(net: Net, batch: usize, steps: usize, stock: bool) -> Result<Timing> {
+/// Per step: each op's milliseconds and calls, largest first, and the ops' total.
+fn print_ops(steps: usize) {
+    let mut ops = compress_core::ops::profile::take();
+    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let per = |v: f64| v * 1e3 / steps.max(1) as f64;
+    println!("| op (per step) | ms | calls |");
+    println!("| --- | --- | --- |");
+    for (name, s, n) in &ops {
+        println!("| {name} | {:.1} | {} |", per(*s), n / steps.max(1));
+    }
+    println!("| all ops | {:.1} | |", per(ops.iter().map(|o| o.1).sum()));
+}
+
+fn measure(net: Net, batch: usize, steps: usize, stock: bool, ops: bool) -> Result<Timing> {
     compress_core::ops::use_candle_ops(stock);
     let dev = Device::Cpu;
     let net = net.build(&dev)?;
@@ -65,6 +78,8 @@ fn measure(net: Net, batch: usize, steps: usize, stock: bool) -> Result<Timing> 
     let y = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, &dev)?;
     let (mut f, mut b, mut u, mut e) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..steps + 2 {
+        // Ops recorded over the timed steps only.
+        compress_core::ops::profile::record_ops(ops && i >= 2);
         let t0 = Instant::now();
         let loss = cross_entropy(&net.forward_t(&x, true)?, &y, 0.0)?;
         loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
@@ -78,6 +93,10 @@ fn measure(net: Net, batch: usize, steps: usize, stock: bool) -> Result<Timing> 
             b.push((t2 - t1).as_secs_f64());
             u.push((t3 - t2).as_secs_f64());
         }
+    }
+    compress_core::ops::profile::record_ops(false);
+    if ops {
+        print_ops(steps);
     }
     for i in 0..steps + 2 {
         let t0 = Instant::now();
@@ -122,7 +141,7 @@ fn conv_layer(steps: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn run(what: &str, steps: usize, ours_only: bool) -> Result<()> {
+pub fn run(what: &str, steps: usize, ours_only: bool, ops: bool) -> Result<()> {
     if what == "conv" {
         return conv_layer(steps);
     }
@@ -144,7 +163,7 @@ pub fn run(what: &str, steps: usize, ours_only: bool) -> Result<()> {
             &[("compress-core", false), ("stock candle 0.11", true)]
         };
         for &(name, candle) in arms {
-            let t = measure(net, batch, steps, candle)?;
+            let t = measure(net, batch, steps, candle, ops && !candle)?;
             let s = t.fwd + t.bwd + t.upd;
             total.push(s);
             println!(

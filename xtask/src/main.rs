@@ -91,6 +91,9 @@ enum Task {
         /// (no candle comparison, e.g. under a profiler).
         #[arg(long)]
         quick: bool,
+        /// train-step: also the time of each of the toolkit's ops per step (conv shapes apart).
+        #[arg(long)]
+        ops: bool,
     },
     /// Print the newest report of each method as one table.
     Report,
@@ -132,7 +135,7 @@ fn main() -> std::process::ExitCode {
         Task::Train { model, dataset, epochs, smoke, resume } => {
             tasks::train(&model, dataset.as_deref(), epochs, smoke, resume, quiet)
         }
-        Task::Bench { what, steps, seconds, quick } => {
+        Task::Bench { what, steps, seconds, quick, ops } => {
             if what == "onexn" {
                 bench_onexn::run(seconds, quick)
             } else if what == "ddtb" {
@@ -142,7 +145,7 @@ fn main() -> std::process::ExitCode {
             } else if what == "synth" {
                 bench_synth::run(steps)
             } else {
-                bench::run(&what, steps, quick)
+                bench::run(&what, steps, quick, ops)
             }
         }
         Task::Report => tasks::report(),

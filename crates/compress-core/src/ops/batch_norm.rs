@@ -171,6 +171,7 @@ impl CustomOp1 for StatsOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| self.name().to_string());
         let (n, c, p) = ncp(l)?;
         let st = match s {
             CpuStorage::F32(v) => stats(contiguous(v, l)?, n, c, p, self.eps),
@@ -324,6 +325,7 @@ impl candle_core::CustomOp2 for EvalInputGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| self.name().to_string());
         let (_, c, p) = ncp(l1)?;
         fn scale<T: Float>(dz: &[T], g: &[T], st: &Stats, c: usize, p: usize) -> Vec<T> {
             crate::cpu::par_map_planes(dz, (c, p), |ch| T::of(g[ch].f() * st.invstd[ch]), |&a, v| v * a)
@@ -401,6 +403,7 @@ impl CustomOp3 for Sums {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| self.name().to_string());
         let dims = ncp(l1)?;
         let v = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(d)) => {
@@ -478,6 +481,7 @@ impl CustomOp3 for InputGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| self.name().to_string());
         let (_, c, p) = ncp(l1)?;
         let out = dispatch3!(s1, l1, s2, l2, s3, l3, |x, y, d| self.run(x, y, d, c, p), "batch_norm backward");
         Ok((out, l1.shape().clone()))

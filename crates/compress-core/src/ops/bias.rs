@@ -44,6 +44,7 @@ impl CustomOp2 for BiasAddLast {
     }
 
     fn cpu_fwd(&self, sx: &CpuStorage, lx: &Layout, sb: &CpuStorage, lb: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| self.name().to_string());
         let (x, b) = (slice(sx, lx)?, slice(sb, lb)?);
         let d = b.len().max(1);
         // One memory-bound pass (no copy-then-add).
@@ -88,6 +89,7 @@ impl CustomOp2 for BiasAdd {
     }
 
     fn cpu_fwd(&self, sx: &CpuStorage, lx: &Layout, sb: &CpuStorage, lb: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| self.name().to_string());
         let (x, b) = (slice(sx, lx)?, slice(sb, lb)?);
         let dims = lx.dims();
         let plane = dims[2] * dims[3];

@@ -56,6 +56,7 @@ impl CustomOp1 for Clamp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| self.name().to_string());
         let out = match s {
             CpuStorage::F32(v) => CpuStorage::F32(forward(slice(v, l)?, self.lo as f32, self.hi as f32)),
             CpuStorage::F64(v) => CpuStorage::F64(forward(slice(v, l)?, self.lo, self.hi)),
@@ -87,6 +88,7 @@ impl CustomOp2 for ClampGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| self.name().to_string());
         let out = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
                 CpuStorage::F32(backward(slice(x, l1)?, slice(g, l2)?, self.lo as f32, self.hi as f32))

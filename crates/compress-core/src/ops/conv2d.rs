@@ -63,6 +63,15 @@ pub(super) struct Dims {
     pub(super) geo: Conv2dGeometry,
 }
 
+impl std::fmt::Display for Dims {
+    /// `cin -> cout, h x w, k, stride, groups (, dilation)`, as the op profile names shapes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.geo;
+        write!(f, "{}->{} {}x{} k{} s{} g{}", self.cin, self.cout, self.h, self.w, self.k, g.stride, g.groups)?;
+        if g.dilation > 1 { write!(f, " d{}", g.dilation) } else { Ok(()) }
+    }
+}
+
 impl Dims {
     pub(super) fn cin_g(&self) -> usize {
         self.cin / self.geo.groups
@@ -1077,6 +1086,7 @@ impl CustomOp2 for Conv {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| format!("{} {}", self.name(), self.0));
         let d = self.0;
         let out = dispatch!(s1, l1, s2, l2, |x, w| forward(x, w, &d), self.name());
         Ok((out, Shape::from((d.n, d.cout, d.oh, d.ow))))
@@ -1097,6 +1107,7 @@ impl CustomOp2 for ConvInputGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| format!("{} {}", self.name(), self.0));
         let d = self.0;
         let out = dispatch!(s1, l1, s2, l2, |gy, w| backward_input(gy, w, &d), self.name());
         Ok((out, Shape::from((d.n, d.cin, d.h, d.w))))
@@ -1109,6 +1120,7 @@ impl CustomOp2 for ConvWeightGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| format!("{} {}", self.name(), self.0));
         let d = self.0;
         let out = dispatch!(s1, l1, s2, l2, |x, gy| backward_weight(x, gy, &d), self.name());
         Ok((out, Shape::from((d.cout, d.cin_g(), d.k, d.k))))

@@ -29,6 +29,7 @@ impl CustomOp1 for GeluOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| self.name().to_string());
         let x = f32_slice(s, l)?;
         let mut y = vec![0f32; x.len()];
         zip_chunks(&mut y, x, CHUNK, |yc, xc| {

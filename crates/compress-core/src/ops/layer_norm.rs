@@ -54,6 +54,7 @@ impl CustomOp3 for LayerNormOp {
         sb: &CpuStorage,
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| self.name().to_string());
         let (x, w, b) = (f32_slice(sx, lx)?, f32_slice(sw, lw)?, f32_slice(sb, lb)?);
         let d = w.len();
         let mut y = vec![0f32; x.len()];

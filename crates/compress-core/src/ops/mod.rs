@@ -9,6 +9,7 @@ pub mod conv2d;
 pub mod conv_bn;
 pub mod gelu;
 pub mod layer_norm;
+pub mod profile;
 #[macro_use]
 mod residual_op;
 pub mod sgd;

@@ -45,6 +45,7 @@ pub(super) fn forward<O: ResidualOp>(
     (s2, l2): (&CpuStorage, &Layout),
     r: Option<(&CpuStorage, &Layout)>,
 ) -> Result<(CpuStorage, Shape)> {
+    let _span = super::profile::span(|| O::NAMES[usize::from(r.is_some())].to_string());
     match (s1, s2, r) {
         (CpuStorage::F32(x), CpuStorage::F32(p), None) => {
             let (y, s) = op.run(contiguous(x, l1)?, l1, contiguous(p, l2)?, None)?;

@@ -27,6 +27,7 @@ impl CustomOp1 for SoftmaxOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _span = super::profile::span(|| self.name().to_string());
         let x = f32_slice(s, l)?;
         let d = l.dims().last().copied().unwrap_or(1);
         let mut y = vec![0f32; x.len()];
