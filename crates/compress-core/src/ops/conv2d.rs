@@ -4,11 +4,15 @@
 //! (`conv_transpose2d`) as a plain loop, about 7x and 12x slower than PyTorch here. This op
 //! computes, per sample `n` and group `g` (all matrices row-major):
 //! - forward: `Y[n,g] = W[g] . im2col(X[n,g])`, `W[g]: [cout_g, cin_g k k]`, cols `[cin_g k k, oh ow]`;
-//! - input gradient: `dX[n,g] = col2im(W[g]^T . dY[n,g])`;
-//! - weight gradient: `dW[g] = sum_n dY[n,g] . im2col(X[n,g])^T`.
+//! - input gradient: `dX[n,g] = col2im(W[g]^T . dY[n,g])`, at stride 1 the forward convolution
+//!   of `dY` with swapped, reversed taps;
+//! - weight gradient: `dW[g] = sum_n dY[n,g] . im2col(X[n,g])^T` (channels-last operands).
 //!
 //! Samples run in parallel on the rayon pool, each with a single-threaded GEMM (the `gemm` crate,
-//! the one candle uses). Other devices and dtypes fall back to candle's `conv2d`.
+//! the one candle uses). Two shapes that a GEMM per sample serves badly have their own kernels:
+//! pointwise convolutions over planes of at most 4 pixels (one GEMM over the batch) and depthwise
+//! ones (direct loops; flat over whole samples for small "same" planes). Other devices and dtypes
+//! fall back to candle's `conv2d`.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
