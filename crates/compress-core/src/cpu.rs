@@ -25,6 +25,20 @@ pub(crate) fn rows_per_task(d: usize) -> usize {
     ((1 << 14) / d.max(1)).max(1)
 }
 
+/// A new `len`-value vector filled by `fill`, with no zeroing pass first.
+///
+/// # Safety
+/// `fill` must initialise every element of the slice it is given (the parallel maps below pair
+/// its chunks one to one with their inputs; a GEMM without accumulation covers its output).
+pub(crate) unsafe fn written<U>(len: usize, fill: impl FnOnce(&mut [std::mem::MaybeUninit<U>])) -> Vec<U> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the capacity is at least `len`, and the caller guarantees `fill` initialised
+    // elements 0..len.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Applies `f` to matching `chunk`-value pieces of `out` and `inp`: on the rayon pool when there
 /// are several, on the caller's thread when there is one (a hand-off to the pool costs
 /// microseconds, more than a small op: batch-1 inference).
@@ -61,24 +75,23 @@ where
     U: Send,
     F: Fn(T) -> U + Sync,
 {
-    let n = x.len();
     let chunk = chunk.max(1);
-    let mut out: Vec<U> = Vec::with_capacity(n);
     let fill = |o: &mut [std::mem::MaybeUninit<U>], i: &[T]| {
         for (o, &v) in o.iter_mut().zip(i) {
             o.write(f(v));
         }
     };
-    let spare = &mut out.spare_capacity_mut()[..n];
-    if n <= chunk {
-        fill(spare, x);
-    } else {
-        spare.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(o, i)| fill(o, i));
+    // SAFETY: every element is written (the chunks of the output and of `x` pair up one to one
+    // and cover both).
+    unsafe {
+        written(x.len(), |spare| {
+            if x.len() <= chunk {
+                fill(spare, x);
+            } else {
+                spare.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(o, i)| fill(o, i));
+            }
+        })
     }
-    // SAFETY: `fill` wrote each of the first `n` elements (the chunks of `spare` and `x` pair
-    // up one to one and cover both).
-    unsafe { out.set_len(n) };
-    out
 }
 
 /// `f` applied to matching elements of `a` and `b` (equal lengths), as [`par_map`].
@@ -89,26 +102,25 @@ where
     F: Fn(T, T) -> U + Sync,
 {
     assert_eq!(a.len(), b.len(), "par_map2: operands differ in length");
-    let n = a.len();
     let chunk = chunk.max(1);
-    let mut out: Vec<U> = Vec::with_capacity(n);
     let fill = |o: &mut [std::mem::MaybeUninit<U>], x: &[T], y: &[T]| {
         for ((o, &u), &v) in o.iter_mut().zip(x).zip(y) {
             o.write(f(u, v));
         }
     };
-    let spare = &mut out.spare_capacity_mut()[..n];
-    if n <= chunk {
-        fill(spare, a, b);
-    } else {
-        spare
-            .par_chunks_mut(chunk)
-            .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
-            .for_each(|(o, (x, y))| fill(o, x, y));
+    // SAFETY: as in `par_map`: every element is written.
+    unsafe {
+        written(a.len(), |spare| {
+            if a.len() <= chunk {
+                fill(spare, a, b);
+            } else {
+                spare
+                    .par_chunks_mut(chunk)
+                    .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
+                    .for_each(|(o, (x, y))| fill(o, x, y));
+            }
+        })
     }
-    // SAFETY: as in `par_map`: every one of the first `n` elements was written.
-    unsafe { out.set_len(n) };
-    out
 }
 
 /// `f(&consts(ch), v)` for every value `v` of `x: [N, C, plane]` with `(c, p) = (C, plane)`, `ch`
@@ -186,25 +198,24 @@ where
             }
         }
     };
-    let n = a.len();
-    let mut out: Vec<U> = Vec::with_capacity(n);
-    let spare = &mut out.spare_capacity_mut()[..n];
     // Whole runs per task.
     let per_task = rows_per_task(run);
-    if n <= per_task * run {
-        fill(0, spare, a, b, c3);
-    } else {
-        let chunk = per_task * run;
-        spare
-            .par_chunks_mut(chunk)
-            .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)).zip(c3.par_chunks(chunk)))
-            .enumerate()
-            .for_each(|(t, (o, ((x, y), z)))| fill(t * per_task, o, x, y, z));
+    // SAFETY: every element is written (the output's runs pair up with those of the operands and
+    // cover them).
+    unsafe {
+        written(a.len(), |spare| {
+            if a.len() <= per_task * run {
+                fill(0, spare, a, b, c3);
+            } else {
+                let chunk = per_task * run;
+                spare
+                    .par_chunks_mut(chunk)
+                    .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)).zip(c3.par_chunks(chunk)))
+                    .enumerate()
+                    .for_each(|(t, (o, ((x, y), z)))| fill(t * per_task, o, x, y, z));
+            }
+        })
     }
-    // SAFETY: `fill` wrote each of the first `n` elements (its runs pair up with those of the
-    // operands and cover them).
-    unsafe { out.set_len(n) };
-    out
 }
 
 /// `[f(0), f(1), .., f(n - 1)]` computed in parallel `chunk`-index pieces (on the caller's thread
@@ -215,21 +226,21 @@ where
     F: Fn(usize) -> U + Sync,
 {
     let chunk = chunk.max(1);
-    let mut out: Vec<U> = Vec::with_capacity(n);
     let fill = |first: usize, o: &mut [std::mem::MaybeUninit<U>]| {
         for (j, o) in o.iter_mut().enumerate() {
             o.write(f(first + j));
         }
     };
-    let spare = &mut out.spare_capacity_mut()[..n];
-    if n <= chunk {
-        fill(0, spare);
-    } else {
-        spare.par_chunks_mut(chunk).enumerate().for_each(|(t, o)| fill(t * chunk, o));
+    // SAFETY: every element is written (the chunks cover the output).
+    unsafe {
+        written(n, |spare| {
+            if n <= chunk {
+                fill(0, spare);
+            } else {
+                spare.par_chunks_mut(chunk).enumerate().for_each(|(t, o)| fill(t * chunk, o));
+            }
+        })
     }
-    // SAFETY: `fill` wrote each of the first `n` elements (the chunks cover `spare`).
-    unsafe { out.set_len(n) };
-    out
 }
 
 /// `dst[j rows + i] = src[i cols + j]`: the transpose of a row-major `rows x cols` matrix, in

@@ -302,15 +302,12 @@ impl<T> Dest<T> for [MaybeUninit<T>] {
     }
 }
 
-/// A `len`-value vector that `fill` must write completely (every element, exactly as a GEMM
-/// with `acc = false` over the whole buffer does) before it is read.
+/// [`crate::cpu::written`] for the kernels below, whose fills are GEMMs without accumulation
+/// over the whole output or loops over every element.
 fn written<T: Elem>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
-    let mut v = Vec::with_capacity(len);
-    fill(&mut v.spare_capacity_mut()[..len]);
-    // SAFETY: the capacity is at least `len`, and `fill` initialised elements 0..len (the
-    // contract of this function, kept by its callers: products that cover the buffer).
-    unsafe { v.set_len(len) };
-    v
+    // SAFETY: each caller's `fill` covers the buffer (the contract of this module's outputs,
+    // checked by the tests against candle on every path).
+    unsafe { crate::cpu::written(len, fill) }
 }
 
 /// `dst (m x n, row-major) = [dst +] a . b`, as `dst^T = b^T a^T` when `transpose`.
@@ -575,19 +572,20 @@ mod depthwise_flat {
         let (shifts, valid) = taps::<T>(d);
         let (we, cp, m) = (weight_table(w, d, &valid), d.cin * d.ohw(), margin(&shifts));
         written(d.n * cp, |y| {
+            // Per worker: the padded sample and the sums (reused across samples).
             y.par_chunks_mut(cp).enumerate().for_each_init(
-                || vec![T::default(); cp + 2 * m],
-                |buf, (i, yb)| {
+                || (vec![T::default(); cp + 2 * m], vec![T::default(); cp]),
+                |(buf, acc), (i, yb)| {
                     padded(&x[i * cp..(i + 1) * cp], m, buf);
-                    let mut acc = vec![T::default(); cp];
+                    acc.fill(T::default());
                     for (tap, &sh) in shifts.iter().enumerate() {
                         let src = &buf[(m as isize + sh) as usize..][..cp];
                         for ((a, &wv), &v) in acc.iter_mut().zip(&we[tap * cp..(tap + 1) * cp]).zip(src) {
                             *a += wv * v;
                         }
                     }
-                    for (o, a) in yb.iter_mut().zip(acc) {
-                        o.write(a);
+                    for (o, a) in yb.iter_mut().zip(acc.iter()) {
+                        o.write(*a);
                     }
                 },
             )
