@@ -1,12 +1,8 @@
 //! `cargo xtask`: the toolkit's command line. Orchestration only: every task calls a library.
 
-mod bench;
-mod bench_cfvit;
-mod bench_ddtb;
-mod bench_onexn;
-mod bench_synth;
 mod device;
 mod features;
+mod reproduce;
 mod tasks;
 mod zoo;
 
@@ -26,19 +22,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Reproduce a paper's claim (default: the `mini` profile on the embedded data, CPU).
+    /// Reproduce a paper's claim (default: the `mini` profile on the embedded data, CPU); with no
+    /// method, list the methods and their profiles; `all` runs every method's mini.
     Reproduce {
-        /// One of: ddtb, cf-vit, clr-rnf, dcff, optg, intraq, fdda, pss-net, onexn, whitebox.
-        method: String,
-        /// smoke (seconds), mini (minutes, embedded data) or paper (the paper's setting).
+        /// One of: ddtb, cf-vit, clr-rnf, dcff, optg, intraq, fdda, pss-net, onexn, whitebox; or all.
+        method: Option<String>,
+        /// The method's profile: smoke (seconds), mini (minutes, embedded data), paper (the
+        /// paper's setting); `cargo xtask reproduce` lists each method's.
         #[arg(long, default_value = "mini")]
         profile: String,
         /// cpu, cuda:N or metal:N.
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// Continue the newest interrupted run of this method and profile.
+        /// Continue the newest interrupted runs of this method and profile.
         #[arg(long)]
         resume: bool,
+        /// Seeds to run instead of the profile's, e.g. 3,4,5 (the report names them).
+        #[arg(long)]
+        seeds: Option<String>,
+        /// Cores to use (default: all).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Download a full dataset of datasets/manifest.toml into the cache, checked.
     Fetch {
@@ -126,9 +130,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from(std::iter::once("xtask".to_string()).chain(rest));
     let quiet = cli.quiet || std::env::var_os("CI").is_some() || !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let result = match cli.task {
-        Task::Reproduce { method, profile, device, resume } => {
-            tasks::reproduce(&method, &profile, &device, resume, quiet)
-        }
+        Task::Reproduce { method, profile, device, resume, seeds, threads } => match method {
+            None => {
+                print!("{}", reproduce::list());
+                Ok(())
+            }
+            Some(m) => seeds.as_deref().map(reproduce::parse_seeds).transpose().and_then(|seeds| {
+                reproduce::reproduce(&m, &reproduce::Options { profile, device, resume, seeds, threads, quiet })
+            }),
+        },
         Task::Fetch { dataset, list, cache } => tasks::fetch(dataset.as_deref(), list, cache, quiet),
         Task::Data => tasks::data(quiet),
         Task::Zoo => zoo::cost_table(),
@@ -137,15 +147,23 @@ fn main() -> std::process::ExitCode {
         }
         Task::Bench { what, steps, seconds, quick, ops } => {
             if what == "onexn" {
-                bench_onexn::run(seconds, quick)
+                onexn::bench::run(&mut std::io::stdout(), seconds, quick).map_err(Into::into)
             } else if what == "ddtb" {
-                bench_ddtb::run(seconds.max(1.0))
+                ddtb::overhead::bench(std::path::Path::new("runs"), seconds.max(1.0))
+                    .map(|t| print!("{t}"))
+                    .map_err(Into::into)
             } else if what == "cf-vit" {
-                bench_cfvit::run(seconds.max(1.0))
+                cf_vit::throughput::bench(std::path::Path::new("runs"), seconds.max(1.0))
+                    .map(|t| print!("{t}"))
+                    .map_err(Into::into)
             } else if what == "synth" {
-                bench_synth::run(steps)
+                intraq::synthesis::bench(steps).map(|t| println!("{t}")).map_err(Into::into)
+            } else if what == "train-step" {
+                compress_train::bench::train_step(&mut std::io::stdout(), steps, quick, ops).map_err(Into::into)
+            } else if what == "conv" {
+                compress_train::bench::conv_layer(&mut std::io::stdout(), steps).map_err(Into::into)
             } else {
-                bench::run(&what, steps, quick, ops)
+                Err(anyhow::anyhow!("unknown bench {what:?}; benches: train-step, conv, onexn, ddtb, cf-vit, synth"))
             }
         }
         Task::Report => tasks::report(),

@@ -9,136 +9,6 @@ use compress_data::mnist::Split;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
-/// The ten methods, each with the issue that brings it.
-pub const METHODS: [(&str, &str); 10] = [
-    ("ddtb", "2-4 bit quantization of super-resolution networks"),
-    ("cf-vit", "coarse-to-fine vision transformer"),
-    ("clr-rnf", "filter pruning by reciprocal neighbours"),
-    ("dcff", "dynamic-coded filter fusion"),
-    ("optg", "gradient-driven unstructured sparsity"),
-    ("intraq", "zero-shot quantization from synthetic images"),
-    ("fdda", "post-training quantization with synthetic + calibration data"),
-    ("pss-net", "resource-adaptive supernet"),
-    ("onexn", "1xN block sparsity"),
-    ("whitebox", "class-wise channel pruning"),
-];
-
-const PROFILES: [&str; 4] = ["smoke", "mini", "mini-long", "paper"];
-
-fn known_methods() -> String {
-    METHODS.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ")
-}
-
-pub fn reproduce(method: &str, profile: &str, device: &str, resume: bool, quiet: bool) -> Result<()> {
-    let Some((_, what)) = METHODS.iter().find(|(m, _)| *m == method) else {
-        bail!("unknown method {method:?}; known methods: {}", known_methods());
-    };
-    if !PROFILES.contains(&profile) {
-        bail!("unknown profile {profile:?}; profiles: {}", PROFILES.join(", "));
-    }
-    if profile == "mini-long" && method != "intraq" {
-        bail!("the mini-long profile is IntraQ's; {method} has smoke, mini and paper");
-    }
-    let dev = crate::device::parse(device)?;
-    let start = std::time::Instant::now();
-    let runs = std::path::Path::new("runs");
-    if method == "dcff" {
-        let p = match profile {
-            "smoke" => dcff::reproduce::Profile::Smoke,
-            "mini" => dcff::reproduce::Profile::Mini,
-            _ => dcff::reproduce::Profile::Paper,
-        };
-        let (dir, report) = dcff::reproduce::reproduce(p, runs, resume, quiet, &dev)?;
-        println!("{}", report.markdown());
-        println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
-        return Ok(());
-    }
-    if method == "ddtb" {
-        let p = match profile {
-            "smoke" => ddtb::reproduce::Profile::Smoke,
-            "mini" => ddtb::reproduce::Profile::Mini,
-            _ => ddtb::reproduce::Profile::Paper,
-        };
-        if p != ddtb::reproduce::Profile::Paper && dev.is_cpu() && !compress_train::parallel::candle_single_threaded() {
-            // Train (or find) the full-precision start on every core, then run the arms side by
-            // side, one core each, in a child process whose candle pool is single-threaded.
-            ddtb::reproduce::prepare(p, runs, quiet)?;
-            return rerun_single_threaded("DDTB");
-        }
-        let (dir, report) = ddtb::reproduce::reproduce(p, runs, resume, quiet, &dev)?;
-        println!("{}", report.markdown_with(3));
-        println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
-        return Ok(());
-    }
-    if method == "cf-vit" {
-        let p = match profile {
-            "smoke" => cf_vit::reproduce::Profile::Smoke,
-            "mini" => cf_vit::reproduce::Profile::Mini,
-            _ => cf_vit::reproduce::Profile::Paper,
-        };
-        if p == cf_vit::reproduce::Profile::Mini && dev.is_cpu() && !compress_train::parallel::candle_single_threaded()
-        {
-            // Six small runs (3 seeds x CF-ViT / baseline), two side by side on one core each.
-            return rerun_single_threaded("CF-ViT");
-        }
-        let (dir, report) = cf_vit::reproduce::reproduce(p, runs, resume, quiet, &dev)?;
-        println!("{}", report.markdown());
-        println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
-        return Ok(());
-    }
-    if method == "intraq" {
-        let p = match profile {
-            "smoke" => intraq::reproduce::Profile::Smoke,
-            "mini" => intraq::reproduce::Profile::Mini,
-            "mini-long" => intraq::reproduce::Profile::MiniLong,
-            _ => intraq::reproduce::Profile::Paper,
-        };
-        let side_by_side = matches!(p, intraq::reproduce::Profile::Mini | intraq::reproduce::Profile::MiniLong);
-        if side_by_side && dev.is_cpu() && !compress_train::parallel::candle_single_threaded() {
-            // Seeds run two at a time, one core each.
-            return rerun_single_threaded("IntraQ");
-        }
-        let (dir, report) = intraq::reproduce::reproduce(p, runs, resume, quiet, &dev)?;
-        println!("{}", report.markdown_with(3));
-        println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
-        return Ok(());
-    }
-    if method == "onexn" {
-        let p = match profile {
-            "smoke" => onexn::reproduce::Profile::Smoke,
-            "mini" => onexn::reproduce::Profile::Mini,
-            _ => bail!(
-                "onexn has no paper profile yet: it needs ImageNet and the authors' pretrained \
-                 MobileNet/ResNet-50 checkpoints (Google Drive, not on the Hub) and 180 epochs per setting; \
-                 the mini profile and `cargo xtask bench onexn` are what runs here"
-            ),
-        };
-        let (dir, report) = onexn::reproduce::reproduce(p, runs, resume, quiet, &dev)?;
-        println!("{}", report.markdown());
-        println!("run: {} ({:.0} s)", dir.display(), start.elapsed().as_secs_f64());
-        return Ok(());
-    }
-    bail!(
-        "{method} ({what}) is not implemented yet: its crate arrives with its own issue, after the three \
-         foundation issues. `cargo xtask data` checks the embedded datasets today."
-    )
-}
-
-/// Runs this command again in a child process whose candle and rayon pools are
-/// single-threaded, so that small runs can share the cores side by side
-/// (`compress_train::parallel`).
-fn rerun_single_threaded(what: &str) -> Result<()> {
-    let status = std::process::Command::new(std::env::current_exe()?)
-        .args(std::env::args().skip(1))
-        .env("CANDLE_NUM_THREADS", "1")
-        .env("RAYON_NUM_THREADS", "1")
-        .status()?;
-    if !status.success() {
-        bail!("the {what} runs failed ({status})");
-    }
-    Ok(())
-}
-
 fn bar(quiet: bool, len: u64, template: &str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
@@ -286,17 +156,18 @@ pub fn report() -> Result<()> {
     }
     println!("| run | setting | baseline | method | paper | delta | claim | verdict |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
     for (path, r) in reports {
         let run = path.parent().and_then(|p| p.parent()).map(|p| p.display().to_string()).unwrap_or_default();
-        for row in r.rows {
+        let d = r.decimals;
+        for row in &r.rows {
+            let f = |v: Option<f64>| v.map(|x| row.figure(x, d, false)).unwrap_or_else(|| "-".into());
             println!(
                 "| {run} | {} | {} | {} | {} | {} | {} | {:?} |",
                 row.setting,
                 f(row.baseline),
                 f(row.method),
                 f(row.paper),
-                row.delta(),
+                row.delta(d),
                 row.claim,
                 row.verdict
             );
@@ -308,18 +179,6 @@ pub fn report() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unknown_method_lists_known_ones() {
-        let e = reproduce("prune-all", "mini", "cpu", false, true).expect_err("unknown");
-        assert!(e.to_string().contains("known methods: ddtb, cf-vit"), "{e}");
-        let e = reproduce("dcff", "huge", "cpu", false, true).expect_err("bad profile");
-        assert!(e.to_string().contains("profiles: smoke, mini, mini-long, paper"), "{e}");
-        let e = reproduce("dcff", "mini-long", "cpu", false, true).expect_err("intraq only");
-        assert!(e.to_string().contains("IntraQ's"), "{e}");
-        let e = reproduce("optg", "mini", "cpu", false, true).expect_err("not yet");
-        assert!(e.to_string().contains("not implemented yet"), "{e}");
-    }
 
     #[test]
     fn unknown_dataset_lists_known_ones() {

@@ -10,27 +10,17 @@ use crate::paper::{PAPER_ROWS, PaperRecipe};
 use crate::regions::Selection;
 use crate::trainer::{CfObjective, TrainSettings, stage_records};
 use candle_core::Device;
-use compress_data::batch::{Augment, Dataset, ImageDataset};
-use compress_data::{embedded, mnist};
+use compress_data::batch::{Dataset, ImageDataset};
+use compress_data::embedded;
 use compress_nn::network::Network;
 use compress_nn::zoo::{Vit, VitConfig};
 use compress_train::classify::{self, fit_objective};
+use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
-use compress_train::{NoHooks, Report, ReportRow, Run, Verdict, parallel};
+use compress_train::{Info, NoHooks, Outcome, Report, ReportRow, Reproduction, Rule, RunContext};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-/// Which experiment to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// A few hundred digits, two epochs: the pipeline end to end (tests).
-    Smoke,
-    /// Section 9 with its validated settings (3 seeds x 24 epochs).
-    Mini,
-    /// The paper's models and recipe (ImageNet).
-    Paper,
-}
+use std::path::PathBuf;
 
 /// Settings of the mini (and smoke) experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,10 +71,11 @@ pub fn mini_vit() -> Result<VitConfig> {
     Ok(VitConfig::new(32, 4, 64, 4, 4, 128, 10)?.channels(1))
 }
 
-/// mnist-5k, normalised, zero-padded to 32 x 32.
-pub fn digits(train: bool, limit: Option<usize>) -> Result<ImageDataset> {
-    let split = if train { mnist::Split::Train } else { mnist::Split::Test };
-    Ok(embedded::mnist_5k_normalised(split, Augment::None, limit)?.padded(2)?)
+/// mnist-5k's train and test digits (the first `train_limit` / `test_limit`), normalised,
+/// zero-padded to 32 x 32.
+pub fn digits(train_limit: Option<usize>, test_limit: Option<usize>) -> Result<(ImageDataset, ImageDataset)> {
+    let (train, test) = embedded::mnist_5k_digits(train_limit, test_limit)?;
+    Ok((train.padded(2)?, test.padded(2)?))
 }
 
 /// The two models of a seed.
@@ -143,23 +134,13 @@ fn train_seconds(history: &[serde_json::Value]) -> f64 {
     history.iter().filter_map(|h| h["seconds"].as_f64()).sum()
 }
 
-/// Trains and measures one model.
-pub fn run_arm(
-    s: &MiniSettings,
-    arm: Arm,
-    seed: u64,
-    root: &Path,
-    resume: bool,
-    quiet: bool,
-    device: &Device,
-) -> Result<ArmResult> {
-    let (train, test) = (digits(true, s.train_limit)?, digits(false, s.test_limit)?);
+/// Trains and measures one model (the run `<arm>-seed<seed>` of `ctx`).
+pub fn run_arm(s: &MiniSettings, arm: Arm, seed: u64, ctx: &RunContext) -> Result<ArmResult> {
+    let (train, test) = digits(s.train_limit, s.test_limit)?;
     let steps = (train.len() / s.train.batch) as u64;
     let cfg = s.train.engine_config(steps, seed);
-    let profile = if s.smoke { "smoke" } else { "mini" };
-    let dev_name = if device.is_cpu() { "cpu" } else { "cuda" };
-    let (mut run, resuming) =
-        Run::for_arm(root, &format!("cf-vit/{profile}/{}-seed{seed}", arm.key()), &cfg, resume, quiet, dev_name)?;
+    let device = ctx.device();
+    let (mut run, resuming) = ctx.arm(&format!("{}-seed{seed}", arm.key()), &cfg)?;
     let vit = mini_vit()?;
     let weights = run.dir().join("model.safetensors");
     match arm {
@@ -214,13 +195,13 @@ pub fn baseline_macs<B: crate::TokenBackbone>(model: &CfVit<B>) -> f64 {
     (bb.embed_macs(n) + bb.blocks_macs(t) + bb.head_macs(t)) as f64
 }
 
-/// Runs the mini (or smoke) experiment under `root`.
-pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(PathBuf, Report)> {
+/// Runs the mini (or smoke) experiment in `ctx`.
+pub fn mini(s: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
+    let s = &MiniSettings { seeds: ctx.seeds_or(&s.seeds), ..s.clone() };
     let jobs: Vec<(u64, Arm)> = s.seeds.iter().flat_map(|&seed| [(seed, Arm::CfVit), (seed, Arm::Baseline)]).collect();
-    let workers = parallel::workers(s.parallel_runs, jobs.len(), device.is_cpu());
-    let one = |&(seed, arm): &(u64, Arm), threads: usize| -> Result<ArmResult> {
-        let r = run_arm(s, arm, seed, root, resume, quiet || workers > 1, device)?;
-        if !quiet {
+    let one = |&(seed, arm): &(u64, Arm), sub: &RunContext| -> Result<ArmResult> {
+        let r = run_arm(s, arm, seed, sub)?;
+        if !ctx.is_quiet() {
             let what = match &r.outcome {
                 ArmOutcome::CfVit { records, uninformative_top1 } => format!(
                     "coarse {:.1} %, fine {:.1} % (uninformative {:.1} %)",
@@ -230,26 +211,14 @@ pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &D
                 ),
                 ArmOutcome::Baseline { top1 } => format!("top-1 {top1:.1} %"),
             };
+            let threads = sub.thread_count();
             println!("{} seed {seed}: {what} ({:.0} s training on {threads} thread(s))", arm.key(), r.train_seconds);
         }
         Ok(r)
     };
-    let mut results = Vec::with_capacity(jobs.len());
-    for (r, (seed, arm)) in parallel::side_by_side(&jobs, workers, one)?.into_iter().zip(&jobs) {
-        match r {
-            Some(r) => results.push(r?),
-            None => {
-                return Err(CfVitError::Config(format!(
-                    "{} seed {seed} did not run (an earlier run failed)",
-                    arm.key()
-                )));
-            }
-        }
-    }
-    let profile = if s.smoke { "smoke" } else { "mini" };
-    let mut run = Run::create(root, &format!("cf-vit/{profile}"), s, 0, if device.is_cpu() { "cpu" } else { "cuda" })?;
-    run.quiet = quiet;
-    let (report, extra, curve, base) = report(&results)?;
+    let results = ctx.side_by_side(&jobs, s.parallel_runs, one)?;
+    let run = ctx.run("", s, 0)?;
+    let (rows, notes, curve, base) = report(&results)?;
     let base_point = vec![(base.1 / 1e6, base.0)];
     run.plot(
         "curve.svg",
@@ -257,12 +226,11 @@ pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &D
         "MACs per image (M)",
         &[("CF-ViT, eta 0..1", curve.iter().map(|p| (p.macs / 1e6, p.top1)).collect()), ("baseline ViT", base_point)],
     )?;
-    compress_train::record::write_atomic(
-        &run.dir().join("curve.json"),
-        &serde_json::to_vec_pretty(&curve).map_err(|e| CfVitError::Config(e.to_string()))?,
-    )?;
-    run.write_report_with(&report, 2, &extra)?;
-    Ok((run.dir().to_path_buf(), report))
+    run.write_json("curve.json", &curve)?;
+    let title = "CF-ViT on mnist-5k (32 px, 4x4 coarse / 8x8 fine tokens): early exit vs the fine-only ViT";
+    let report: Report = ctx.report(title, &s.seeds).rows(rows).notes(notes);
+    run.write_report(&report)?;
+    Ok(Outcome::new(run.dir(), report, vec![]))
 }
 
 /// The operating point of claim 2: among thresholds whose expected MACs are at most
@@ -276,10 +244,10 @@ pub fn best_within(curve: &[BudgetPoint], max_macs: f64) -> Option<BudgetPoint> 
         .copied()
 }
 
-/// The report: claims 1-4 of section 9 with the validated tolerances, the mean curve and
-/// `(baseline top-1, baseline MACs)`.
+/// The report's rows (claims 1-4 of section 9 with the validated tolerances) and notes, the mean
+/// curve and `(baseline top-1, baseline MACs)`.
 #[allow(clippy::type_complexity)]
-fn report(results: &[ArmResult]) -> Result<(Report, String, Vec<BudgetPoint>, (f64, f64))> {
+fn report(results: &[ArmResult]) -> Result<(Vec<ReportRow>, String, Vec<BudgetPoint>, (f64, f64))> {
     let (mc, mf, mb) = mini_macs()?;
     let etas = eta_grid();
     let mut curves = Vec::new();
@@ -311,23 +279,20 @@ fn report(results: &[ArmResult]) -> Result<(Report, String, Vec<BudgetPoint>, (f
     let b = mean(base.iter().copied());
     let (c, f, l) = (mean(coarse.iter().copied()), mean(fine.iter().copied()), mean(low.iter().copied()));
     let at_one = curve.last().copied().ok_or_else(|| CfVitError::Config("no CF-ViT run".into()))?;
-    let verdict = |ok: bool| if ok { Verdict::Holds } else { Verdict::Fails };
     let op = best_within(&curve, 0.5 * mb);
     let mut rows = vec![
-        ReportRow {
-            setting: "top-1 (%) at eta = 1 vs baseline".into(),
-            baseline: Some(b),
-            method: Some(at_one.top1),
-            paper: None,
-            claim: "(1) CF-ViT >= baseline - 0.3 pp (validated tolerance 1.5 pp: 1,000 test digits)".into(),
-            verdict: verdict(at_one.top1 >= b - 1.5),
-        },
-        ReportRow {
-            setting: "top-1 (%) of the most accurate eta within 0.5x the baseline's MACs".into(),
-            baseline: Some(b),
-            method: op.map(|p| p.top1),
-            paper: None,
-            claim: format!(
+        ReportRow::claim(
+            "top-1 (%) at eta = 1 vs baseline",
+            Some(b),
+            Some(at_one.top1),
+            "(1) CF-ViT >= baseline - 0.3 pp (validated tolerance 1.5 pp: 1,000 test digits)",
+            Rule::AtLeast(-1.5),
+        ),
+        ReportRow::claim(
+            "top-1 (%) of the most accurate eta within 0.5x the baseline's MACs",
+            Some(b),
+            op.map(|p| p.top1),
+            format!(
                 "(2) some eta gives <= 0.5x the baseline's MACs at >= baseline - 0.5 pp{}",
                 op.map(|p| format!(
                     " (eta {:.2}: {:.0} % exit, {:.2} M = {:.2}x MACs)",
@@ -338,47 +303,41 @@ fn report(results: &[ArmResult]) -> Result<(Report, String, Vec<BudgetPoint>, (f
                 ))
                 .unwrap_or_default()
             ),
-            verdict: verdict(op.is_some_and(|p| p.top1 >= b - 0.5)),
-        },
-        ReportRow {
-            setting: "fine vs coarse stage top-1 (%)".into(),
-            baseline: Some(c),
-            method: Some(f),
-            paper: None,
-            claim: "(3) fine-stage accuracy >= coarse-stage accuracy".into(),
-            verdict: verdict(f >= c),
-        },
-        ReportRow {
-            setting: "fine top-1 (%): lowest-score vs informative patches re-split".into(),
-            baseline: Some(l),
-            method: Some(f),
-            paper: None,
-            claim: "(4) re-splitting the k lowest-score patches instead lowers fine accuracy (by >= 10 pp)".into(),
-            verdict: verdict(f - l >= 10.0),
-        },
-        ReportRow {
-            setting: "coarse stage alone (eta = 0) vs baseline top-1 (%)".into(),
-            baseline: Some(b),
-            method: Some(c),
-            paper: None,
-            claim: format!("reported: the coarse stage costs {:.2} M MACs vs {:.2} M", mc / 1e6, mb / 1e6),
-            verdict: Verdict::Info,
-        },
+            Rule::Holds(op.is_some_and(|p| p.top1 >= b - 0.5)),
+        ),
+        ReportRow::claim(
+            "fine vs coarse stage top-1 (%)",
+            Some(c),
+            Some(f),
+            "(3) fine-stage accuracy >= coarse-stage accuracy",
+            Rule::AtLeast(0.0),
+        ),
+        ReportRow::claim(
+            "fine top-1 (%): lowest-score vs informative patches re-split",
+            Some(l),
+            Some(f),
+            "(4) re-splitting the k lowest-score patches instead lowers fine accuracy (by >= 10 pp)",
+            Rule::AtLeast(10.0),
+        ),
+        ReportRow::info(
+            "coarse stage alone (eta = 0) vs baseline top-1 (%)",
+            Some(b),
+            Some(c),
+            format!("reported: the coarse stage costs {:.2} M MACs vs {:.2} M", mc / 1e6, mb / 1e6),
+        ),
     ];
     if let Some(p) = curve.iter().find(|p| (p.eta - 0.5).abs() < 1e-9) {
-        rows.push(ReportRow {
-            setting: "top-1 (%) at eta = 0.50".into(),
-            baseline: Some(b),
-            method: Some(p.top1),
-            paper: None,
-            claim: format!(
+        rows.push(ReportRow::info(
+            "top-1 (%) at eta = 0.50",
+            Some(b),
+            Some(p.top1),
+            format!(
                 "reported: {:.0} % of digits exit at the coarse stage, {:.2} M MACs ({:.2}x)",
                 100.0 * p.exit_rate,
                 p.macs / 1e6,
                 p.macs / mb
             ),
-            verdict: Verdict::Info,
-        });
+        ));
     }
     let mut extra = format!(
         "\nMACs per image (section 2.9's formula plus the reuse MLP): coarse {:.3} M, coarse + fine {:.3} M, baseline {:.3} M.\n\nPer seed:\n\n{per_seed}\nThe curve over eta (mean of seeds) is in `curve.svg` / `curve.json`.\n\n| eta | exit % | MACs (M) | top-1 (%) |\n| --- | --- | --- | --- |\n",
@@ -389,33 +348,46 @@ fn report(results: &[ArmResult]) -> Result<(Report, String, Vec<BudgetPoint>, (f
     for p in curve.iter().step_by(10) {
         extra += &format!("| {:.2} | {:.1} | {:.3} | {:.2} |\n", p.eta, 100.0 * p.exit_rate, p.macs / 1e6, p.top1);
     }
-    let report = Report {
-        title: "CF-ViT on mnist-5k (32 px, 4x4 coarse / 8x8 fine tokens): early exit vs the fine-only ViT".into(),
-        command: "cargo xtask reproduce cf-vit".into(),
-        rows,
-    };
-    Ok((report, extra, curve, (b, mb)))
+    Ok((rows, extra, curve, (b, mb)))
 }
 
-/// Runs `profile` under `root`.
-pub fn reproduce(
-    profile: Profile,
-    root: &Path,
-    resume: bool,
-    quiet: bool,
-    device: &Device,
-) -> Result<(PathBuf, Report)> {
-    match profile {
-        Profile::Smoke => mini(&MiniSettings::smoke(), &root.join("smoke"), resume, quiet, device),
-        Profile::Mini => mini(&MiniSettings::mini(), root, resume, quiet, device),
-        Profile::Paper => paper(root, device),
+/// `cargo xtask reproduce cf-vit`: coarse-to-fine vision transformer.
+const INFO: Info = Info {
+    name: "cf-vit",
+    about: "coarse-to-fine vision transformer",
+    profiles: &[
+        ("smoke", "two epochs on 256 digits, one seed (what tests run)"),
+        ("mini", "section 9: tiny ViT on 32-px mnist-5k, 4x4 coarse / 8x8 fine, seeds 0-2 x 24 epochs"),
+        ("paper", "table 5's DeiT-S / LV-ViT-S configurations and their MACs (ImageNet training not built)"),
+    ],
+};
+
+/// `cargo xtask reproduce cf-vit`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CfVitReproduction;
+
+impl Reproduction for CfVitReproduction {
+    fn info(&self) -> &'static Info {
+        &INFO
+    }
+
+    fn side_by_side(&self, profile: &str) -> bool {
+        profile == "mini"
+    }
+
+    fn run(&self, profile: &str, ctx: &RunContext) -> std::result::Result<Outcome, BoxError> {
+        Ok(match profile {
+            "smoke" => mini(&MiniSettings::smoke(), ctx)?,
+            "paper" => paper(ctx)?,
+            _ => mini(&MiniSettings::mini(), ctx)?,
+        })
     }
 }
 
 /// The paper profile: builds the four CF-ViT configurations of table 5, checks their per-stage
-/// MACs against the paper, loads pretrained DeiT-S from the Hub, then stops where ImageNet
-/// training would begin (it needs the dataset and is not part of this crate yet).
-fn paper(root: &Path, device: &Device) -> Result<(PathBuf, Report)> {
+/// MACs against the paper, tries to load pretrained DeiT-S from the Hub, and names what ImageNet
+/// training still needs.
+fn paper(ctx: &RunContext) -> Result<Outcome> {
     let mut rows = Vec::new();
     for row in PAPER_ROWS {
         let (c, total) = row.model.stage_macs_g()?;
@@ -423,14 +395,11 @@ fn paper(root: &Path, device: &Device) -> Result<(PathBuf, Report)> {
             ("coarse (eta = 0)", c, row.gmacs_coarse, row.top1_coarse),
             ("coarse + fine (eta -> 1)", total, row.gmacs_total, row.top1_full),
         ] {
-            rows.push(ReportRow {
-                setting: format!("{} GMACs, {stage}", row.name),
-                baseline: None,
-                method: Some(ours),
-                paper: Some(theirs),
-                claim: format!("MACs as section 2.9 plus the reuse MLP (paper top-1 {top1:.2} %)"),
-                verdict: Verdict::Info,
-            });
+            let claim = format!("MACs as section 2.9 plus the reuse MLP (paper top-1 {top1:.2} %)");
+            rows.push(
+                ReportRow::info(format!("{} GMACs, {stage}", row.name), None, Some(ours), claim)
+                    .against_paper(Some(theirs), None),
+            );
         }
     }
     #[derive(Serialize)]
@@ -444,26 +413,24 @@ fn paper(root: &Path, device: &Device) -> Result<(PathBuf, Report)> {
         deit: PaperRecipe::deit(),
         lvvit: PaperRecipe::lvvit(),
     };
-    let mut run = Run::create(root, "cf-vit/paper", &config, 0, "cpu")?;
-    run.quiet = true;
-    let report = Report {
-        title: "CF-ViT paper configurations (MACs)".into(),
-        command: "cargo xtask reproduce cf-vit --profile paper".into(),
-        rows,
-    };
+    let run = ctx.run("", &config, 0)?;
+    let report = ctx.report("CF-ViT paper configurations (MACs)", &[0]).rows(rows);
     run.write_report(&report)?;
-    let imagenet =
-        embedded::datasets_dir().map(|d| d.join("imagenet")).unwrap_or_else(|_| PathBuf::from("datasets/imagenet"));
-    let pretrained = build::pretrained_deit_small(7, None, None, 0, device);
-    Err(CfVitError::Config(format!(
-        "the paper profile's configurations are built and their MACs written to {}; training needs ImageNet-1k at {} \
-         (cargo xtask fetch imagenet), {}and a GPU (--features cuda); the ImageNet recipe (RandAugment, mixup/cutmix, \
-         repeated augmentation, model EMA) is not implemented in this crate yet",
-        run.dir().display(),
-        imagenet.display(),
-        match pretrained {
-            Ok(_) => String::new(),
-            Err(e) => format!("pretrained DeiT-S from the Hub ({e}), "),
-        }
-    )))
+    let imagenet = compress_data::fetch::default_dataset_dir("imagenet");
+    let mut missing = Vec::new();
+    if !imagenet.join("train").is_dir() {
+        missing.push(format!("ImageNet-1k at {} (`cargo xtask fetch imagenet` says how)", imagenet.display()));
+    }
+    if let Err(e) = build::pretrained_deit_small(7, None, None, 0, ctx.device()) {
+        missing.push(format!("pretrained DeiT-S from the Hub ({e})"));
+    }
+    if ctx.device().is_cpu() {
+        missing.push("a GPU (--features cuda --device cuda:0)".into());
+    }
+    missing.push(
+        "the ImageNet recipe (RandAugment, mixup / cutmix, repeated augmentation, model EMA): not implemented in \
+         this crate yet"
+            .into(),
+    );
+    Ok(Outcome::new(run.dir(), report, missing))
 }

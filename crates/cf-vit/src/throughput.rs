@@ -84,3 +84,71 @@ pub fn measure<B: TokenBackbone, Ds: Dataset>(
         baseline_top1: 100.0 * base_ok as f64 / n,
     })
 }
+
+/// The newest trained weights of the mini's run `<arm>-seed0` under `runs`.
+fn newest_weights(runs: &std::path::Path, arm: &str) -> Result<std::path::PathBuf> {
+    let name = format!("cf-vit/mini/{arm}-seed0");
+    let run = compress_train::Run::newest(runs, &name)?.ok_or_else(|| {
+        crate::CfVitError::Config(format!(
+            "no run {name} under {}; run `cargo xtask reproduce cf-vit` first",
+            runs.display()
+        ))
+    })?;
+    let p = run.dir().join("model.safetensors");
+    if !p.is_file() {
+        return Err(crate::CfVitError::Config(format!(
+            "{} has no trained model (an unfinished run?); run `cargo xtask reproduce cf-vit`",
+            run.dir().display()
+        )));
+    }
+    Ok(p)
+}
+
+/// `cargo xtask bench cf-vit`: wall-clock throughput of CF-ViT's early exit against the
+/// fine-only ViT, both trained by the mini (seed 0, under `runs`), on the 1,000 test digits at
+/// batch 64 and 1, at claim 2's operating point for this seed (the most accurate eta whose
+/// expected MACs are at most half the baseline's). Returns the lines to print.
+pub fn bench(runs: &std::path::Path, seconds: f64) -> Result<String> {
+    use crate::reproduce::{baseline_macs, best_within, digits, mini_vit};
+    let dev = candle_core::Device::Cpu;
+    let vit = mini_vit()?;
+    let cf_tensors = compress_nn::weights::read(&newest_weights(runs, "cf-vit")?, &dev)?;
+    let cf = crate::build::deit(&vit, crate::CfVitConfig::mini(), &cf_tensors, 0, &dev)?;
+    let base = compress_nn::Network::<compress_nn::zoo::Vit>::load(vit, &newest_weights(runs, "baseline")?, &dev)?;
+    let (_, test) = digits(None, None)?;
+    let (base_top1, _) = compress_train::classify::evaluate(&base, &test, 250)?;
+    let records = crate::trainer::stage_records(&cf, &test, 250, crate::Selection::Informative)?;
+    let (mc, mf) = cf.stage_macs();
+    let mb = baseline_macs(&cf);
+    let curve = crate::budget::budget_curve(&records, mc as f64, mf as f64, &crate::budget::eta_grid());
+    let op = best_within(&curve, 0.5 * mb)
+        .ok_or_else(|| crate::CfVitError::Config("no threshold within half the baseline's MACs".into()))?;
+    let mut out = format!(
+        "CF-ViT (seed 0) at eta {:.2}: top-1 {:.1} % vs baseline {:.1} %, {:.0} % exit, MACs {:.2} M vs {:.2} M ({:.2}x fewer); {} candle thread(s)\n\
+         | batch | CF-ViT (images/s) | baseline (images/s) | speed-up | MAC ratio | speed-up / MAC ratio | CF top-1 | exit % |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        op.eta,
+        op.top1,
+        base_top1,
+        100.0 * op.exit_rate,
+        op.macs / 1e6,
+        mb / 1e6,
+        mb / op.macs,
+        candle_core::utils::get_num_threads()
+    );
+    let fwd = |x: &Tensor| base.forward_t(x, false).map_err(|e| candle_core::Error::Msg(e.to_string()));
+    for batch in [64, 1] {
+        let t = measure(&cf, &fwd, &test, op.eta, batch, seconds)?;
+        let ratio = mb / op.macs;
+        out += &format!(
+            "| {batch} | {:.0} | {:.0} | {:.2}x | {ratio:.2}x | {:.0} % | {:.1} | {:.1} |\n",
+            t.cf_images_per_s,
+            t.baseline_images_per_s,
+            t.speedup(),
+            100.0 * t.speedup() / ratio,
+            t.cf_top1,
+            100.0 * t.exit_rate
+        );
+    }
+    Ok(out)
+}

@@ -157,6 +157,6 @@ fn to_train(e: crate::CfVitError) -> compress_train::TrainError {
     match e {
         crate::CfVitError::Train(t) => t,
         crate::CfVitError::Candle(c) => compress_train::TrainError::Candle(c),
-        other => compress_train::TrainError::Config(other.to_string()),
+        other => compress_train::error::method_err(other),
     }
 }

@@ -4,8 +4,9 @@
 
 use candle_core::{D, DType, Device, Tensor};
 use cf_vit::paper::{PAPER_ROWS, PaperModel, PaperRecipe};
-use cf_vit::reproduce::{self, MiniSettings, Profile, mini_macs, mini_vit};
+use cf_vit::reproduce::{CfVitReproduction, MiniSettings, mini_macs, mini_vit};
 use cf_vit::{CfVitConfig, Selection, Target, build, cf_loss};
+use compress_train::{RunContext, harness};
 use std::collections::HashMap;
 
 fn mini_model(seed: u64) -> cf_vit::CfVit<compress_nn::zoo::Vit> {
@@ -226,10 +227,11 @@ fn pretrained_deit_tensors_adapt_to_both_grids() {
 #[test]
 fn smoke_reproduction_runs_and_resumes_to_the_same_report() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, a) = reproduce::reproduce(Profile::Smoke, dir.path(), false, true, &Device::Cpu).unwrap();
-    assert_eq!(a.rows.len(), 6);
-    let (_, b) = reproduce::reproduce(Profile::Smoke, dir.path(), true, true, &Device::Cpu).unwrap();
-    for (x, y) in a.rows.iter().zip(&b.rows) {
+    let ctx = RunContext::new(dir.path(), Device::Cpu).quiet(true);
+    let a = harness::reproduce(&CfVitReproduction, "smoke", &ctx).unwrap();
+    assert_eq!(a.report().rows.len(), 6);
+    let b = harness::reproduce(&CfVitReproduction, "smoke", &ctx.clone().resume(true)).unwrap();
+    for (x, y) in a.report().rows.iter().zip(&b.report().rows) {
         assert_eq!((x.baseline, x.method), (y.baseline, y.method), "{}", x.setting);
     }
     assert!(MiniSettings::mini().train.select_from() == 15);

@@ -60,6 +60,16 @@ pub fn mnist_5k_normalised(
     })
 }
 
+/// The minis' digits: mnist-5k's train and test splits, normalised as [`MNIST_MEAN_STD`], no
+/// augmentation, the first `train_limit` / `test_limit` images of each (all with `None`).
+pub fn mnist_5k_digits(train_limit: Option<usize>, test_limit: Option<usize>) -> Result<(ImageDataset, ImageDataset)> {
+    let none = crate::batch::Augment::None;
+    Ok((
+        mnist_5k_normalised(mnist::Split::Train, none, train_limit)?,
+        mnist_5k_normalised(mnist::Split::Test, none, test_limit)?,
+    ))
+}
+
 /// The photos-12 split `train` (7 images) or `test` (5) as SR pairs at `scale`, checksums verified.
 pub fn photos_12(split: &str, scale: usize) -> Result<SrPairs> {
     if split != "train" && split != "test" {
@@ -68,6 +78,15 @@ pub fn photos_12(split: &str, scale: usize) -> Result<SrPairs> {
     let root = datasets_dir()?.join("photos-12");
     verify_dir(&root)?;
     SrPairs::load_dir(&root.join(split), scale)
+}
+
+/// The first `limit` images (all with `None`) of the photos-12 split `split` at `scale`.
+pub fn photos_12_first(split: &str, scale: usize, limit: Option<usize>) -> Result<SrPairs> {
+    let mut p = photos_12(split, scale)?;
+    if let Some(n) = limit {
+        p.pairs.truncate(n);
+    }
+    Ok(p)
 }
 
 #[cfg(test)]

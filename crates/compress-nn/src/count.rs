@@ -18,10 +18,9 @@ pub fn record(c: Cost) {
 }
 
 /// Runs `f` and returns its result with the cost its layers recorded. Run it on a single sample
-/// (batch 1) to get per-sample MACs. Nested counts are not supported: the inner one wins.
+/// (batch 1) to get per-sample MACs. A nested count records its own layers (the outer one
+/// resumes after it); a panic in `f` leaves no count running.
 pub fn count<R>(f: impl FnOnce() -> R) -> (R, Cost) {
-    COUNTER.with(|k| *k.borrow_mut() = Some(Cost::default()));
-    let r = f();
-    let c = COUNTER.with(|k| k.borrow_mut().take()).unwrap_or_default();
-    (r, c)
+    let (r, c) = crate::scope::scoped(&COUNTER, Cost::default(), f);
+    (r, c.unwrap_or_default())
 }

@@ -35,13 +35,17 @@ pub enum NnError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Reading or writing a file failed.
-    #[error("{path}: {msg}")]
+    #[error("{path}: {source}")]
     File {
         /// The file concerned.
         path: std::path::PathBuf,
         /// What went wrong.
-        msg: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A method's own computation failed behind a zoo interface (a `Model` forward).
+    #[error(transparent)]
+    Method(Box<dyn std::error::Error + Send + Sync>),
     /// The Hugging Face Hub could not deliver a file.
     #[error("hub repository {repo}: {msg}")]
     Hub {

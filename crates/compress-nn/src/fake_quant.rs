@@ -27,8 +27,8 @@ pub struct FakeQuant {
 impl FakeQuant {
     /// A quantizer set at `(wbits, abits)` with no site seen yet.
     pub fn new(wbits: u32, abits: u32, rule: RangeRule) -> Result<Arc<Self>> {
-        check_bits(wbits).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        check_bits(abits).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        check_bits(wbits).map_err(candle_core::Error::wrap)?;
+        check_bits(abits).map_err(candle_core::Error::wrap)?;
         Ok(Arc::new(Self { wbits, abits, rule, ranges: Mutex::new(Vec::new()) }))
     }
 
@@ -49,20 +49,18 @@ thread_local! {
     static SCOPE: RefCell<Option<(Arc<FakeQuant>, usize)>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with every layer it calls fake-quantized by `q` (nested scopes: the inner wins).
+/// Runs `f` with every layer it calls fake-quantized by `q` (nested scopes: the inner wins; the
+/// previous scope is restored afterwards, also when `f` panics).
 pub fn with<R>(q: &Arc<FakeQuant>, f: impl FnOnce() -> R) -> R {
-    let prev = SCOPE.with(|s| s.borrow_mut().replace((q.clone(), 0)));
-    let r = f();
-    SCOPE.with(|s| *s.borrow_mut() = prev);
-    r
+    crate::scope::scoped(&SCOPE, (q.clone(), 0), f).0
 }
 
 fn current() -> Option<Arc<FakeQuant>> {
     SCOPE.with(|s| s.borrow().as_ref().map(|(q, _)| q.clone()))
 }
 
-fn err(e: impl std::fmt::Display) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
+fn poisoned<T>(_: T) -> candle_core::Error {
+    candle_core::Error::Msg("fake-quant range lock poisoned".into())
 }
 
 /// The weight a layer computes with: itself outside a scope, its per-output-channel fake
@@ -71,8 +69,8 @@ pub(crate) fn weight(w: &Tensor) -> Result<Tensor> {
     match current() {
         None => Ok(w.clone()),
         Some(q) => {
-            let (lo, hi) = per_channel_minmax(w).map_err(err)?;
-            asym_fake_quant(w, &lo, &hi, q.wbits).map_err(err)
+            let (lo, hi) = per_channel_minmax(w).map_err(candle_core::Error::wrap)?;
+            asym_fake_quant(w, &lo, &hi, q.wbits).map_err(candle_core::Error::wrap)
         }
     }
 }
@@ -90,7 +88,7 @@ pub(crate) fn activation(x: &Tensor) -> Result<Tensor> {
         return Ok(x.clone());
     };
     let (lo, hi) = {
-        let mut ranges = q.ranges.lock().map_err(err)?;
+        let mut ranges = q.ranges.lock().map_err(poisoned)?;
         while ranges.len() <= site {
             ranges.push(RunningRange::new(0.9, q.rule));
         }
@@ -106,7 +104,7 @@ pub(crate) fn activation(x: &Tensor) -> Result<Tensor> {
     let dev = x.device();
     let lo_t = Tensor::new(lo as f32, dev)?.to_dtype(x.dtype())?;
     let hi_t = Tensor::new(hi.max(lo) as f32, dev)?.to_dtype(x.dtype())?;
-    asym_fake_quant(x, &lo_t, &hi_t, q.abits).map_err(err)
+    asym_fake_quant(x, &lo_t, &hi_t, q.abits).map_err(candle_core::Error::wrap)
 }
 
 /// A model whose every forward runs under its [`FakeQuant`] scope: the quantized student of a

@@ -15,6 +15,7 @@ pub mod network;
 pub mod pretrained;
 pub mod probe;
 pub mod pytorchcv;
+mod scope;
 pub mod structure;
 pub mod weights;
 pub mod zoo;

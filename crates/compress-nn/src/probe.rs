@@ -62,13 +62,11 @@ pub(crate) fn record_linear(x: &Tensor) {
     });
 }
 
-/// Runs `f` and returns its result with what its layers recorded. Nested probes are not
-/// supported: the inner one wins.
+/// Runs `f` and returns its result with what its layers recorded. A nested probe records its
+/// own layers (the outer one resumes after it); a panic in `f` leaves no probe recording.
 pub fn probe<R>(f: impl FnOnce() -> R) -> (R, Probe) {
-    PROBE.with(|p| *p.borrow_mut() = Some(Probe::default()));
-    let r = f();
-    let rec = PROBE.with(|p| p.borrow_mut().take()).unwrap_or_default();
-    (r, rec)
+    let (r, rec) = crate::scope::scoped(&PROBE, Probe::default(), f);
+    (r, rec.unwrap_or_default())
 }
 
 #[cfg(test)]

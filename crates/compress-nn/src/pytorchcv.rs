@@ -136,7 +136,7 @@ pub fn load<A: Architecture>(family: Family, path: &Path, config: A::Config, dev
     if !path.is_file() {
         return Err(NnError::File {
             path: path.to_path_buf(),
-            msg: "no such file (convert pytorchcv's weights with tools/convert_pytorchcv.py)".into(),
+            source: "no such file (convert pytorchcv's weights with tools/convert_pytorchcv.py)".into(),
         });
     }
     let reference = Network::<A>::new(config.clone(), 0, device)?.tensors()?;

@@ -11,15 +11,14 @@ pub fn save_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()>
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    candle_core::safetensors::save(tensors, &tmp)
-        .map_err(|e| NnError::File { path: tmp.clone(), msg: e.to_string() })?;
-    std::fs::rename(&tmp, path).map_err(|e| NnError::File { path: path.to_path_buf(), msg: e.to_string() })
+    candle_core::safetensors::save(tensors, &tmp).map_err(|e| NnError::File { path: tmp.clone(), source: e.into() })?;
+    std::fs::rename(&tmp, path).map_err(|e| NnError::File { path: path.to_path_buf(), source: e.into() })
 }
 
 /// Reads a safetensors file (a clear error for a missing, truncated or corrupt file).
 pub fn read(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     candle_core::safetensors::load(path, device)
-        .map_err(|e| NnError::File { path: path.to_path_buf(), msg: e.to_string() })
+        .map_err(|e| NnError::File { path: path.to_path_buf(), source: e.into() })
 }
 
 /// Loads `path` and checks it against `reference` (name -> tensor of the wanted shape and

@@ -10,12 +10,13 @@ pub enum SynthError {
     #[error("teacher: {0}")]
     Teacher(String),
     /// A cached batch does not belong to this configuration, or cannot be read.
-    #[error("synthesis cache {path}: {msg}")]
+    #[error("synthesis cache {path}: {source}")]
     Cache {
         /// The file.
         path: std::path::PathBuf,
         /// What is wrong.
-        msg: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Tensor operations.
     #[error(transparent)]

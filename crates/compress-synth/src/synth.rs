@@ -1,28 +1,29 @@
 //! The synthesis loop (intraq spec 2.1): groups x batches of noise images optimised one batch at
-//! a time with Adam against `L_BNS + L_SIL + L_MDC` (+ a method's own terms), local object
-//! reinforcement before the teacher sees them, the plateau rule stepped every iteration, class
-//! centres from the images finished before. Deterministic for a seed; finished batches are
-//! cached so an interrupted synthesis resumes and fine-tuning can reuse them.
+//! a time with Adam against `L_BNS` plus a method's own terms, the plateau rule stepped every
+//! iteration. The method ([`SynthMethod`]: IntraQ's soft inception loss, marginal distance
+//! constraint and crops; FDDA's terms) plugs in at fixed points of each batch with the batch's
+//! seeded generator. Deterministic for a seed; finished batches are cached so an interrupted
+//! synthesis resumes and fine-tuning can reuse them.
 
-use crate::centres::ClassCentres;
-use crate::crop::random_resized_crop;
 use crate::error::{Result, SynthError};
-use crate::losses::{bns_loss, mdc_loss, soft_inception_loss};
+use crate::losses::bns_loss;
 use crate::plateau::Plateau;
 use crate::teacher::{Teacher, TeacherOut};
 use candle_core::{DType, Device, Tensor, Var};
 use compress_core::rng::SeededRng;
 use compress_train::optim::{Optimizer, OptimizerKind, ParamGroup};
 use rand::Rng;
+use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// What to synthesise and how.
+/// What to synthesise and how fast: the loop's settings (a method's own are in its
+/// [`SynthMethod`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SynthConfig {
-    /// Groups (class centres accumulate across groups, generated in order).
+    /// Groups (a method's class statistics accumulate across groups, generated in order).
     pub groups: usize,
     /// Batches per group.
     pub batches_per_group: usize,
@@ -34,18 +35,6 @@ pub struct SynthConfig {
     pub lr: f64,
     /// Plateau rule: factor, patience, relative threshold, floor.
     pub plateau: (f64, u32, f64, f64),
-    /// Soft-label lower bound epsilon (1: hard targets).
-    pub eps_soft: f64,
-    /// Probability that an image gets a soft target `U(eps, 1)` (the official code: 0.5).
-    pub p_soft: f64,
-    /// MDC lower / upper cosine-distance bounds ((0, 2): off).
-    pub lambda: (f64, f64),
-    /// LOR crop area lower bound eta.
-    pub eta: f64,
-    /// Probability of LOR per iteration (one coin for the batch).
-    pub p_lor: f64,
-    /// Horizontal flips after the crop.
-    pub flip: bool,
     /// Image side.
     pub image_size: usize,
     /// Image channels.
@@ -55,8 +44,7 @@ pub struct SynthConfig {
 }
 
 impl SynthConfig {
-    /// The official CIFAR-10 script: 4 x 5 x 256 images, 1,000 iterations, lr 0.5, eps 0.95,
-    /// lambda (0.05, 0.8), eta 0.5, LOR 0.5, flips.
+    /// The official CIFAR-10 script's loop: 4 x 5 x 256 images, 1,000 iterations, lr 0.5.
     pub fn cifar10() -> Self {
         Self {
             groups: 4,
@@ -65,26 +53,20 @@ impl SynthConfig {
             iters: 1000,
             lr: 0.5,
             plateau: (0.1, 50, 1e-4, 1e-4),
-            eps_soft: 0.95,
-            p_soft: 0.5,
-            lambda: (0.05, 0.8),
-            eta: 0.5,
-            p_lor: 0.5,
-            flip: true,
             image_size: 32,
             channels: 3,
             classes: 10,
         }
     }
 
-    /// CIFAR-100: eps 0.6, lambda (0.02, 1.0).
+    /// CIFAR-100: 100 classes.
     pub fn cifar100() -> Self {
-        Self { eps_soft: 0.6, lambda: (0.02, 1.0), classes: 100, ..Self::cifar10() }
+        Self { classes: 100, ..Self::cifar10() }
     }
 
-    /// The released ImageNet script: eps 1, lambda (0, 2) (MDC and soft labels off), 224 px.
+    /// The released ImageNet script: 224 px, 1,000 classes.
     pub fn imagenet() -> Self {
-        Self { eps_soft: 1.0, lambda: (0.0, 2.0), image_size: 224, classes: 1000, ..Self::cifar10() }
+        Self { image_size: 224, classes: 1000, ..Self::cifar10() }
     }
 
     /// Checks the configuration is possible.
@@ -96,18 +78,8 @@ impl SynthConfig {
         if self.image_size == 0 || self.channels == 0 || self.classes == 0 {
             return bad("image size, channels and classes must be at least 1".into());
         }
-        let unit = 0.0..=1.0;
-        if self.lr.is_nan() || self.lr <= 0.0 || !unit.contains(&self.eps_soft) || !unit.contains(&self.p_soft) {
-            return bad(format!(
-                "lr {} must be > 0, eps {} and p_soft {} in [0, 1]",
-                self.lr, self.eps_soft, self.p_soft
-            ));
-        }
-        if !unit.contains(&self.p_lor) || self.eta.is_nan() || self.eta <= 0.0 || self.eta > 1.0 {
-            return bad(format!("p_lor {} must be in [0, 1] and eta {} in (0, 1]", self.p_lor, self.eta));
-        }
-        if self.lambda.0 > self.lambda.1 {
-            return bad(format!("MDC bounds {:?} are reversed", self.lambda));
+        if self.lr.is_nan() || self.lr <= 0.0 {
+            return bad(format!("lr {} must be > 0", self.lr));
         }
         Ok(())
     }
@@ -133,19 +105,69 @@ pub struct BatchStats {
     pub cached: bool,
 }
 
-/// The state a method's extra loss term sees for one iteration.
+/// What a method's loss sees for one iteration.
 #[derive(Debug)]
 pub struct BatchContext<'a> {
-    /// The images the teacher saw (after LOR).
+    /// The images the teacher saw (after the method's [`SynthMethod::view`]).
     pub images: &'a Tensor,
     /// Labels `[B]` (u32).
     pub labels: &'a Tensor,
+    /// The same labels as a slice.
+    pub label_list: &'a [u32],
 }
 
-/// A method's own synthesis term (FDDA plugs its terms in here), added to the core loss.
-pub trait SynthTerm {
-    /// The term's value for one iteration.
-    fn loss(&self, out: &TeacherOut, ctx: &BatchContext) -> Result<Tensor>;
+/// A method's part of the synthesis, called at fixed points of every batch (the order of the
+/// random draws is part of the contract: a seed gives the same images):
+/// 1. the loop draws the labels and the initial noise, then [`SynthMethod::start_batch`] draws
+///    the method's per-batch state (soft targets) from the same generator;
+/// 2. every iteration [`SynthMethod::view`] makes the teacher's input (a crop) and
+///    [`SynthMethod::objective`] turns `L_BNS` into the total loss;
+/// 3. after the batch (also a cached one) [`SynthMethod::finish_batch`] sees the clean images
+///    through the eval-mode teacher (class centres).
+pub trait SynthMethod {
+    /// Per-batch state.
+    type Batch;
+
+    /// The method's settings, part of the cache key.
+    fn key(&self) -> serde_json::Value;
+
+    /// Per-batch state for `labels`, drawn from the batch's generator.
+    fn start_batch(&self, labels: &[u32], rng: &mut StdRng, device: &Device) -> Result<Self::Batch>;
+
+    /// The images the teacher sees this iteration (default: the images themselves).
+    fn view(&self, images: &Tensor, rng: &mut StdRng) -> Result<Tensor> {
+        let _ = rng;
+        Ok(images.clone())
+    }
+
+    /// The iteration's total loss from `L_BNS` (`bns`), the teacher's output and the context.
+    fn objective(&self, batch: &mut Self::Batch, bns: Tensor, out: &TeacherOut, ctx: &BatchContext) -> Result<Tensor>;
+
+    /// Sees a finished batch's clean images through the eval-mode teacher.
+    fn finish_batch(&mut self, out: &TeacherOut, labels: &[u32]) -> Result<()> {
+        let _ = (out, labels);
+        Ok(())
+    }
+}
+
+/// `L_BNS` alone: the plain BN-statistics synthesis.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BnsOnly;
+
+impl SynthMethod for BnsOnly {
+    type Batch = ();
+
+    fn key(&self) -> serde_json::Value {
+        serde_json::json!("bns-only")
+    }
+
+    fn start_batch(&self, _: &[u32], _: &mut StdRng, _: &Device) -> Result<()> {
+        Ok(())
+    }
+
+    fn objective(&self, _: &mut (), bns: Tensor, _: &TeacherOut, _: &BatchContext) -> Result<Tensor> {
+        Ok(bns)
+    }
 }
 
 /// Synthetic images in the teacher's normalised input space and their labels.
@@ -163,20 +185,22 @@ fn cache_file(dir: &Path, g: usize, b: usize) -> PathBuf {
     dir.join(format!("g{g}-b{b}.safetensors"))
 }
 
-fn check_cache(dir: &Path, cfg: &SynthConfig, seed: u64, teacher_id: &str) -> Result<()> {
-    let key = serde_json::json!({"config": cfg, "seed": seed, "teacher": teacher_id});
+fn check_cache(dir: &Path, cfg: &SynthConfig, method: serde_json::Value, seed: u64, teacher_id: &str) -> Result<()> {
+    let key = serde_json::json!({"config": cfg, "method": method, "seed": seed, "teacher": teacher_id});
     let path = dir.join("synth.json");
-    let err = |msg: String| SynthError::Cache { path: path.clone(), msg };
-    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let err = |e: Box<dyn std::error::Error + Send + Sync>| SynthError::Cache { path: path.clone(), source: e };
+    std::fs::create_dir_all(dir).map_err(|e| err(e.into()))?;
     if path.is_file() {
-        let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-        let found: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(format!("unreadable: {e}")))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| err(e.into()))?;
+        let found: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.into()))?;
         if found != key {
-            return Err(err("holds images of another configuration, seed or teacher; use another folder".into()));
+            return Err(err(
+                "holds images of another configuration, method, seed or teacher; use another folder".into()
+            ));
         }
         return Ok(());
     }
-    let bytes = serde_json::to_vec_pretty(&key).map_err(|e| err(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(&key).map_err(|e| err(e.into()))?;
     compress_train::record::write_atomic(&path, &bytes)?;
     Ok(())
 }
@@ -197,19 +221,19 @@ fn load_cached(
     if !path.is_file() || !spath.is_file() {
         return Ok(None);
     }
-    let serr = |msg: String| SynthError::Cache { path: spath.clone(), msg };
-    let text = std::fs::read_to_string(&spath).map_err(|e| serr(e.to_string()))?;
-    let mut stats: BatchStats = serde_json::from_str(&text).map_err(|e| serr(format!("unreadable: {e}")))?;
+    let serr = |e: Box<dyn std::error::Error + Send + Sync>| SynthError::Cache { path: spath.clone(), source: e };
+    let text = std::fs::read_to_string(&spath).map_err(|e| serr(e.into()))?;
+    let mut stats: BatchStats = serde_json::from_str(&text).map_err(|e| serr(e.into()))?;
     stats.cached = true;
     let path = path.as_path();
-    let err = |msg: String| SynthError::Cache { path: path.to_path_buf(), msg };
-    let t = compress_nn::weights::read(path, device).map_err(|e| err(e.to_string()))?;
+    let err = |e: Box<dyn std::error::Error + Send + Sync>| SynthError::Cache { path: path.to_path_buf(), source: e };
+    let t = compress_nn::weights::read(path, device).map_err(|e| err(e.into()))?;
     let (Some(x), Some(y)) = (t.get("images"), t.get("labels")) else {
         return Err(err("lacks images or labels".into()));
     };
     let want = [cfg.batch, cfg.channels, cfg.image_size, cfg.image_size];
     if x.dims() != want || y.dims() != [cfg.batch] {
-        return Err(err(format!("shapes {:?} / {:?}, expected {want:?} / [{}]", x.dims(), y.dims(), cfg.batch)));
+        return Err(err(format!("shapes {:?} / {:?}, expected {want:?} / [{}]", x.dims(), y.dims(), cfg.batch).into()));
     }
     let labels: Vec<u32> = y.to_dtype(DType::F32)?.to_vec1::<f32>()?.into_iter().map(|v| v as u32).collect();
     if labels.iter().any(|&l| l as usize >= cfg.classes) {
@@ -222,23 +246,22 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(f64::from(t.to_dtype(DType::F32)?.to_scalar::<f32>()?))
 }
 
-/// Synthesises `cfg.images()` images from `teacher`, group by group (seed `seed`; `extra` terms
-/// added to the loss). With `cache`, finished batches are written there and found again on a
-/// later call with the same configuration, seed and `teacher_id`.
-pub fn synthesize(
+/// Synthesises `cfg.images()` images from `teacher` with `method`'s terms, group by group (seed
+/// `seed`). With `cache`, finished batches are written there and found again on a later call with
+/// the same configuration, method settings, seed and `teacher_id`.
+pub fn synthesize<M: SynthMethod>(
     teacher: &dyn Teacher,
     cfg: &SynthConfig,
+    method: &mut M,
     seed: u64,
-    extra: &[&dyn SynthTerm],
     cache: Option<(&Path, &str)>,
     device: &Device,
 ) -> Result<SyntheticSet> {
     cfg.validate()?;
     if let Some((dir, id)) = cache {
-        check_cache(dir, cfg, seed, id)?;
+        check_cache(dir, cfg, method.key(), seed, id)?;
     }
     let rng = SeededRng::new(seed).child("synthesis");
-    let mut bank = ClassCentres::new(cfg.classes);
     let (mut images, mut labels, mut stats) = (Vec::new(), Vec::new(), Vec::new());
     let shape = (cfg.batch, cfg.channels, cfg.image_size, cfg.image_size);
     for g in 0..cfg.groups {
@@ -251,21 +274,22 @@ pub fn synthesize(
             let (x, y, st) = match cached {
                 Some(found) => found,
                 None => {
-                    let (x, y, st) =
-                        one_batch(teacher, cfg, &bank, &mut rng.stream("batch", index), extra, (g, b), shape, device)?;
+                    let mut rng = rng.stream("batch", index);
+                    let (x, y, st) = one_batch(teacher, cfg, &*method, &mut rng, (g, b), shape, device)?;
                     if let Some((dir, _)) = cache {
                         let yt = Tensor::from_vec(y.iter().map(|&v| v as f32).collect::<Vec<f32>>(), y.len(), device)?;
                         let t = HashMap::from([("images".to_string(), x.clone()), ("labels".to_string(), yt)]);
                         compress_nn::weights::save_atomic(&t, &cache_file(dir, g, b))?;
-                        let bytes = serde_json::to_vec(&st).map_err(|e| SynthError::Config(e.to_string()))?;
+                        let bytes = serde_json::to_vec(&st)
+                            .map_err(|e| SynthError::Cache { path: stats_file(dir, g, b), source: e.into() })?;
                         compress_train::record::write_atomic(&stats_file(dir, g, b), &bytes)?;
                     }
                     (x, y, st)
                 }
             };
-            // The class bank sees the clean images through the eval-mode teacher.
+            // The method sees the clean images through the eval-mode teacher.
             let out = teacher.forward_probe(&x)?;
-            bank.push(&out.features.detach(), &y)?;
+            method.finish_batch(&out, &y)?;
             images.push(x);
             labels.extend(y);
             stats.push(st);
@@ -274,13 +298,11 @@ pub fn synthesize(
     Ok(SyntheticSet { images: Tensor::cat(&images, 0)?, labels, stats })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn one_batch(
+fn one_batch<M: SynthMethod>(
     teacher: &dyn Teacher,
     cfg: &SynthConfig,
-    bank: &ClassCentres,
-    rng: &mut rand::rngs::StdRng,
-    extra: &[&dyn SynthTerm],
+    method: &M,
+    rng: &mut StdRng,
     index: (usize, usize),
     shape: (usize, usize, usize, usize),
     device: &Device,
@@ -288,13 +310,9 @@ fn one_batch(
     let n = shape.0 * shape.1 * shape.2 * shape.3;
     let labels: Vec<u32> = (0..cfg.batch).map(|_| rng.random_range(0..cfg.classes as u32)).collect();
     let init: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
-    let soft: Vec<f32> = (0..cfg.batch)
-        .map(|_| if rng.random_bool(cfg.p_soft) { rng.random_range(cfg.eps_soft..=1.0) as f32 } else { 1.0 })
-        .collect();
+    let mut state = method.start_batch(&labels, rng, device)?;
     let x = Var::from_tensor(&Tensor::from_vec(init, shape, device)?)?;
     let y = Tensor::from_vec(labels.clone(), cfg.batch, device)?;
-    let s = Tensor::from_vec(soft, cfg.batch, device)?;
-    let mdc_on = cfg.lambda != (0.0, 2.0);
     let group = ParamGroup {
         name: "images".into(),
         vars: vec![("images".into(), x.clone())],
@@ -304,30 +322,14 @@ fn one_batch(
     let mut opt = Optimizer::new(OptimizerKind::adam(), vec![group])?;
     let (factor, patience, threshold, min_lr) = cfg.plateau;
     let mut plateau = Plateau::new(cfg.lr, factor, patience, threshold, min_lr);
-    let mut centres: Option<(Tensor, Tensor)> = None;
     let (mut last_loss, mut last_bns) = (f64::NAN, f64::NAN);
     for t in 0..cfg.iters {
-        let seen = if cfg.p_lor > 0.0 && rng.random_bool(cfg.p_lor) {
-            random_resized_crop(x.as_tensor(), cfg.eta, cfg.flip, rng)?
-        } else {
-            x.as_tensor().clone()
-        };
+        let seen = method.view(x.as_tensor(), rng)?;
         let out = teacher.forward_probe(&seen)?;
         let bns = bns_loss(&out.bn)?;
-        let mut loss = (&bns + soft_inception_loss(&out.logits, &y, &s)?)?;
-        if mdc_on {
-            if centres.is_none() {
-                centres = Some(bank.gather(&labels, out.features.dim(1)?, device)?);
-            }
-            if let Some((c, m)) = &centres {
-                let (lo, hi) = mdc_loss(&out.features, c, m, cfg.lambda.0, cfg.lambda.1)?;
-                loss = ((loss + lo)? + hi)?;
-            }
-        }
-        let ctx = BatchContext { images: &seen, labels: &y };
-        for term in extra {
-            loss = (loss + term.loss(&out, &ctx)?)?;
-        }
+        let bns_value = scalar(&bns)?;
+        let ctx = BatchContext { images: &seen, labels: &y, label_list: &labels };
+        let loss = method.objective(&mut state, bns, &out, &ctx)?;
         let value = scalar(&loss)?;
         if !value.is_finite() {
             return Err(SynthError::Config(format!(
@@ -338,7 +340,7 @@ fn one_batch(
         let grads = loss.backward()?;
         opt.step(&grads, plateau.lr)?;
         plateau.step(value);
-        (last_loss, last_bns) = (value, scalar(&bns)?);
+        (last_loss, last_bns) = (value, bns_value);
     }
     let stats = BatchStats { index, loss: last_loss, bns: last_bns, lr: plateau.lr, cached: false };
     Ok((x.as_tensor().detach(), labels, stats))

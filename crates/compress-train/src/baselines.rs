@@ -8,7 +8,8 @@
 use crate::engine::{NoHooks, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::optim::OptimizerKind;
-use crate::record::{Report, ReportRow, Run, Verdict};
+use crate::record::Run;
+use crate::report::{Report, ReportRow, Rule};
 use crate::schedule::Schedule;
 use crate::{classify, super_resolution};
 use candle_core::Device;
@@ -32,6 +33,16 @@ pub enum Profile {
     Smoke,
     /// The full recipe (at most 5 minutes on 2 cores).
     Full,
+}
+
+impl Profile {
+    /// `smoke` or `full`, as reports name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Smoke => "smoke",
+            Profile::Full => "full",
+        }
+    }
 }
 
 /// What a baseline run produced.
@@ -128,28 +139,18 @@ where
     run.plot("loss.svg", &format!("{name}: training loss"), "epoch", &[("train loss", series("loss"))])?;
     run.plot("accuracy.svg", &format!("{name}: test top-1 (%)"), "epoch", &[("top-1", series("top1"))])?;
     let cost = net.config.cost();
-    let report = Report {
-        title: format!("{name}: dense baseline ({} MACs, {} params)", cost.macs, cost.params),
-        command: format!("cargo xtask train {}", name.split('-').next().unwrap_or(name)),
-        rows: vec![
-            ReportRow {
-                setting: "test top-1 (%)".into(),
-                baseline: None,
-                method: Some(top1),
-                paper: None,
-                claim: "a dense baseline reaches >= 98 % top-1".into(),
-                verdict: if top1 >= 98.0 { Verdict::Holds } else { Verdict::Fails },
-            },
-            ReportRow {
-                setting: "test top-5 (%)".into(),
-                baseline: None,
-                method: last["top5"].as_f64(),
-                paper: None,
-                claim: "-".into(),
-                verdict: Verdict::Info,
-            },
-        ],
-    };
+    let title = format!("{name}: dense baseline ({} MACs, {} params)", cost.macs, cost.params);
+    let command = format!("cargo xtask train {}", name.split('-').next().unwrap_or(name));
+    let report = Report::new(title, command, profile.name(), &[cfg.seed]).rows(vec![
+        ReportRow::claim(
+            "test top-1 (%)",
+            None,
+            Some(top1),
+            "a dense baseline reaches >= 98 % top-1",
+            Rule::Holds(top1 >= 98.0),
+        ),
+        ReportRow::info("test top-5 (%)", None, last["top5"].as_f64(), "-"),
+    ]);
     run.write_report(&report)?;
     Ok(Outcome { dir: run.dir().to_path_buf(), weights, report })
 }
@@ -207,28 +208,22 @@ fn edsr_run(profile: Profile, epochs: Option<usize>, runs: &Path, resume: bool, 
         ],
     )?;
     run.plot("loss.svg", "EDSR-mini: training L1", "step", &[("L1", series("l1"))])?;
-    let report = Report {
-        title: "edsr-mini-photos: dense SR baseline (EDSR 4x32, x2)".into(),
-        command: "cargo xtask train edsr-mini".into(),
-        rows: vec![
-            ReportRow {
-                setting: "PSNR-Y x2, photos-12 test (dB)".into(),
-                baseline: Some(bicubic.psnr),
-                method: Some(psnr),
-                paper: None,
-                claim: "EDSR-mini beats bicubic by >= 1.0 dB".into(),
-                verdict: if psnr - bicubic.psnr >= 1.0 { Verdict::Holds } else { Verdict::Fails },
-            },
-            ReportRow {
-                setting: "SSIM-Y x2, photos-12 test".into(),
-                baseline: Some(bicubic.ssim),
-                method: Some(ssim),
-                paper: None,
-                claim: "-".into(),
-                verdict: Verdict::Info,
-            },
-        ],
-    };
+    let report = Report::new(
+        "edsr-mini-photos: dense SR baseline (EDSR 4x32, x2)",
+        "cargo xtask train edsr-mini",
+        profile.name(),
+        &[cfg.seed],
+    )
+    .rows(vec![
+        ReportRow::claim(
+            "PSNR-Y x2, photos-12 test (dB)",
+            Some(bicubic.psnr),
+            Some(psnr),
+            "EDSR-mini beats bicubic by >= 1.0 dB",
+            Rule::AtLeast(1.0),
+        ),
+        ReportRow::info("SSIM-Y x2, photos-12 test", Some(bicubic.ssim), Some(ssim), "-"),
+    ]);
     run.write_report(&report)?;
     Ok(Outcome { dir: run.dir().to_path_buf(), weights, report })
 }

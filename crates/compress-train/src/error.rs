@@ -19,19 +19,26 @@ pub enum TrainError {
     #[error("invalid training configuration: {0}")]
     Config(String),
     /// A file could not be read or written.
-    #[error("{path}: {msg}")]
+    #[error("{path}: {source}")]
     File {
         /// The file.
         path: std::path::PathBuf,
         /// What went wrong.
-        msg: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A method's own step failed inside the loop (a hook, an objective).
+    #[error(transparent)]
+    Method(Box<dyn std::error::Error + Send + Sync>),
     /// The run was stopped on purpose (`stop_after_steps`), to test resuming.
     #[error("stopped after step {0} as requested")]
     Stopped(u64),
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// Writing a report or a bench's output failed.
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
     /// The model zoo failed.
     #[error(transparent)]
     Nn(#[from] compress_nn::NnError),
@@ -43,7 +50,12 @@ pub enum TrainError {
 /// Result alias of the training engine.
 pub type Result<T> = std::result::Result<T, TrainError>;
 
-/// A [`TrainError::File`] from any displayable error.
-pub fn file_err(path: &std::path::Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::File { path: path.to_path_buf(), msg: e.to_string() }
+/// A [`TrainError::File`] keeping `e` as its source (an error, or a message).
+pub fn file_err(path: &std::path::Path, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> TrainError {
+    TrainError::File { path: path.to_path_buf(), source: e.into() }
+}
+
+/// A method's error surfacing through the loop ([`TrainError::Method`]), its source kept.
+pub fn method_err(e: impl std::error::Error + Send + Sync + 'static) -> TrainError {
+    TrainError::Method(Box::new(e))
 }

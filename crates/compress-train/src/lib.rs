@@ -8,22 +8,29 @@
 //!   attention transfer; top-k, PSNR-Y and SSIM-Y.
 //! - [`engine`], [`classify`], [`super_resolution`]: the loops, with hooks, gradient
 //!   accumulation, a stop on non-finite loss, and exact resumption from [`checkpoint`]s.
-//! - [`record`] and [`plot`]: run folders, JSONL logs, reports and SVG plots.
+//! - [`record`], [`report`] and [`plot`]: run folders, JSONL logs, reports and SVG plots.
+//! - [`harness`]: the [`Reproduction`] trait every method crate implements and the
+//!   [`RunContext`] its runs share.
 
 pub mod baselines;
+pub mod bench;
 pub mod checkpoint;
 pub mod classify;
 pub mod engine;
 pub mod error;
+pub mod harness;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
 pub mod plot;
 pub mod record;
+pub mod report;
 pub mod schedule;
 pub mod super_resolution;
 
 pub use engine::{Hooks, NoHooks, TrainConfig};
 pub use error::{Result, TrainError};
-pub use record::{Report, ReportRow, Run, Verdict};
+pub use harness::{Info, Outcome, Reproduction, RunContext};
+pub use record::Run;
+pub use report::{Report, ReportRow, Rule, Verdict};

@@ -16,17 +16,21 @@ pub fn candle_single_threaded() -> bool {
     one("CANDLE_NUM_THREADS") && one("RAYON_NUM_THREADS")
 }
 
-/// How many runs to place side by side: `wanted`, at most the cores and the jobs, and 1 unless
+/// How many runs to place side by side: `wanted`, at most `cores` and the jobs, and 1 unless
 /// the device is the CPU with candle single-threaded.
-pub fn workers(wanted: usize, jobs: usize, cpu: bool) -> usize {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+pub fn workers(wanted: usize, jobs: usize, cpu: bool, cores: usize) -> usize {
     if cpu && candle_single_threaded() { wanted.clamp(1, cores).min(jobs.max(1)) } else { 1 }
 }
 
 /// Runs `f(job, threads)` for every job, `workers` at a time, each worker on its own rayon pool
-/// of `cores / workers` threads. Results come back in job order; after a failure no new job
+/// of `threads` threads. Results come back in job order; after a failure no new job
 /// starts and those not run are `None`. A panicking job is an error.
-pub fn side_by_side<J, R, E, F>(jobs: &[J], workers: usize, f: F) -> Result<Vec<Option<std::result::Result<R, E>>>>
+pub fn side_by_side<J, R, E, F>(
+    jobs: &[J],
+    workers: usize,
+    threads: usize,
+    f: F,
+) -> Result<Vec<Option<std::result::Result<R, E>>>>
 where
     J: Sync,
     R: Send,
@@ -35,9 +39,7 @@ where
 {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let workers = workers.max(1);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let threads = (cores / workers).max(1);
+    let (workers, threads) = (workers.max(1), threads.max(1));
     let pools = (0..workers)
         .map(|_| rayon::ThreadPoolBuilder::new().num_threads(threads).build())
         .collect::<std::result::Result<Vec<_>, _>>()
@@ -75,14 +77,14 @@ mod tests {
     #[test]
     fn results_come_back_in_job_order_and_a_failure_stops_new_jobs() {
         let jobs: Vec<u32> = (0..6).collect();
-        let out = side_by_side(&jobs, 2, |j, _| if *j == 100 { Err(()) } else { Ok(j * 2) }).expect("ran");
+        let out = side_by_side(&jobs, 2, 1, |j, _| if *j == 100 { Err(()) } else { Ok(j * 2) }).expect("ran");
         assert_eq!(
             out.into_iter().map(|r| r.and_then(|r| r.ok())).collect::<Vec<_>>(),
             (0..6).map(|j| Some(j * 2)).collect::<Vec<_>>()
         );
-        let out = side_by_side(&jobs, 1, |j, _| if *j == 2 { Err(*j) } else { Ok(*j) }).expect("ran");
+        let out = side_by_side(&jobs, 1, 2, |j, _| if *j == 2 { Err(*j) } else { Ok(*j) }).expect("ran");
         assert_eq!(out[2], Some(Err(2)));
         assert!(out[3..].iter().all(Option::is_none), "nothing starts after a failure");
-        assert_eq!(workers(4, 3, false), 1);
+        assert_eq!(workers(4, 3, false, 2), 1);
     }
 }

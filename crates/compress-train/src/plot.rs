@@ -43,5 +43,5 @@ pub fn line_plot(path: &Path, title: &str, x_label: &str, series: &[(&str, Vec<(
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| file_err(path, e))
+    draw().map_err(|e| file_err(path, e.to_string()))
 }

@@ -2,6 +2,7 @@
 //! seed and device, a JSONL log, checkpoints, `report.json` + `report.md`, and SVG plots.
 
 use crate::error::{Result, file_err};
+use crate::report::Report;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -136,25 +137,27 @@ impl Run {
         self.dir.join("checkpoints")
     }
 
-    /// Appends one JSON object to `log.jsonl`.
-    pub fn log(&mut self, v: &serde_json::Value) -> Result<()> {
+    /// Appends one JSON object (any serializable value) to `log.jsonl`.
+    pub fn log(&mut self, v: &impl Serialize) -> Result<()> {
         let p = self.dir.join("log.jsonl");
-        writeln!(self.log, "{v}").map_err(|e| file_err(&p, e))
+        let line = serde_json::to_string(v).map_err(|e| file_err(&p, e))?;
+        writeln!(self.log, "{line}").map_err(|e| file_err(&p, e))
     }
 
-    /// Writes `report.json` and `report.md`.
+    /// Writes `report.json` and `report.md` (the table at the report's decimals, then its notes).
     pub fn write_report(&self, r: &Report) -> Result<()> {
-        self.write_report_with(r, 2, "")
-    }
-
-    /// Writes `report.json` and `report.md` with `decimals` digits and `extra` Markdown after
-    /// the table.
-    pub fn write_report_with(&self, r: &Report, decimals: usize, extra: &str) -> Result<()> {
         write_atomic(
             &self.dir.join("report.json"),
             &serde_json::to_vec_pretty(r).map_err(|e| file_err(&self.dir, e))?,
         )?;
-        write_atomic(&self.dir.join("report.md"), format!("{}{extra}", r.markdown_with(decimals)).as_bytes())
+        write_atomic(&self.dir.join("report.md"), r.markdown().as_bytes())
+    }
+
+    /// Writes `value` as pretty JSON to `<file>` in the run folder, atomically.
+    pub fn write_json(&self, file: &str, value: &impl Serialize) -> Result<PathBuf> {
+        let path = self.dir.join(file);
+        write_atomic(&path, &serde_json::to_vec_pretty(value).map_err(|e| file_err(&path, e))?)?;
+        Ok(path)
     }
 
     /// Writes an SVG line plot `<file>` of named series of `(x, y)` points.
@@ -179,89 +182,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, bytes).map_err(|e| file_err(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| file_err(path, e))
-}
-
-/// Whether a claim held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Verdict {
-    /// The measured result supports the claim.
-    Holds,
-    /// It does not.
-    Fails,
-    /// Nothing to judge (a baseline row).
-    Info,
-}
-
-/// One row of a report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReportRow {
-    /// What was measured (`top-1 (%)`, `PSNR-Y x2 (dB)`).
-    pub setting: String,
-    /// The baseline's figure.
-    pub baseline: Option<f64>,
-    /// Our method's figure.
-    pub method: Option<f64>,
-    /// The paper's figure, where one exists.
-    pub paper: Option<f64>,
-    /// The claim this row tests, in words.
-    pub claim: String,
-    /// Whether it held.
-    pub verdict: Verdict,
-}
-
-impl ReportRow {
-    /// `method - baseline` where there is a baseline, else `method - paper` (marked so).
-    pub fn delta(&self) -> String {
-        self.delta_with(2)
-    }
-
-    /// [`ReportRow::delta`] with `decimals` digits.
-    pub fn delta_with(&self, decimals: usize) -> String {
-        match (self.method, self.baseline, self.paper) {
-            (Some(m), Some(b), _) => format!("{:+.decimals$}", m - b),
-            (Some(m), None, Some(p)) => format!("{:+.decimals$} vs paper", m - p),
-            _ => "-".into(),
-        }
-    }
-}
-
-/// A run's report: a title, rows, the command that produced it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
-    /// Title (`ResNet-20 on mnist-5k, dense baseline`).
-    pub title: String,
-    /// The command that reproduces it.
-    pub command: String,
-    /// The rows.
-    pub rows: Vec<ReportRow>,
-}
-
-impl Report {
-    /// The report as a Markdown table.
-    pub fn markdown(&self) -> String {
-        self.markdown_with(2)
-    }
-
-    /// [`Report::markdown`] with `decimals` digits (PSNR margins of hundredths of a dB need 3).
-    pub fn markdown_with(&self, decimals: usize) -> String {
-        let f = |v: Option<f64>| v.map(|x| format!("{x:.decimals$}")).unwrap_or_else(|| "-".into());
-        let mut s = format!("# {}\n\nCommand: `{}`\n\n", self.title, self.command);
-        s += "| setting | baseline | method | paper | delta | claim | verdict |\n| --- | --- | --- | --- | --- | --- | --- |\n";
-        for r in &self.rows {
-            let delta = r.delta_with(decimals);
-            s += &format!(
-                "| {} | {} | {} | {} | {} | {} | {:?} |\n",
-                r.setting,
-                f(r.baseline),
-                f(r.method),
-                f(r.paper),
-                delta,
-                r.claim,
-                r.verdict
-            );
-        }
-        s
-    }
 }
 
 /// The newest `report.json` of every run name under `root` (`root/<name...>/<timestamp>/`).

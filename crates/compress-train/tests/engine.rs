@@ -147,18 +147,10 @@ fn gradient_accumulation_equals_a_larger_batch() {
 fn reports_and_plots_are_written() {
     let root = tempfile::tempdir().expect("tempdir");
     let run = Run::create(root.path(), "m/mini", &cfg(), 1, "cpu").expect("run");
-    let r = compress_train::Report {
-        title: "t".into(),
-        command: "cargo xtask reproduce m".into(),
-        rows: vec![compress_train::ReportRow {
-            setting: "top-1 (%)".into(),
-            baseline: Some(90.0),
-            method: Some(91.5),
-            paper: Some(92.0),
-            claim: "c".into(),
-            verdict: compress_train::Verdict::Holds,
-        }],
-    };
+    let rule = compress_train::Rule::AtLeast(1.0);
+    let row = compress_train::ReportRow::claim("top-1 (%)", Some(90.0), Some(91.5), "c", rule);
+    let r = compress_train::Report::new("t", "cargo xtask reproduce m", "mini", &[1])
+        .rows(vec![row.against_paper(Some(92.0), None)]);
     run.write_report(&r).expect("report");
     let md = std::fs::read_to_string(run.dir().join("report.md")).expect("md");
     assert!(md.contains("| top-1 (%) | 90.00 | 91.50 | 92.00 | +1.50 | c | Holds |"), "{md}");

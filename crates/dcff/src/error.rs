@@ -28,8 +28,8 @@ pub enum DcffError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     /// Writing a record.
-    #[error("{0}")]
-    Io(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Result with [`DcffError`].

@@ -259,7 +259,7 @@ where
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> compress_nn::Result<Tensor> {
-        let tensors = self.compact_tensors().map_err(|e| compress_nn::NnError::Config(e.to_string()))?;
+        let tensors = self.compact_tensors().map_err(|e| compress_nn::NnError::Method(Box::new(e)))?;
         let model = A::build(&self.compact, VarBuilder::from_tensors(tensors, DType::F32, &self.device))?;
         Ok(model.forward_t(x, train)?)
     }

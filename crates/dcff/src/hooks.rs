@@ -54,14 +54,11 @@ where
     A::Config: LayerwiseRates,
 {
     fn on_epoch_start(&mut self, epoch: usize, _vars: &VarMap) -> compress_train::Result<()> {
-        let done = self.net.refreshed_epoch().map_err(|e| compress_train::TrainError::Config(e.to_string()))?;
+        let done = self.net.refreshed_epoch().map_err(compress_train::error::method_err)?;
         if done != Some(epoch) {
-            let r = self
-                .net
-                .refresh(epoch, self.schedule.at(epoch))
-                .map_err(|e| compress_train::TrainError::Config(e.to_string()))?;
+            let r = self.net.refresh(epoch, self.schedule.at(epoch)).map_err(compress_train::error::method_err)?;
             if let Some(path) = &self.journal {
-                let err = |e: std::io::Error| compress_train::TrainError::Config(format!("{}: {e}", path.display()));
+                let err = |e: std::io::Error| compress_train::error::file_err(path, e);
                 let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(err)?;
                 let line = serde_json::to_string(&r).map_err(|e| err(std::io::Error::other(e)))?;
                 writeln!(f, "{line}").map_err(err)?;

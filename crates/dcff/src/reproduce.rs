@@ -5,36 +5,23 @@
 //! from scratch, (c) magnitude pruning on the same budget (train the full net, L1-prune, fine-tune),
 //! plus (a') DCFF with the stable KL rule and the dense network, both for information.
 
-use crate::error::{DcffError, Result};
+use crate::error::Result;
 use crate::fused::{EpochRefresh, FusedNetwork};
 use crate::hooks::Refresher;
-use crate::presets::paper_settings;
 use crate::proxy::KlMode;
 use crate::temperature::TemperatureSchedule;
 use candle_core::Device;
-use compress_data::batch::{Augment, Dataset, ImageDataset};
-use compress_data::{embedded, mnist};
+use compress_data::batch::Dataset;
+use compress_data::embedded;
 use compress_nn::zoo::{Vgg, VggConfig};
 use compress_nn::{Architecture, Model, Network};
 use compress_prune::{LayerwiseRates, Reduction, compact_config, magnitude_kept, measured_cost};
+use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
 use compress_train::optim::OptimizerKind;
 use compress_train::schedule::{Decay, Schedule};
-use compress_train::{NoHooks, Report, ReportRow, Run, TrainConfig, Verdict, classify};
+use compress_train::{Info, NoHooks, Outcome, ReportRow, Reproduction, Rule, Run, RunContext, TrainConfig, classify};
 use serde_json::json;
-use std::path::{Path, PathBuf};
-
-/// How much to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// Seconds, on a subset, one seed: what tests run.
-    Smoke,
-    /// The spec's section 9 on the embedded MNIST (minutes on 2 cores).
-    Mini,
-    /// The paper's settings: checks every compact model's size against the paper's table (and
-    /// trains them where the datasets are present: see the crate README).
-    Paper,
-}
 
 /// The mini experiment's settings.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -109,12 +96,6 @@ impl MiniSettings {
     }
 }
 
-fn mnist(train: bool, subset: Option<(usize, usize)>) -> Result<ImageDataset> {
-    let split = if train { mnist::Split::Train } else { mnist::Split::Test };
-    let limit = subset.map(|(tr, te)| if train { tr } else { te });
-    Ok(embedded::mnist_5k_normalised(split, Augment::None, limit)?)
-}
-
 /// One arm's outcome on one seed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ArmOutcome {
@@ -130,28 +111,6 @@ pub struct ArmOutcome {
 
 fn top1_curve(history: &[serde_json::Value]) -> Vec<f64> {
     history.iter().map(|h| h["top1"].as_f64().unwrap_or(f64::NAN)).collect()
-}
-
-fn device_name(d: &Device) -> String {
-    format!("{:?}", d.location())
-}
-
-/// The run of one arm (see [`Run::for_arm`]).
-pub(crate) fn arm_run(
-    root: &Path,
-    name: &str,
-    cfg: &TrainConfig,
-    resume: bool,
-    quiet: bool,
-    dev: &Device,
-) -> Result<(Run, bool)> {
-    Ok(Run::for_arm(root, name, cfg, resume, quiet, &device_name(dev))?)
-}
-
-fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(v).map_err(|e| DcffError::Io(e.to_string()))?;
-    compress_train::record::write_atomic(path, &bytes)?;
-    Ok(())
 }
 
 /// What the DCFF arm adds: the refresh log and the extraction check.
@@ -186,7 +145,7 @@ where
     let mut hooks = Refresher::new(&net, TemperatureSchedule::official(cfg.epochs)).journal(journal.clone());
     let history = classify::fit(&net, train, test, cfg, run, resume, &mut hooks)?;
     // The whole record, including refreshes made before an interruption.
-    let refreshes = crate::hooks::read_journal(&journal).map_err(|e| DcffError::Io(e.to_string()))?;
+    let refreshes = crate::hooks::read_journal(&journal)?;
     let compact = net.to_compact()?;
     let (compact_top1, _) = classify::evaluate(&compact, test, 256)?;
     let mut max_diff = 0f64;
@@ -206,23 +165,13 @@ where
     Ok((arm, DcffExtras { refreshes, compact_top1, max_logit_diff: max_diff }, compact))
 }
 
-/// Runs the mini (or smoke) experiment under `root` and returns its report.
-pub fn mini(
-    settings: &MiniSettings,
-    root: &Path,
-    resume: bool,
-    quiet: bool,
-    device: &Device,
-) -> Result<(PathBuf, Report)> {
-    let train = mnist(true, settings.subset)?;
-    let test = mnist(false, settings.subset)?;
-    let steps = compress_data::batch::Dataset::len(&train) / settings.batch;
-    let mut exp = match (resume, Run::newest(root, "dcff/mini")?) {
-        (true, Some(r)) => r,
-        _ => Run::create(root, "dcff/mini", settings, 0, &device_name(device))?,
-    };
-    exp.quiet = quiet;
-    let arms = exp.dir().join("arms");
+/// Runs the mini (or smoke) experiment in `ctx` and returns its outcome.
+pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
+    let settings = &MiniSettings { seeds: ctx.seeds_or(&settings.seeds), ..settings.clone() };
+    let (train, test) = embedded::mnist_5k_digits(settings.subset.map(|s| s.0), settings.subset.map(|s| s.1))?;
+    let steps = train.len() / settings.batch;
+    let device = ctx.device();
+    let mut exp = ctx.run("", settings, 0)?;
     let full = settings.model.clone();
     let compact = compact_config(&full, &settings.rates)?;
     let (mut a, mut a_stable, mut b, mut c, mut dense) = (vec![], vec![], vec![], vec![], vec![]);
@@ -231,7 +180,7 @@ pub fn mini(
     for &seed in &settings.seeds {
         let cfg = settings.train_config(seed, settings.epochs, 0, steps);
         // (a) DCFF, official KL rule.
-        let (mut run, r) = arm_run(&arms, &format!("a-dcff-seed{seed}"), &cfg, resume, quiet, device)?;
+        let (mut run, r) = ctx.arm(&format!("a-dcff-seed{seed}"), &cfg)?;
         let (out, ex, _) = train_dcff::<Vgg, _, _>(
             &full,
             &settings.rates,
@@ -248,32 +197,32 @@ pub fn mini(
         a.push(out);
         extras.push(ex);
         // (a') DCFF, stable KL rule.
-        let (mut run, r) = arm_run(&arms, &format!("a-stable-seed{seed}"), &cfg, resume, quiet, device)?;
+        let (mut run, r) = ctx.arm(&format!("a-stable-seed{seed}"), &cfg)?;
         let (out, ex, _) =
             train_dcff::<Vgg, _, _>(&full, &settings.rates, KlMode::Stable, &cfg, &train, &test, &mut run, r, device)?;
         stable_changes += ex.refreshes.iter().flat_map(|e| &e.layers).filter(|l| l.changed).count();
         a_stable.push(out);
         // (b) The compact network from scratch.
-        let (mut run, r) = arm_run(&arms, &format!("b-scratch-seed{seed}"), &cfg, resume, quiet, device)?;
+        let (mut run, r) = ctx.arm(&format!("b-scratch-seed{seed}"), &cfg)?;
         let net = Network::<Vgg>::new(compact.clone(), seed, device)?;
         let h = classify::fit(&net, &train, &test, &cfg, &mut run, r, &mut NoHooks)?;
         let curve = top1_curve(&h);
         b.push(ArmOutcome { arm: "scratch".into(), seed, top1: curve.last().copied().unwrap_or(f64::NAN), curve });
         // (c) Magnitude pruning: full net for `pretrain_epochs`, L1-prune, fine-tune the rest.
         let pre = settings.train_config(seed, settings.pretrain_epochs, 0, steps);
-        let (mut run, r) = arm_run(&arms, &format!("c-pretrain-seed{seed}"), &pre, resume, quiet, device)?;
+        let (mut run, r) = ctx.arm(&format!("c-pretrain-seed{seed}"), &pre)?;
         let net = Network::<Vgg>::new(full.clone(), seed, device)?;
         let h1 = classify::fit(&net, &train, &test, &pre, &mut run, r, &mut NoHooks)?;
         let pruned = net.prune(&magnitude_kept(&net, &compact)?)?;
         let ft_epochs = settings.epochs - settings.pretrain_epochs;
         let ft = settings.train_config(seed, ft_epochs, settings.pretrain_epochs, steps);
-        let (mut run, r) = arm_run(&arms, &format!("c-finetune-seed{seed}"), &ft, resume, quiet, device)?;
+        let (mut run, r) = ctx.arm(&format!("c-finetune-seed{seed}"), &ft)?;
         let h2 = classify::fit(&pruned, &train, &test, &ft, &mut run, r, &mut NoHooks)?;
         let mut curve = top1_curve(&h1);
         curve.extend(top1_curve(&h2));
         c.push(ArmOutcome { arm: "magnitude".into(), seed, top1: curve.last().copied().unwrap_or(f64::NAN), curve });
         // The dense network, for reference.
-        let (mut run, r) = arm_run(&arms, &format!("dense-seed{seed}"), &cfg, resume, quiet, device)?;
+        let (mut run, r) = ctx.arm(&format!("dense-seed{seed}"), &cfg)?;
         let net = Network::<Vgg>::new(full.clone(), seed, device)?;
         let h = classify::fit(&net, &train, &test, &cfg, &mut run, r, &mut NoHooks)?;
         let curve = top1_curve(&h);
@@ -298,74 +247,60 @@ pub fn mini(
     let cost_full = measured_cost::<Vgg>(&full)?;
     let cost_compact = measured_cost::<Vgg>(&compact)?;
     let red = Reduction { base: cost_full, pruned: cost_compact };
-    let verdict = |ok: bool| if ok { Verdict::Holds } else { Verdict::Fails };
     let n = settings.seeds.len();
     let rows = vec![
-        ReportRow {
-            setting: format!("top-1 (%), mean of {n} seeds: (c) magnitude prune+fine-tune vs (a) DCFF"),
-            baseline: Some(mc),
-            method: Some(ma),
-            paper: None,
-            claim: "(1) DCFF from scratch beats pretrain-prune-fine-tune on the same budget".into(),
-            verdict: verdict(ma > mc),
-        },
-        ReportRow {
-            setting: format!("top-1 (%), mean of {n} seeds: (b) compact from scratch vs (a) DCFF"),
-            baseline: Some(mb),
-            method: Some(ma),
-            paper: None,
-            claim: "(2) DCFF within 1 pp of scratch (fusion acts in epoch 0 only)".into(),
-            verdict: verdict((ma - mb).abs() <= 1.0),
-        },
-        ReportRow {
-            setting: "layers whose scores are NaN from epoch 1 and whose S never changes (%)".into(),
-            baseline: None,
-            method: Some(frozen_pct),
-            paper: None,
-            claim: "(3) the official KL rule freezes the epoch-0 selection (100 %)".into(),
-            verdict: verdict(frozen_pct == 100.0),
-        },
-        ReportRow {
-            setting: "largest top-1 gap, compact vs fused (pp)".into(),
-            baseline: None,
-            method: Some(extraction_gap),
-            paper: None,
-            claim: format!(
-                "(4) the extracted compact model equals the fused one (0 pp; max logit diff {logit_gap:.2e})"
-            ),
-            verdict: verdict(extraction_gap == 0.0 && logit_gap < 1e-4),
-        },
-        ReportRow {
-            setting: format!("top-1 (%): dense vs (a') DCFF with the stable KL rule ({stable_changes} S changes)"),
-            baseline: Some(md),
-            method: Some(ms),
-            paper: None,
-            claim: "-".into(),
-            verdict: Verdict::Info,
-        },
-        ReportRow {
-            setting: format!("FLOPs (papers' counter) dense -> compact, reduction {:.1} %", red.flops_percent()),
-            baseline: Some(cost_full.pruning_flops() as f64),
-            method: Some(cost_compact.pruning_flops() as f64),
-            paper: None,
-            claim: "-".into(),
-            verdict: Verdict::Info,
-        },
-        ReportRow {
-            setting: format!("params dense -> compact, reduction {:.1} %", red.params_percent()),
-            baseline: Some(cost_full.params as f64),
-            method: Some(cost_compact.params as f64),
-            paper: None,
-            claim: "-".into(),
-            verdict: Verdict::Info,
-        },
+        ReportRow::claim(
+            format!("top-1 (%), mean of {n} seeds: (c) magnitude prune+fine-tune vs (a) DCFF"),
+            Some(mc),
+            Some(ma),
+            "(1) DCFF from scratch beats pretrain-prune-fine-tune on the same budget",
+            Rule::Above(0.0),
+        ),
+        ReportRow::claim(
+            format!("top-1 (%), mean of {n} seeds: (b) compact from scratch vs (a) DCFF"),
+            Some(mb),
+            Some(ma),
+            "(2) DCFF within 1 pp of scratch (fusion acts in epoch 0 only)",
+            Rule::Within(1.0),
+        ),
+        ReportRow::claim(
+            "layers whose scores are NaN from epoch 1 and whose S never changes (%)",
+            None,
+            Some(frozen_pct),
+            "(3) the official KL rule freezes the epoch-0 selection (100 %)",
+            Rule::Holds(frozen_pct == 100.0),
+        ),
+        ReportRow::claim(
+            "largest top-1 gap, compact vs fused (pp)",
+            None,
+            Some(extraction_gap),
+            format!("(4) the extracted compact model equals the fused one (0 pp; max logit diff {logit_gap:.2e})"),
+            Rule::Holds(extraction_gap == 0.0 && logit_gap < 1e-4),
+        ),
+        ReportRow::info(
+            format!("top-1 (%): dense vs (a') DCFF with the stable KL rule ({stable_changes} S changes)"),
+            Some(md),
+            Some(ms),
+            "-",
+        ),
+        ReportRow::info(
+            format!("FLOPs (papers' counter) dense -> compact, reduction {:.1} %", red.flops_percent()),
+            Some(cost_full.pruning_flops() as f64),
+            Some(cost_compact.pruning_flops() as f64),
+            "-",
+        )
+        .counts(),
+        ReportRow::info(
+            format!("params dense -> compact, reduction {:.1} %", red.params_percent()),
+            Some(cost_full.params as f64),
+            Some(cost_compact.params as f64),
+            "-",
+        )
+        .counts(),
     ];
-    let report = Report {
-        title: format!("DCFF mini: mini-VGG 16-32 -> 4-8 on mnist-5k, {} epochs, {n} seeds", settings.epochs),
-        command: "cargo xtask reproduce dcff".into(),
-        rows,
-    };
-    write_json(&exp.dir().join("arms.json"), &json!({"a": a, "a_stable": a_stable, "b": b, "c": c, "dense": dense}))?;
+    let title = format!("DCFF mini: mini-VGG 16-32 -> 4-8 on mnist-5k, {} epochs, {n} seeds", settings.epochs);
+    let report = ctx.report(title, &settings.seeds).rows(rows);
+    exp.write_json("arms.json", &json!({"a": a, "a_stable": a_stable, "b": b, "c": c, "dense": dense}))?;
     let f = |x: compress_core::cost::Cost| x.pruning_flops() as f64 / 1e6;
     exp.plot(
         "accuracy_vs_flops.svg",
@@ -393,36 +328,34 @@ pub fn mini(
         ],
     )?;
     exp.write_report(&report)?;
-    Ok((exp.dir().to_path_buf(), report))
+    Ok(Outcome::new(exp.dir(), report, vec![]))
 }
 
-/// Runs `profile` under `root` (`runs/`); returns the run folder and the report.
-pub fn reproduce(
-    profile: Profile,
-    root: &Path,
-    resume: bool,
-    quiet: bool,
-    device: &Device,
-) -> Result<(PathBuf, Report)> {
-    match profile {
-        Profile::Smoke => mini(&MiniSettings::smoke()?, &root.join("smoke"), resume, quiet, device),
-        Profile::Mini => mini(&MiniSettings::mini()?, root, resume, quiet, device),
-        Profile::Paper => {
-            let rows = crate::paper::paper_rows(&root.join("dcff/paper-runs"), resume, quiet, device)?;
-            #[derive(serde::Serialize)]
-            struct Settings {
-                rows: Vec<crate::presets::PaperSetting>,
-            }
-            let cfg = Settings { rows: paper_settings()? };
-            let run = Run::create(root, "dcff/paper", &cfg, 0, &device_name(device))?;
-            let report = Report {
-                title: "DCFF paper profile: the paper's table, sizes counted by our cost code, top-1 where the data is cached"
-                    .into(),
-                command: "cargo xtask reproduce dcff --profile paper".into(),
-                rows,
-            };
-            run.write_report(&report)?;
-            Ok((run.dir().to_path_buf(), report))
-        }
+/// `cargo xtask reproduce dcff`: dynamic-coded filter fusion.
+const INFO: Info = Info {
+    name: "dcff",
+    about: "dynamic-coded filter fusion",
+    profiles: &[
+        ("smoke", "3 epochs on 512 / 256 digits, one seed (what tests run)"),
+        ("mini", "section 9: mini-VGG 16-32 -> 4-8 on mnist-5k, 6 epochs, seeds 0-2"),
+        ("paper", "the paper's table: compact sizes counted, top-1 trained where CIFAR-10 / ImageNet are cached"),
+    ],
+};
+
+/// `cargo xtask reproduce dcff`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DcffReproduction;
+
+impl Reproduction for DcffReproduction {
+    fn info(&self) -> &'static Info {
+        &INFO
+    }
+
+    fn run(&self, profile: &str, ctx: &RunContext) -> std::result::Result<Outcome, BoxError> {
+        Ok(match profile {
+            "smoke" => mini(&MiniSettings::smoke()?, ctx)?,
+            "paper" => crate::paper::paper(ctx)?,
+            _ => mini(&MiniSettings::mini()?, ctx)?,
+        })
     }
 }

@@ -5,15 +5,19 @@ use candle_core::Device;
 use compress_data::batch::{Augment, ImageDataset};
 use compress_data::{embedded, mnist};
 use compress_nn::zoo::{Vgg, VggConfig};
-use compress_train::{Run, TrainError, Verdict};
-use dcff::reproduce::{MiniSettings, Profile, reproduce, train_dcff};
+use compress_train::{Run, RunContext, TrainError, Verdict, harness};
+use dcff::reproduce::{DcffReproduction, MiniSettings, train_dcff};
 use dcff::{DcffError, KlMode};
 
 #[test]
 fn smoke_reproduction_writes_a_report_whose_structural_claims_hold() {
     let root = tempfile::tempdir().unwrap();
-    let (dir, report) = reproduce(Profile::Smoke, root.path(), false, true, &Device::Cpu).unwrap();
+    let ctx = RunContext::new(root.path(), Device::Cpu).quiet(true);
+    let out = harness::reproduce(&DcffReproduction, "smoke", &ctx).unwrap();
+    let (dir, report) = (out.dir(), out.report());
+    assert!(out.missing().is_empty());
     assert!(dir.join("report.md").is_file() && dir.join("accuracy_vs_flops.svg").is_file());
+    assert_eq!((report.profile.as_str(), report.seeds.as_slice()), ("smoke", &[0u64][..]));
     assert_eq!(report.rows.len(), 7);
     // Claims (3) and (4) do not depend on the training budget: the official KL rule freezes the
     // selection from epoch 1, and extraction is exact.

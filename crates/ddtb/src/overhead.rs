@@ -44,8 +44,8 @@ pub fn step_times(cfg: &DdtbConfig, fp: &HashMap<String, Tensor>, train: &SrPair
     let mut fp_opt = Optimizer::new(OptimizerKind::adam(), all_params(&fp_vars, 0.0)?)?;
     let fp_step = || -> candle_core::Result<()> {
         let out = fp_model.forward_t(&lr, true).map_err(to_candle)?;
-        let g = l1(&out.sr, &hr).map_err(|e| candle_core::Error::Msg(e.to_string()))?.backward()?;
-        fp_opt.step(&g, cfg.lr).map_err(|e| candle_core::Error::Msg(e.to_string()))
+        let g = l1(&out.sr, &hr).map_err(candle_core::Error::wrap)?.backward()?;
+        fp_opt.step(&g, cfg.lr).map_err(candle_core::Error::wrap)
     };
     let fp_s = median_seconds(2, 5, seconds, fp_step)?;
 
@@ -59,17 +59,38 @@ pub fn step_times(cfg: &DdtbConfig, fp: &HashMap<String, Tensor>, train: &SrPair
     let mut opt = Optimizer::new(OptimizerKind::adam(), param_groups(&vars, cfg)?)?;
     let q_step = || -> candle_core::Result<()> {
         let loss = step_loss(cfg, t.as_ref(), model.as_ref(), &lr, &hr, false).map_err(to_candle)?;
-        opt.step(&loss.backward()?, cfg.lr).map_err(|e| candle_core::Error::Msg(e.to_string()))
+        opt.step(&loss.backward()?, cfg.lr).map_err(candle_core::Error::wrap)
     };
     let q_s = median_seconds(2, 5, seconds, q_step)?;
     Ok(StepTimes { fp: fp_s, quantized: q_s })
 }
 
 fn to_candle(e: DdtbError) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
+    candle_core::Error::wrap(e)
 }
 
 /// The arms of the mini experiment, timed (`cargo xtask bench ddtb`).
 pub fn arms() -> [Arm; 4] {
     [Arm::Pams, Arm::PamsDdtbWeights, Arm::Ddtb, Arm::DdtbNoGates]
+}
+
+/// `cargo xtask bench ddtb`: the step cost of every mini arm against the full-precision step,
+/// from the mini's full-precision start under `runs` (trained if missing), as a Markdown table.
+pub fn bench(runs: &std::path::Path, seconds: f64) -> Result<String> {
+    let s = crate::reproduce::MiniSettings::mini();
+    let ctx = compress_train::RunContext::new(runs, Device::Cpu).quiet(true);
+    let fp = compress_nn::weights::read(&crate::reproduce::fp_start(&s, &ctx)?, &Device::Cpu)?;
+    let train = compress_data::embedded::photos_12("train", 2)?;
+    let mut out = format!(
+        "EDSR-mini x2 W2A2 train step, batch {} x {} px, {} candle thread(s); FP = full precision, L1, Adam\n\
+         | arm | FP step (ms) | quantized step (ms) | ratio |\n| --- | --- | --- | --- |\n",
+        s.batch,
+        s.lr_patch,
+        candle_core::utils::get_num_threads()
+    );
+    for arm in arms() {
+        let t = step_times(&s.config(arm, 0)?, &fp, &train, seconds)?;
+        out += &format!("| {} | {:.1} | {:.1} | {:.2} |\n", arm.key(), t.fp * 1e3, t.quantized * 1e3, t.ratio());
+    }
+    Ok(out)
 }

@@ -12,23 +12,13 @@ use crate::trainer::{self, Outcome, engine_config};
 use candle_core::{Device, Tensor};
 use compress_data::{SrPairs, embedded};
 use compress_nn::zoo::EdsrConfig;
+use compress_train::baselines;
+use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
 use compress_train::super_resolution::bicubic_score;
-use compress_train::{Report, ReportRow, Run, Verdict};
-use compress_train::{baselines, parallel};
+use compress_train::{Info, Outcome as RunOutcome, Report, ReportRow, Reproduction, Rule, RunContext};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// How much to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// Seconds: a few iterations of every arm on one seed (what tests run).
-    Smoke,
-    /// The spec's validated mini settings.
-    Mini,
-    /// The paper's table 5 configurations (needs DIV2K and the full-precision teachers).
-    Paper,
-}
 
 /// The mini experiment's settings.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -128,81 +118,52 @@ pub struct ArmResult {
     pub seconds_per_step: f64,
 }
 
-pub use compress_train::parallel::candle_single_threaded;
-
-/// Trains (or finds cached) what `profile` starts from: the full-precision EDSR-mini.
-pub fn prepare(profile: Profile, root: &Path, quiet: bool) -> Result<PathBuf> {
-    match profile {
-        Profile::Smoke => Ok(fp_weights(&MiniSettings::smoke(), &root.join("smoke"), quiet)?.1),
-        Profile::Mini => Ok(fp_weights(&MiniSettings::mini(), root, quiet)?.1),
-        Profile::Paper => Err(DdtbError::Config("the paper profile starts from downloaded teachers".into())),
-    }
-}
-
-/// The full-precision EDSR-mini: the cached `edsr-mini-photos` baseline, trained if missing.
-fn fp_weights(s: &MiniSettings, root: &Path, quiet: bool) -> Result<(HashMap<String, Tensor>, PathBuf)> {
+/// The full-precision EDSR-mini the quantized arms start from: the cached `edsr-mini-photos`
+/// baseline under `ctx`'s run folder, trained (on every core) if missing.
+pub fn fp_start(s: &MiniSettings, ctx: &RunContext) -> Result<PathBuf> {
     let name = "edsr-mini-photos";
-    let (runs, profile) = if s.smoke {
-        (root.to_path_buf(), baselines::Profile::Smoke)
-    } else {
-        (PathBuf::from(root), baselines::Profile::Full)
-    };
-    let path = match baselines::cached(name, &runs)? {
+    let profile = if s.smoke { baselines::Profile::Smoke } else { baselines::Profile::Full };
+    let runs = ctx.root();
+    Ok(match baselines::cached(name, &runs)? {
         Some(p) => p,
-        None => baselines::train(name, profile, None, &runs, false, quiet)?.weights,
-    };
-    Ok((compress_nn::weights::read(&path, &Device::Cpu)?, path))
+        None => baselines::train(name, profile, None, &runs, false, ctx.is_quiet())?.weights,
+    })
 }
 
-/// Runs the mini (or smoke) experiment under `root`.
-pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(PathBuf, Report)> {
-    let (fp, fp_path) = fp_weights(s, root, quiet)?;
+/// Runs the mini (or smoke) experiment in `ctx`.
+pub fn mini(s: &MiniSettings, ctx: &RunContext) -> Result<RunOutcome> {
+    let s = &MiniSettings { seeds: ctx.seeds_or(&s.seeds), ..s.clone() };
+    let device = ctx.device();
+    let fp_path = fp_start(s, ctx)?;
+    let fp = compress_nn::weights::read(&fp_path, &Device::Cpu)?;
     let train = embedded::photos_12("train", 2)?;
-    let test = embedded::photos_12("test", 2)?;
-    let test = if s.smoke { SrPairs { pairs: test.pairs[..1].to_vec(), scale: 2 } } else { test };
-    let dev_name = if device.is_cpu() { "cpu" } else { "cuda" };
-    let profile = if s.smoke { "smoke" } else { "mini" };
+    let test = embedded::photos_12_first("test", 2, s.smoke.then_some(1))?;
     let jobs: Vec<(u64, Arm)> = s.seeds.iter().flat_map(|&seed| s.arms.iter().map(move |&arm| (seed, arm))).collect();
-    // Runs side by side, each on its own rayon pool (compress_train::parallel).
-    let workers = parallel::workers(s.parallel_runs, jobs.len(), device.is_cpu());
-    let one = |&(seed, arm): &(u64, Arm), threads: usize| -> Result<ArmResult> {
+    let one = |&(seed, arm): &(u64, Arm), sub: &RunContext| -> Result<ArmResult> {
         let cfg = s.config(arm, seed)?;
-        let name = format!("ddtb/{profile}/{}-seed{seed}", arm.key());
-        let bars_quiet = quiet || workers > 1;
-        let (mut run, resuming) = Run::for_arm(root, &name, &engine_config(&cfg), resume, bars_quiet, dev_name)?;
+        let (mut run, resuming) = sub.arm(&format!("{}-seed{seed}", arm.key()), &engine_config(&cfg))?;
         let (outcome, _) = trainer::train(&cfg, &fp, &train, &test, &mut run, resuming, device)?;
         let seconds_per_step = mean(outcome.history.iter().filter_map(|h| h["seconds_per_step"].as_f64()));
-        if !quiet {
+        if !ctx.is_quiet() {
             println!(
-                "{} seed {seed}: PSNR-Y {:.3} dB, SSIM-Y {:.4} ({:.3} s/step on {threads} thread(s))",
+                "{} seed {seed}: PSNR-Y {:.3} dB, SSIM-Y {:.4} ({:.3} s/step on {} thread(s))",
                 arm.key(),
                 outcome.score.psnr,
                 outcome.score.ssim,
-                seconds_per_step
+                seconds_per_step,
+                sub.thread_count()
             );
         }
         Ok(ArmResult { arm, seed, outcome, seconds_per_step })
     };
-    let mut results = Vec::with_capacity(jobs.len());
-    for (r, (seed, arm)) in parallel::side_by_side(&jobs, workers, one)?.into_iter().zip(&jobs) {
-        match r {
-            Some(r) => results.push(r?),
-            None => {
-                return Err(DdtbError::Config(format!(
-                    "{} seed {seed} did not run (an earlier run failed)",
-                    arm.key()
-                )));
-            }
-        }
-    }
+    let results = ctx.side_by_side(&jobs, s.parallel_runs, one)?;
     let teacher = trainer::teacher(&s.config(Arm::Ddtb, 0)?.arch, &fp, device)?;
     let fp_score = trainer::evaluate(teacher.as_ref(), &test, 1.0, device)?;
     let bicubic = bicubic_score(&test)?;
-    let mut run = Run::create(root, &format!("ddtb/{profile}"), s, 0, dev_name)?;
-    run.quiet = quiet;
-    let (report, extra) = report(s, &results, fp_score.psnr, bicubic.psnr, &fp_path);
-    run.write_report_with(&report, 3, &extra)?;
-    Ok((run.dir().to_path_buf(), report))
+    let run = ctx.run("", s, 0)?;
+    let report = report(s, ctx, &results, fp_score.psnr, bicubic.psnr, &fp_path);
+    run.write_report(&report)?;
+    Ok(RunOutcome::new(run.dir(), report, vec![]))
 }
 
 fn psnr_of(results: &[ArmResult], arm: Arm) -> Option<f64> {
@@ -210,67 +171,58 @@ fn psnr_of(results: &[ArmResult], arm: Arm) -> Option<f64> {
     (!v.is_empty()).then(|| mean(v))
 }
 
-fn report(s: &MiniSettings, results: &[ArmResult], fp: f64, bicubic: f64, fp_path: &Path) -> (Report, String) {
+fn report(s: &MiniSettings, ctx: &RunContext, results: &[ArmResult], fp: f64, bicubic: f64, fp_path: &Path) -> Report {
     let seeds = s.seeds.len();
     let p = |a| psnr_of(results, a);
-    let row = |setting: String, base: Option<f64>, method: Option<f64>, claim: &str, margin: Option<f64>| {
-        let verdict = match (base, method, margin) {
-            (Some(b), Some(m), Some(x)) => {
-                if m >= b + x {
-                    Verdict::Holds
-                } else {
-                    Verdict::Fails
-                }
-            }
-            _ => Verdict::Info,
-        };
-        ReportRow { setting, baseline: base, method, paper: None, claim: claim.into(), verdict }
-    };
     let what = format!("PSNR-Y x2 (dB), photos-12 test, mean of {seeds} seed(s)");
     let ddtb = p(Arm::Ddtb);
     let ordered = matches!(ddtb, Some(d) if fp > d && d > bicubic);
     let mut rows = vec![
-        row(format!("{what}: (a) PAMS vs (b) DDTB"), p(Arm::Pams), ddtb, "DDTB >= PAMS + 0.03 dB", Some(0.03)),
-        row(
+        ReportRow::claim(
+            format!("{what}: (a) PAMS vs (b) DDTB"),
+            p(Arm::Pams),
+            ddtb,
+            "DDTB >= PAMS + 0.03 dB",
+            Rule::AtLeast(0.03),
+        ),
+        ReportRow::claim(
             format!("{what}: (a') PAMS activations with DDTB's weights vs (b) DDTB"),
             p(Arm::PamsDdtbWeights),
             ddtb,
             "DDTB >= PAMS-activations-with-DDTB-weights + 0.1 dB",
-            Some(0.1),
+            Rule::AtLeast(0.1),
         ),
-        ReportRow {
-            setting: format!("{what}: FP vs (b) DDTB (bicubic {bicubic:.3})"),
-            baseline: Some(fp),
-            method: ddtb,
-            paper: None,
-            claim: "FP > DDTB > bicubic".into(),
-            verdict: if ordered { Verdict::Holds } else { Verdict::Fails },
-        },
-        row(
+        ReportRow::claim(
+            format!("{what}: FP vs (b) DDTB (bicubic {bicubic:.3})"),
+            Some(fp),
+            ddtb,
+            "FP > DDTB > bicubic",
+            Rule::Holds(ordered),
+        ),
+        ReportRow::info(
             format!("{what}: (c) DDTB without gates vs (b) DDTB"),
             p(Arm::DdtbNoGates),
             ddtb,
             "gates help (reported, not required)",
-            None,
         ),
-        row(
+        ReportRow::info(
             format!("{what}: (a) PAMS vs (a') PAMS with p1/p99 weights"),
             p(Arm::Pams),
             p(Arm::PamsDdtbWeights),
             "cost of the percentile weight quantizer",
-            None,
         ),
     ];
     let paper = PAPER_TABLE.iter().find(|r| r.model == "edsr" && r.scale == 2 && r.bits == 2);
     if let Some(r) = paper {
-        rows.push(ReportRow {
-            setting: "paper: EDSR-baseline x2 W2A2 DDTB, Set14 PSNR (dB)".into(),
-            baseline: None,
-            method: None,
-            paper: Some(r.results[1].0),
-            claim: "the paper's setting (DIV2K, 60k iterations; not comparable with photos-12)".into(),
-            verdict: Verdict::Info,
-        });
+        rows.push(
+            ReportRow::info(
+                "paper: EDSR-baseline x2 W2A2 DDTB, Set14 PSNR (dB)",
+                None,
+                None,
+                "the paper's setting (DIV2K, 60k iterations; not comparable with photos-12)",
+            )
+            .against_paper(Some(r.results[1].0), None),
+        );
     }
     let mut extra = format!(
         "\nFull-precision start: `{}`. Bounds learning rate {:.1e} in [0, 1] pixel units = the official 1e-2 \
@@ -299,30 +251,51 @@ fn report(s: &MiniSettings, results: &[ArmResult], fp: f64, bicubic: f64, fp_pat
             dynamic
         );
     }
-    let report = Report {
-        title: "DDTB mini: EDSR-mini x2 W2A2 on photos-12".into(),
-        command: if s.smoke {
-            "cargo xtask reproduce ddtb --profile smoke".into()
-        } else {
-            "cargo xtask reproduce ddtb".into()
-        },
-        rows,
-    };
-    (report, extra)
+    ctx.report("DDTB mini: EDSR-mini x2 W2A2 on photos-12", &s.seeds).rows(rows).decimals(3).notes(extra)
 }
 
-/// Runs `profile` under `root`.
-pub fn reproduce(
-    profile: Profile,
-    root: &Path,
-    resume: bool,
-    quiet: bool,
-    device: &Device,
-) -> Result<(PathBuf, Report)> {
-    match profile {
-        Profile::Smoke => mini(&MiniSettings::smoke(), &root.join("smoke"), resume, quiet, device),
-        Profile::Mini => mini(&MiniSettings::mini(), root, resume, quiet, device),
-        Profile::Paper => paper(root, resume, quiet, device),
+/// `cargo xtask reproduce ddtb`: 2-4 bit quantization of super-resolution networks.
+const INFO: Info = Info {
+    name: "ddtb",
+    about: "2-4 bit quantization of super-resolution networks",
+    profiles: &[
+        ("smoke", "every arm for 6 iterations on one seed, a tiny FP start (what tests run)"),
+        ("mini", "section 9: EDSR-mini x2 W2A2 on photos-12, 4 arms x seeds 0-1 x 3,000 iterations"),
+        (
+            "paper",
+            "table 5: every configuration built and counted; trained where DIV2K, the benchmarks and the teachers are present",
+        ),
+    ],
+};
+
+/// `cargo xtask reproduce ddtb`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DdtbReproduction;
+
+impl DdtbReproduction {
+    fn settings(profile: &str) -> MiniSettings {
+        if profile == "smoke" { MiniSettings::smoke() } else { MiniSettings::mini() }
+    }
+}
+
+impl Reproduction for DdtbReproduction {
+    fn info(&self) -> &'static Info {
+        &INFO
+    }
+
+    fn side_by_side(&self, profile: &str) -> bool {
+        profile != "paper"
+    }
+
+    fn prepare(&self, profile: &str, ctx: &RunContext) -> std::result::Result<(), BoxError> {
+        if profile != "paper" {
+            fp_start(&Self::settings(profile), ctx)?;
+        }
+        Ok(())
+    }
+
+    fn run(&self, profile: &str, ctx: &RunContext) -> std::result::Result<RunOutcome, BoxError> {
+        Ok(if profile == "paper" { paper(ctx)? } else { mini(&Self::settings(profile), ctx)? })
     }
 }
 
@@ -364,7 +337,8 @@ fn image_dir(name: &str, sub: &str) -> PathBuf {
 
 /// The paper's table 5: every row is built and counted; with DIV2K, the four benchmarks and the
 /// teachers in place, each row trains with the official recipe and is scored on the benchmarks.
-fn paper(root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(PathBuf, Report)> {
+fn paper(ctx: &RunContext) -> Result<RunOutcome> {
+    let device = ctx.device();
     let mut rows = Vec::new();
     let mut missing = Vec::new();
     let benches = [("set5", "Set5_HR"), ("set14", "Set14_HR"), ("b100", "BSD100_HR"), ("urban100", "Urban100_HR")];
@@ -379,14 +353,12 @@ fn paper(root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(Pat
             missing.push(format!("teacher {}", t.display()));
         }
     }
-    let dev_name = if device.is_cpu() { "cpu" } else { "cuda" };
     #[derive(serde::Serialize)]
     struct PaperRuns {
         rows: Vec<DdtbConfig>,
     }
     let configs = PaperRuns { rows: PAPER_TABLE.iter().map(|r| r.config()).collect::<Result<Vec<_>>>()? };
-    let mut run = Run::create(root, "ddtb/paper", &configs, 1, dev_name)?;
-    run.quiet = quiet;
+    let run = ctx.run("", &configs, 1)?;
     for r in &PAPER_TABLE {
         let cfg = r.config()?;
         let p = placement(&cfg)?;
@@ -396,8 +368,8 @@ fn paper(root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(Pat
             let fp = load_teacher(&cfg, r.model, r.scale, device)?;
             let train = SrPairs::load_dir(&image_dir("div2k", "DIV2K_train_HR"), r.scale)?;
             let set14 = SrPairs::load_dir(&image_dir("set14", "Set14_HR"), r.scale)?;
-            let name = format!("ddtb/paper/{}-x{}-w{}", r.model, r.scale, r.bits);
-            let (mut arm_run, resuming) = Run::for_arm(root, &name, &engine_config(&cfg), resume, quiet, dev_name)?;
+            let name = format!("{}-x{}-w{}", r.model, r.scale, r.bits);
+            let (mut arm_run, resuming) = ctx.arm(&name, &engine_config(&cfg))?;
             let (_, model) = trainer::train(&cfg, &fp, &train, &set14, &mut arm_run, resuming, device)?;
             for (k, (bname, sub)) in benches.iter().enumerate() {
                 let pairs = SrPairs::load_dir(&image_dir(bname, sub), r.scale)?;
@@ -405,33 +377,19 @@ fn paper(root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(Pat
             }
         }
         for (k, bench) in crate::config::BENCHMARKS.iter().enumerate() {
-            rows.push(ReportRow {
-                setting: format!(
-                    "{label}, {bench} PSNR-Y (dB); {} quantized convs, {} activation quantizers, {} dynamic",
-                    p.quantized_convs, p.act_quants, p.dynamic
-                ),
-                baseline: None,
-                method: scores[k],
-                paper: Some(r.results[k].0),
-                claim: "the paper's table 5".into(),
-                verdict: Verdict::Info,
-            });
+            let setting = format!(
+                "{label}, {bench} PSNR-Y (dB); {} quantized convs, {} activation quantizers, {} dynamic",
+                p.quantized_convs, p.act_quants, p.dynamic
+            );
+            rows.push(
+                ReportRow::info(setting, None, scores[k], "the paper's table 5")
+                    .against_paper(Some(r.results[k].0), None),
+            );
         }
     }
-    let report = Report {
-        title: "DDTB paper profile: table 5".into(),
-        command: "cargo xtask reproduce ddtb --profile paper".into(),
-        rows,
-    };
-    run.write_report_with(&report, 2, "")?;
-    if !missing.is_empty() {
-        return Err(DdtbError::Config(format!(
-            "every table-5 configuration was built and counted ({}), but training needs: {}",
-            run.dir().join("report.md").display(),
-            missing.join("; ")
-        )));
-    }
-    Ok((run.dir().to_path_buf(), report))
+    let report = ctx.report("DDTB paper profile: table 5", &[1]).rows(rows);
+    run.write_report(&report)?;
+    Ok(RunOutcome::new(run.dir(), report, missing))
 }
 
 /// Loads a row's teacher through the zoo's checked loader (names and shapes against the model).

@@ -164,8 +164,7 @@ pub fn evaluate(model: &dyn QuantSr, pairs: &SrPairs, rgb_range: f32, device: &D
     model.set_phase(Phase::Dynamic)?;
     let rgb = f64::from(rgb_range);
     Ok(score(pairs, device, |lr| {
-        let out =
-            model.forward_t(&(lr * rgb)?, false).map_err(|e| compress_train::TrainError::Config(e.to_string()))?;
+        let out = model.forward_t(&(lr * rgb)?, false).map_err(compress_train::error::method_err)?;
         Ok((out.sr / rgb)?)
     })?)
 }

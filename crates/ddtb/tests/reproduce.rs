@@ -4,13 +4,15 @@
 #![allow(clippy::unwrap_used)]
 
 use candle_core::Device;
-use ddtb::reproduce::{MiniSettings, mini};
+use compress_train::{RunContext, harness};
+use ddtb::reproduce::DdtbReproduction;
 
 #[test]
 fn smoke_reproduction_runs_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let s = MiniSettings::smoke();
-    let (run, report) = mini(&s, dir.path(), false, true, &Device::Cpu).unwrap();
+    let ctx = RunContext::new(dir.path(), Device::Cpu).quiet(true);
+    let out = harness::reproduce(&DdtbReproduction, "smoke", &ctx).unwrap();
+    let (run, report) = (out.dir(), out.report());
     assert!(run.join("report.md").is_file());
     let text = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(text.contains("DDTB >= PAMS + 0.03 dB") && text.contains("| ddtb | 0 |"), "{text}");
@@ -21,8 +23,8 @@ fn smoke_reproduction_runs_and_resumes() {
         }
     }
     // Resuming finished runs repeats nothing and gives the same scores.
-    let (_, again) = mini(&s, dir.path(), true, true, &Device::Cpu).unwrap();
-    for (a, b) in report.rows.iter().zip(&again.rows) {
+    let again = harness::reproduce(&DdtbReproduction, "smoke", &ctx.clone().resume(true)).unwrap();
+    for (a, b) in report.rows.iter().zip(&again.report().rows) {
         assert_eq!(a.method, b.method, "{}", a.setting);
     }
 }

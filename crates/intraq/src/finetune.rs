@@ -13,6 +13,7 @@ use compress_nn::fake_quant::Quantized;
 use compress_synth::crop::{CropBox, crop_resize, sample_box};
 use compress_synth::{CondGenerator, GdfqTrainer, GenConfig, SyntheticSet};
 use compress_train::engine::{Engine, TrainConfig};
+use compress_train::harness::RunContext;
 use compress_train::loss::{cross_entropy, distillation};
 use compress_train::optim::{OptimizerKind, all_params};
 use compress_train::record::Run;
@@ -270,8 +271,8 @@ impl QuantOutcome {
 }
 
 /// Stage 2 for every bit-width of one synthetic set: a fresh student per bit-width, calibrated
-/// (top-1 measured), then fine-tuned with evaluations; runs are `<name>-w{w}a{a}-seed{seed}`
-/// under `root` and resume from their checkpoints.
+/// (top-1 measured), then fine-tuned with evaluations; runs are the context's arms
+/// `<name>-w{w}a{a}-seed{seed}` and resume from their checkpoints.
 #[derive(Debug, Clone)]
 pub struct Stage2<'a> {
     /// `(w, a)` bit-widths (all layers).
@@ -284,23 +285,19 @@ pub struct Stage2<'a> {
     pub seed: u64,
     /// The synthesis arm the images came from (recorded in the outcomes).
     pub arm: Arm,
-    /// Run name prefix.
+    /// Arm name prefix (within the context's `<method>/<profile>/`).
     pub name: String,
 }
 
 impl Stage2<'_> {
     /// Quantizes `fresh()` copies of the teacher at every bit-width.
-    #[allow(clippy::too_many_arguments)]
     pub fn run<M: Model, T: Model + ?Sized, D: Dataset>(
         &self,
         fresh: impl Fn() -> Result<M>,
         teacher: &T,
         set: &SyntheticSet,
         test: &D,
-        root: &std::path::Path,
-        resume: bool,
-        quiet: bool,
-        device: &Device,
+        ctx: &RunContext,
     ) -> Result<Vec<QuantOutcome>> {
         let mut out = Vec::new();
         for &(w, a) in self.bits {
@@ -308,10 +305,9 @@ impl Stage2<'_> {
             calibrate(&student, teacher, set, self.finetune, self.seed)?;
             let calibrated = top1(&student, test)?;
             let name = format!("{}-w{w}a{a}-seed{}", self.name, self.seed);
-            let dev_name = if device.is_cpu() { "cpu" } else { "cuda" };
-            let (mut run, resuming) =
-                Run::for_arm(root, &name, &self.finetune.engine_config(self.seed), resume, quiet, dev_name)?;
-            let evals = finetune(&student, teacher, set, test, self.finetune, self.seed, &mut run, resuming, device)?;
+            let (mut run, resuming) = ctx.arm(&name, &self.finetune.engine_config(self.seed))?;
+            let (seed, device) = (self.seed, ctx.device());
+            let evals = finetune(&student, teacher, set, test, self.finetune, seed, &mut run, resuming, device)?;
             out.push(QuantOutcome { arm: self.arm, bits: (w, a), calibrated, evals });
         }
         Ok(out)

@@ -91,12 +91,22 @@ impl Dataset {
         }
     }
 
-    /// The official synthesis script of the dataset.
+    /// The official synthesis script of the dataset: the loop's settings.
     pub fn synth(self) -> SynthConfig {
         match self {
             Dataset::Cifar10 => SynthConfig::cifar10(),
             Dataset::Cifar100 => SynthConfig::cifar100(),
             Dataset::ImageNet => SynthConfig::imagenet(),
+        }
+    }
+
+    /// The official synthesis script of the dataset: IntraQ's terms.
+    pub fn terms(self) -> crate::synthesis::IntraqTerms {
+        use crate::synthesis::IntraqTerms;
+        match self {
+            Dataset::Cifar10 => IntraqTerms::cifar10(),
+            Dataset::Cifar100 => IntraqTerms::cifar100(),
+            Dataset::ImageNet => IntraqTerms::imagenet(),
         }
     }
 

@@ -6,13 +6,14 @@ use crate::error::{IntraqError, Result};
 use crate::finetune::{FinetuneConfig, QuantOutcome, Stage2, top1};
 use crate::paper::{Built, Dataset, PAPER_ROWS, PaperModel};
 use crate::reproduce::Arm;
-use candle_core::Device;
+use crate::synthesis::IntraqTerms;
 use compress_core::quant::RangeRule;
 use compress_data::batch::{Augment, Dataset as TestSet, PixelTransform};
 use compress_data::cifar::{self, Variant};
 use compress_data::image_folder::{FolderTransform, ImageFolder};
 use compress_nn::{Architecture, Network};
 use compress_synth::{SynthConfig, synthesize};
+use compress_train::harness::RunContext;
 use compress_train::metrics::mean;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -28,8 +29,10 @@ pub struct PaperRun {
     pub bits: Vec<(u32, u32)>,
     /// Seed (the official scripts: run id + 1).
     pub seed: u64,
-    /// Synthesis.
+    /// Synthesis: the loop.
     pub synth: SynthConfig,
+    /// Synthesis: IntraQ's terms.
+    pub terms: IntraqTerms,
     /// Calibration and fine-tuning.
     pub finetune: FinetuneConfig,
     /// Activation ranges: the official double bias correction.
@@ -56,6 +59,7 @@ impl PaperRun {
             bits: PAPER_ROWS.iter().filter(|r| r.dataset == dataset && r.model == model).map(|r| r.bits).collect(),
             seed,
             synth: dataset.synth(),
+            terms: dataset.terms(),
             finetune: dataset.finetune(),
             range_rule: RangeRule::Legacy,
             data_dir,
@@ -121,31 +125,21 @@ fn cifar_test(dir: &Path, dataset: Dataset) -> Result<compress_data::ImageDatase
     Ok(cifar::load(dir, variant, false)?.with_transform(t)?)
 }
 
-/// Where and how a run goes: its run folder root, whether to resume, quiet output, device.
-#[derive(Debug, Clone, Copy)]
-struct Context<'a> {
-    root: &'a Path,
-    resume: bool,
-    quiet: bool,
-    device: &'a Device,
-}
-
-/// Runs `r` under `root` (`intraq/paper/...`); with `resume` the synthesis cache and the
-/// fine-tuning checkpoints are continued.
-pub fn run(r: &PaperRun, root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<PaperOutcome> {
+/// Runs `r` in `ctx` (`intraq/paper/...`); on resume the synthesis cache and the fine-tuning
+/// checkpoints are continued.
+pub fn run(r: &PaperRun, ctx: &RunContext) -> Result<PaperOutcome> {
     let missing = r.missing();
     if !missing.is_empty() {
         return Err(IntraqError::Config(format!("{} needs {}", r.name(), missing.join(", "))));
     }
-    let built = r.model.load(r.dataset.classes(), &r.weights, device)?;
-    let cx = Context { root, resume, quiet, device };
+    let built = r.model.load(r.dataset.classes(), &r.weights, ctx.device())?;
     match r.dataset {
-        Dataset::Cifar10 | Dataset::Cifar100 => dispatch(r, built, &cifar_test(&r.data_dir, r.dataset)?, cx),
-        Dataset::ImageNet => dispatch(r, built, &ImageFolder::open(&r.data_dir, FolderTransform::IMAGENET_EVAL)?, cx),
+        Dataset::Cifar10 | Dataset::Cifar100 => dispatch(r, built, &cifar_test(&r.data_dir, r.dataset)?, ctx),
+        Dataset::ImageNet => dispatch(r, built, &ImageFolder::open(&r.data_dir, FolderTransform::IMAGENET_EVAL)?, ctx),
     }
 }
 
-fn dispatch<D: TestSet>(r: &PaperRun, built: Built, test: &D, cx: Context<'_>) -> Result<PaperOutcome> {
+fn dispatch<D: TestSet>(r: &PaperRun, built: Built, test: &D, cx: &RunContext) -> Result<PaperOutcome> {
     match built {
         Built::ResNet20(n) => run_network(r, &n, test, cx),
         Built::ResNet18(n) => run_network(r, &n, test, cx),
@@ -158,19 +152,21 @@ fn run_network<A: Architecture, D: TestSet>(
     r: &PaperRun,
     teacher: &Network<A>,
     test: &D,
-    Context { root, resume, quiet, device }: Context<'_>,
+    ctx: &RunContext,
 ) -> Result<PaperOutcome> {
     let start = std::time::Instant::now();
+    let device = ctx.device();
     let fp_top1 = top1(teacher, test)?;
-    if !quiet {
+    if !ctx.is_quiet() {
         println!("{} full precision: {fp_top1:.2} %", r.name());
     }
-    let dir = root.join(format!("intraq/paper/synth/{}-seed{}", r.name(), r.seed));
-    if !resume && dir.exists() {
+    let dir = ctx.root().join(ctx.name(&format!("synth/{}-seed{}", r.name(), r.seed)));
+    if !ctx.resuming() && dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| IntraqError::Config(format!("{}: {e}", dir.display())))?;
     }
     let teacher_id = format!("pytorchcv {} sha256 {}", r.name(), compress_data::checksum::sha256_file(&r.weights)?);
-    let set = synthesize(teacher, &r.synth, r.seed, &[], Some((&dir, &teacher_id)), device)?;
+    let mut method = r.terms.method(r.synth.classes)?;
+    let set = synthesize(teacher, &r.synth, &mut method, r.seed, Some((&dir, &teacher_id)), device)?;
     let tensors = teacher.tensors()?;
     let stage2 = Stage2 {
         bits: &r.bits,
@@ -178,10 +174,10 @@ fn run_network<A: Architecture, D: TestSet>(
         range_rule: r.range_rule,
         seed: r.seed,
         arm: Arm::IntraQ,
-        name: format!("intraq/paper/{}", r.name()),
+        name: r.name().to_string(),
     };
     let fresh = || Ok(Network::<A>::from_tensors(teacher.config.clone(), &tensors, device)?);
-    let quant = stage2.run(fresh, teacher, &set, test, root, resume, quiet, device)?;
+    let quant = stage2.run(fresh, teacher, &set, test, ctx)?;
     Ok(PaperOutcome {
         dataset: r.dataset,
         model: r.model,

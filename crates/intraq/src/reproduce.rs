@@ -5,31 +5,19 @@ use crate::error::{IntraqError, Result};
 use crate::finetune::{FinetuneConfig, QuantOutcome, Stage2, top1};
 use crate::metrics::intra_class_cosine_distance;
 use crate::net::DigitCnn;
-use candle_core::{DType, Device, Tensor};
+use crate::synthesis::IntraqTerms;
+use candle_core::{DType, Tensor};
 use compress_core::quant::RangeRule;
-use compress_data::batch::{Augment, Dataset, ImageDataset};
-use compress_data::{embedded, mnist};
+use compress_data::batch::{Dataset, ImageDataset};
+use compress_data::embedded;
 use compress_synth::{SynthConfig, Teacher, synthesize};
 use compress_train::engine::TrainConfig;
+use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
 use compress_train::optim::OptimizerKind;
 use compress_train::schedule::Schedule;
-use compress_train::{NoHooks, Report, ReportRow, Run, Verdict, parallel};
+use compress_train::{Info, NoHooks, Outcome, Report, ReportRow, Reproduction, Rule, Run, RunContext};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-
-/// Which experiment to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// A few steps of everything (tests).
-    Smoke,
-    /// Section 9, validated settings: 200 synthesis iterations, 3 seeds.
-    Mini,
-    /// The longer profile: 1,000 synthesis iterations, 5 seeds.
-    MiniLong,
-    /// The paper's settings (not built yet).
-    Paper,
-}
 
 /// The two synthesis arms of section 9.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,9 +37,10 @@ impl Arm {
         }
     }
 
-    /// The arm's synthesis for `images = groups x batch` digits and `iters` iterations.
-    pub fn synth(self, groups: usize, batch: usize, iters: usize) -> SynthConfig {
-        let base = SynthConfig {
+    /// The arm's synthesis for `images = groups x batch` digits and `iters` iterations: the
+    /// loop and IntraQ's terms (the baseline: hard targets, no LOR, no MDC).
+    pub fn synth(self, groups: usize, batch: usize, iters: usize) -> (SynthConfig, IntraqTerms) {
+        let cfg = SynthConfig {
             groups,
             batches_per_group: 1,
             batch,
@@ -59,13 +48,14 @@ impl Arm {
             image_size: 28,
             channels: 1,
             classes: 10,
-            flip: false,
             ..SynthConfig::cifar10()
         };
-        match self {
-            Arm::Baseline => SynthConfig { p_lor: 0.0, lambda: (0.0, 2.0), eps_soft: 1.0, ..base },
-            Arm::IntraQ => SynthConfig { p_lor: 0.5, eta: 0.5, lambda: (0.05, 0.8), eps_soft: 0.95, ..base },
-        }
+        let base = IntraqTerms { flip: false, ..IntraqTerms::cifar10() };
+        let terms = match self {
+            Arm::Baseline => IntraqTerms { p_lor: 0.0, lambda: (0.0, 2.0), eps_soft: 1.0, ..base },
+            Arm::IntraQ => IntraqTerms { p_lor: 0.5, eta: 0.5, lambda: (0.05, 0.8), eps_soft: 0.95, ..base },
+        };
+        (cfg, terms)
     }
 }
 
@@ -152,17 +142,19 @@ impl MiniSettings {
     }
 }
 
-fn digits(train: bool, limit: Option<usize>) -> Result<ImageDataset> {
-    let split = if train { mnist::Split::Train } else { mnist::Split::Test };
-    Ok(embedded::mnist_5k_normalised(split, Augment::None, limit)?)
+/// The test digits of `s`.
+fn test_digits(s: &MiniSettings) -> Result<ImageDataset> {
+    let test = compress_data::mnist::Split::Test;
+    Ok(embedded::mnist_5k_normalised(test, compress_data::batch::Augment::None, s.test_limit)?)
 }
 
-/// The full-precision teacher: trained once per profile (Adam, cross-entropy) and cached.
-pub fn teacher(s: &MiniSettings, root: &Path, quiet: bool, device: &Device) -> Result<(DigitCnn, f64)> {
-    let name = format!("intraq/{}/teacher", s.name);
+/// The full-precision teacher: trained once per profile (Adam, cross-entropy) and cached as the
+/// context's run `teacher`.
+pub fn teacher(s: &MiniSettings, ctx: &RunContext) -> Result<(DigitCnn, f64)> {
+    let device = ctx.device();
     let TeacherRecipe { epochs, lr, batch, train_limit: limit } = s.teacher.clone();
-    let test = digits(false, s.test_limit)?;
-    if let Some(run) = Run::newest(root, &name)? {
+    let (train, test) = embedded::mnist_5k_digits(limit, s.test_limit)?;
+    if let Some(run) = Run::newest(&ctx.root(), &ctx.name("teacher"))? {
         let p = run.dir().join("model.safetensors");
         if p.is_file() {
             let net = DigitCnn::from_tensors(&compress_nn::weights::read(&p, device)?, device)?;
@@ -170,7 +162,6 @@ pub fn teacher(s: &MiniSettings, root: &Path, quiet: bool, device: &Device) -> R
             return Ok((net, acc));
         }
     }
-    let train = digits(true, limit)?;
     let cfg = TrainConfig {
         epochs,
         batch_size: batch,
@@ -185,8 +176,7 @@ pub fn teacher(s: &MiniSettings, root: &Path, quiet: bool, device: &Device) -> R
         log_every: 0,
         stop_after_steps: None,
     };
-    let mut run = Run::create(root, &name, &cfg, 0, if device.is_cpu() { "cpu" } else { "cuda" })?;
-    run.quiet = quiet;
+    let mut run = ctx.clone().resume(false).run("teacher", &cfg, 0)?;
     let net = DigitCnn::new(0, device)?;
     compress_train::classify::fit(&net, &train, &test, &cfg, &mut run, false, &mut NoHooks)?;
     compress_nn::weights::save_atomic(&net.tensors()?, &run.dir().join("model.safetensors"))?;
@@ -225,26 +215,17 @@ pub struct ArmResult {
 }
 
 /// Synthesis of one arm for one seed, then calibration and fine-tuning at every bit-width.
-#[allow(clippy::too_many_arguments)]
-pub fn run_arm(
-    s: &MiniSettings,
-    seed: u64,
-    arm: Arm,
-    teacher: &DigitCnn,
-    root: &Path,
-    resume: bool,
-    quiet: bool,
-    device: &Device,
-) -> Result<ArmResult> {
+pub fn run_arm(s: &MiniSettings, seed: u64, arm: Arm, teacher: &DigitCnn, ctx: &RunContext) -> Result<ArmResult> {
     let start = std::time::Instant::now();
-    let test = digits(false, s.test_limit)?;
-    let teacher_id = format!("intraq/{}/teacher", s.name);
-    let cfg = arm.synth(s.groups, s.synth_batch, s.synth_iters);
-    let dir = root.join(format!("intraq/{}/synth/{}-seed{seed}", s.name, arm.key()));
-    if !resume && dir.exists() {
+    let device = ctx.device();
+    let test = test_digits(s)?;
+    let teacher_id = ctx.name("teacher");
+    let (cfg, terms) = arm.synth(s.groups, s.synth_batch, s.synth_iters);
+    let dir = ctx.root().join(ctx.name(&format!("synth/{}-seed{seed}", arm.key())));
+    if !ctx.resuming() && dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| IntraqError::Config(format!("{}: {e}", dir.display())))?;
     }
-    let set = synthesize(teacher, &cfg, seed, &[], Some((&dir, &teacher_id)), device)?;
+    let set = synthesize(teacher, &cfg, &mut terms.method(cfg.classes)?, seed, Some((&dir, &teacher_id)), device)?;
     let distance = intra_class_cosine_distance(&features(teacher, &set.images)?, &set.labels);
     let tensors = teacher.tensors()?;
     let stage2 = Stage2 {
@@ -253,10 +234,9 @@ pub fn run_arm(
         range_rule: s.range_rule,
         seed,
         arm,
-        name: format!("intraq/{}/{}", s.name, arm.key()),
+        name: arm.key().to_string(),
     };
-    let quant =
-        stage2.run(|| DigitCnn::from_tensors(&tensors, device), teacher, &set, &test, root, resume, quiet, device)?;
+    let quant = stage2.run(|| DigitCnn::from_tensors(&tensors, device), teacher, &set, &test, ctx)?;
     Ok(ArmResult {
         seed,
         arm,
@@ -268,18 +248,19 @@ pub fn run_arm(
     })
 }
 
-/// Runs a mini profile under `root`.
-pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(PathBuf, Report)> {
-    let (teacher, teacher_top1) = teacher(s, root, quiet, device)?;
+/// Runs a mini profile in `ctx`.
+pub fn mini(s: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
+    let s = &MiniSettings { seeds: ctx.seeds_or(&s.seeds), ..s.clone() };
+    let device = ctx.device();
+    let (teacher, teacher_top1) = teacher(s, ctx)?;
     let tensors = teacher.tensors()?;
     let jobs: Vec<(u64, Arm)> = s.seeds.iter().flat_map(|&seed| [(seed, Arm::Baseline), (seed, Arm::IntraQ)]).collect();
-    let workers = parallel::workers(s.parallel_runs, jobs.len(), device.is_cpu());
-    let one = |&(seed, arm): &(u64, Arm), threads: usize| -> Result<ArmResult> {
+    let one = |&(seed, arm): &(u64, Arm), sub: &RunContext| -> Result<ArmResult> {
         let t = DigitCnn::from_tensors(&tensors, device)?;
-        let r = run_arm(s, seed, arm, &t, root, resume, quiet || workers > 1, device)?;
-        if !quiet {
+        let r = run_arm(s, seed, arm, &t, sub)?;
+        if !ctx.is_quiet() {
             println!(
-                "{} seed {seed}: intra-class distance {:.3}; {} ({:.0} s on {threads} thread(s))",
+                "{} seed {seed}: intra-class distance {:.3}; {} ({:.0} s on {} thread(s))",
                 arm.key(),
                 r.distance,
                 r.quant
@@ -287,24 +268,14 @@ pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &D
                     .map(|q| format!("W{}A{} {:.1} -> {:.1}", q.bits.0, q.bits.1, q.calibrated, q.last()))
                     .collect::<Vec<_>>()
                     .join(", "),
-                r.seconds
+                r.seconds,
+                sub.thread_count()
             );
         }
         Ok(r)
     };
-    let mut results = Vec::new();
-    for (r, (seed, arm)) in parallel::side_by_side(&jobs, workers, one)?.into_iter().zip(&jobs) {
-        match r {
-            Some(r) => results.push(r?),
-            None => {
-                return Err(IntraqError::Config(format!(
-                    "{} seed {seed} did not run (an earlier run failed)",
-                    arm.key()
-                )));
-            }
-        }
-    }
-    let test = digits(false, s.test_limit)?;
+    let results = ctx.side_by_side(&jobs, s.parallel_runs, one)?;
+    let test = test_digits(s)?;
     let real = {
         let mut imgs = Vec::new();
         let b = compress_data::batch::Batcher::new(250, false, 0, device.clone())?;
@@ -314,19 +285,17 @@ pub fn mini(s: &MiniSettings, root: &Path, resume: bool, quiet: bool, device: &D
         let images = Tensor::cat(&imgs, 0)?;
         intra_class_cosine_distance(&features(&teacher, &images)?, &test.labels()[..test.len()])
     };
-    let mut run = Run::create(root, &format!("intraq/{}", s.name), s, 0, if device.is_cpu() { "cpu" } else { "cuda" })?;
-    run.quiet = quiet;
-    let (report, extra) = report(s, &results, teacher_top1, real);
-    run.write_report_with(&report, 3, &extra)?;
-    Ok((run.dir().to_path_buf(), report))
+    let run = ctx.run("", s, 0)?;
+    let report = report(s, ctx, &results, teacher_top1, real);
+    run.write_report(&report)?;
+    Ok(Outcome::new(run.dir(), report, vec![]))
 }
 
 fn arm_of(results: &[ArmResult], seed: u64, arm: Arm) -> Option<&ArmResult> {
     results.iter().find(|r| r.seed == seed && r.arm == arm)
 }
 
-fn report(s: &MiniSettings, results: &[ArmResult], teacher_top1: f64, real: f64) -> (Report, String) {
-    let verdict = |ok: bool| if ok { Verdict::Holds } else { Verdict::Fails };
+fn report(s: &MiniSettings, ctx: &RunContext, results: &[ArmResult], teacher_top1: f64, real: f64) -> Report {
     let pairs: Vec<(u64, f64, f64)> = s
         .seeds
         .iter()
@@ -336,73 +305,63 @@ fn report(s: &MiniSettings, results: &[ArmResult], teacher_top1: f64, real: f64)
         .collect();
     let ratio_ok = !pairs.is_empty() && pairs.iter().all(|(_, a, b)| *b >= 1.5 * a);
     let (da, db) = (mean(pairs.iter().map(|p| p.1)), mean(pairs.iter().map(|p| p.2)));
-    let mut rows = vec![ReportRow {
-        setting: "intra-class cosine distance of teacher features (synthetic)".into(),
-        baseline: Some(da),
-        method: Some(db),
-        paper: None,
-        claim: format!(
+    let mut rows = vec![ReportRow::claim(
+        "intra-class cosine distance of teacher features (synthetic)",
+        Some(da),
+        Some(db),
+        format!(
             "(1) IntraQ's images are more diverse: B >= 1.5x A on every seed (B/A {}); real test digits {real:.3}",
             pairs.iter().map(|(_, a, b)| format!("{:.2}", b / a)).collect::<Vec<_>>().join(", ")
         ),
-        verdict: verdict(ratio_ok),
-    }];
+        Rule::Holds(ratio_ok),
+    )];
     let m = |arm: Arm, bits: (u32, u32), f: fn(&QuantOutcome) -> f64| {
         mean(results.iter().filter(|r| r.arm == arm).flat_map(|r| r.quant.iter()).filter(|q| q.bits == bits).map(f))
     };
     for &bits in &s.bits {
         let (w, a) = bits;
-        rows.push(ReportRow {
-            setting: format!("W{w}A{a} top-1 (%) fine-tuned, final (A vs B)"),
-            baseline: Some(m(Arm::Baseline, bits, QuantOutcome::last)),
-            method: Some(m(Arm::IntraQ, bits, QuantOutcome::last)),
-            paper: None,
-            claim: format!(
+        rows.push(ReportRow::info(
+            format!("W{w}A{a} top-1 (%) fine-tuned, final (A vs B)"),
+            Some(m(Arm::Baseline, bits, QuantOutcome::last)),
+            Some(m(Arm::IntraQ, bits, QuantOutcome::last)),
+            format!(
                 "(2) reported: B > A (best of evaluations: A {:.1}, B {:.1})",
                 m(Arm::Baseline, bits, QuantOutcome::best),
                 m(Arm::IntraQ, bits, QuantOutcome::best)
             ),
-            verdict: Verdict::Info,
-        });
-        rows.push(ReportRow {
-            setting: format!("W{w}A{a} top-1 (%) calibrated, not fine-tuned (A vs B)"),
-            baseline: Some(m(Arm::Baseline, bits, |q| q.calibrated)),
-            method: Some(m(Arm::IntraQ, bits, |q| q.calibrated)),
-            paper: None,
-            claim: "reported".into(),
-            verdict: Verdict::Info,
-        });
+        ));
+        rows.push(ReportRow::info(
+            format!("W{w}A{a} top-1 (%) calibrated, not fine-tuned (A vs B)"),
+            Some(m(Arm::Baseline, bits, |q| q.calibrated)),
+            Some(m(Arm::IntraQ, bits, |q| q.calibrated)),
+            "reported",
+        ));
     }
     if s.bits.contains(&(4, 4)) {
         for arm in [Arm::Baseline, Arm::IntraQ] {
             let cal = m(arm, (4, 4), |q| q.calibrated);
             let ft = m(arm, (4, 4), QuantOutcome::last);
-            rows.push(ReportRow {
-                setting: format!("W4A4 {}: not fine-tuned vs fine-tuned top-1 (%)", arm.key()),
-                baseline: Some(cal),
-                method: Some(ft),
-                paper: None,
-                claim: "sanity: not fine-tuned >= 40 % and fine-tuning adds >= 5 points".into(),
-                verdict: verdict(cal >= 40.0 && ft >= cal + 5.0),
-            });
+            rows.push(ReportRow::claim(
+                format!("W4A4 {}: not fine-tuned vs fine-tuned top-1 (%)", arm.key()),
+                Some(cal),
+                Some(ft),
+                "sanity: not fine-tuned >= 40 % and fine-tuning adds >= 5 points",
+                Rule::Holds(cal >= 40.0 && ft >= cal + 5.0),
+            ));
         }
     }
-    rows.push(ReportRow {
-        setting: "synthesis: final BN-statistics loss (A vs B)".into(),
-        baseline: Some(mean(results.iter().filter(|r| r.arm == Arm::Baseline).map(|r| r.bns))),
-        method: Some(mean(results.iter().filter(|r| r.arm == Arm::IntraQ).map(|r| r.bns))),
-        paper: None,
-        claim: "reported: how far each synthesis converged".into(),
-        verdict: Verdict::Info,
-    });
-    rows.push(ReportRow {
-        setting: "teacher top-1 (%)".into(),
-        baseline: None,
-        method: Some(teacher_top1),
-        paper: None,
-        claim: "reported (the validated teacher: 91.5 %); every run finished without a non-finite loss".into(),
-        verdict: Verdict::Info,
-    });
+    rows.push(ReportRow::info(
+        "synthesis: final BN-statistics loss (A vs B)",
+        Some(mean(results.iter().filter(|r| r.arm == Arm::Baseline).map(|r| r.bns))),
+        Some(mean(results.iter().filter(|r| r.arm == Arm::IntraQ).map(|r| r.bns))),
+        "reported: how far each synthesis converged",
+    ));
+    rows.push(ReportRow::info(
+        "teacher top-1 (%)",
+        None,
+        Some(teacher_top1),
+        "reported (the validated teacher: 91.5 %); every run finished without a non-finite loss",
+    ));
     let mut extra = format!(
         "\nSynthesis: {} groups x {} digits, {} Adam iterations (lr 0.5, plateau rule); fine-tuning {} SGD steps, lr {:e}; activation ranges: {:?}.\n\nPer seed and arm:\n\n",
         s.groups, s.synth_batch, s.synth_iters, s.finetune.steps, s.finetune.lr, s.range_rule
@@ -430,41 +389,50 @@ fn report(s: &MiniSettings, results: &[ArmResult], teacher_top1: f64, real: f64)
             r.seconds
         );
     }
-    let command = match s.name.as_str() {
-        "mini" => "cargo xtask reproduce intraq".to_string(),
-        other => format!("cargo xtask reproduce intraq --profile {other}"),
-    };
-    let report = Report {
-        title: format!(
-            "IntraQ on mnist-5k ({}): synthetic-data quantization, baseline synthesis (A) vs IntraQ (B)",
-            s.name
-        ),
-        command,
-        rows,
-    };
-    (report, extra)
+    let title =
+        format!("IntraQ on mnist-5k ({}): synthetic-data quantization, baseline synthesis (A) vs IntraQ (B)", s.name);
+    ctx.report(title, &s.seeds).rows(rows).decimals(3).notes(extra)
 }
 
-/// Runs `profile` under `root`.
-pub fn reproduce(
-    profile: Profile,
-    root: &Path,
-    resume: bool,
-    quiet: bool,
-    device: &Device,
-) -> Result<(PathBuf, Report)> {
-    match profile {
-        Profile::Smoke => mini(&MiniSettings::smoke(), &root.join("smoke"), resume, quiet, device),
-        Profile::Mini => mini(&MiniSettings::mini(), root, resume, quiet, device),
-        Profile::MiniLong => mini(&MiniSettings::mini_long(), root, resume, quiet, device),
-        Profile::Paper => paper(root, resume, quiet, device),
+/// `cargo xtask reproduce intraq`: zero-shot quantization from synthetic images.
+const INFO: Info = Info {
+    name: "intraq",
+    about: "zero-shot quantization from synthetic images",
+    profiles: &[
+        ("smoke", "a few steps of everything, one seed (what tests run)"),
+        ("mini", "section 9: mnist-5k CNN, 200 synthesis iterations, W3A3 / W4A4, seeds 0-2"),
+        ("mini-long", "the mini with 1,000 synthesis iterations and seeds 0-4"),
+        ("paper", "table 5: every row whose test split and converted pytorchcv weights are present runs end to end"),
+    ],
+};
+
+/// `cargo xtask reproduce intraq`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IntraqReproduction;
+
+impl Reproduction for IntraqReproduction {
+    fn info(&self) -> &'static Info {
+        &INFO
+    }
+
+    fn side_by_side(&self, profile: &str) -> bool {
+        matches!(profile, "mini" | "mini-long")
+    }
+
+    fn run(&self, profile: &str, ctx: &RunContext) -> std::result::Result<Outcome, BoxError> {
+        Ok(match profile {
+            "smoke" => mini(&MiniSettings::smoke(), ctx)?,
+            "mini-long" => mini(&MiniSettings::mini_long(), ctx)?,
+            "paper" => paper(ctx)?,
+            _ => mini(&MiniSettings::mini(), ctx)?,
+        })
     }
 }
 
 /// The paper profile: every (dataset, model) of table 5 whose test split and converted weights
 /// are on this machine runs end to end (seed 1, as the official run 0); the report has all ten
 /// rows, measured or not. With nothing to run it writes the table and says what is missing.
-fn paper(root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(PathBuf, Report)> {
+fn paper(ctx: &RunContext) -> Result<Outcome> {
     use crate::paper::PAPER_ROWS;
     use crate::paper_run::{self, PaperOutcome, PaperRun};
     let runs = PaperRun::table(1);
@@ -473,7 +441,7 @@ fn paper(root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(Pat
     for r in &runs {
         let m = r.missing();
         if m.is_empty() {
-            outcomes.push(paper_run::run(r, root, resume, quiet, device)?);
+            outcomes.push(paper_run::run(r, ctx)?);
         } else {
             missing.extend(m.into_iter().filter(|x| !missing.contains(x)).collect::<Vec<_>>());
         }
@@ -482,14 +450,7 @@ fn paper(root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(Pat
     struct PaperConfig<'a> {
         runs: &'a [PaperRun],
     }
-    let mut run = Run::create(
-        root,
-        "intraq/paper",
-        &PaperConfig { runs: &runs },
-        1,
-        if device.is_cpu() { "cpu" } else { "cuda" },
-    )?;
-    run.quiet = quiet;
+    let run = ctx.run("", &PaperConfig { runs: &runs }, 1)?;
     let mut rows = Vec::new();
     for r in PAPER_ROWS {
         let measured = outcomes
@@ -497,47 +458,42 @@ fn paper(root: &Path, resume: bool, quiet: bool, device: &Device) -> Result<(Pat
             .filter(|o| o.dataset == r.dataset && o.model == r.model)
             .find_map(|o| Some((o.fp_top1, o.quant.iter().find(|q| q.bits == r.bits)?)));
         let (w, a) = r.bits;
+        let within = Rule::PaperAtLeast(-1.0);
         rows.push(match measured {
-            Some((fp, q)) => ReportRow {
-                setting: format!("{:?} {:?} W{w}A{a} top-1 (%): FP vs IntraQ best epoch", r.dataset, r.model),
-                baseline: Some(fp),
-                method: Some(q.best()),
-                paper: Some(r.intraq),
-                claim: format!(
+            Some((fp, q)) => ReportRow::claim(
+                format!("{:?} {:?} W{w}A{a} top-1 (%): FP vs IntraQ best epoch", r.dataset, r.model),
+                Some(fp),
+                Some(q.best()),
+                format!(
                     "within 1 point of the paper's {:.2} (final epoch {:.2}, calibrated {:.2}; paper FP {})",
                     r.intraq,
                     q.last(),
                     q.calibrated,
                     r.fp.map_or("UNKNOWN".to_string(), |f| format!("{f:.2}"))
                 ),
-                verdict: if q.best() >= r.intraq - 1.0 { Verdict::Holds } else { Verdict::Fails },
-            },
-            None => ReportRow {
-                setting: format!("{:?} {:?} W{w}A{a} top-1 (%)", r.dataset, r.model),
-                baseline: r.fp,
-                method: None,
-                paper: Some(r.intraq),
-                claim: "not run here (inputs missing); baseline = the paper's full precision".into(),
-                verdict: Verdict::Info,
-            },
+                within,
+            )
+            .against_paper(Some(r.intraq), Some(within)),
+            None => ReportRow::claim(
+                format!("{:?} {:?} W{w}A{a} top-1 (%)", r.dataset, r.model),
+                r.fp,
+                None,
+                "not run here (inputs missing); baseline = the paper's full precision",
+                within,
+            )
+            .against_paper(Some(r.intraq), Some(within)),
         });
     }
-    let report = Report {
-        title: "IntraQ paper settings (table 5)".into(),
-        command: "cargo xtask reproduce intraq --profile paper".into(),
-        rows,
+    let notes = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\nNot run, missing: {}. A GPU (--features cuda) is advised: one synthesis batch of 256 ResNet-20 \
+             images takes about an hour on 2 CPU cores.\n",
+            missing.join("; ")
+        )
     };
-    let extra =
-        if missing.is_empty() { String::new() } else { format!("\nNot run, missing: {}.\n", missing.join("; ")) };
-    run.write_report_with(&report, 2, &extra)?;
-    if outcomes.is_empty() {
-        return Err(IntraqError::Config(format!(
-            "the paper rows and their settings are written to {}; nothing ran: missing {} (cargo xtask fetch \
-             cifar10 / cifar100 / imagenet; python3 tools/convert_pytorchcv.py <names>; a GPU via --features cuda is \
-             advised: one synthesis batch of 256 ResNet-20 images takes about an hour on 2 CPU cores)",
-            run.dir().display(),
-            missing.join(", ")
-        )));
-    }
-    Ok((run.dir().to_path_buf(), report))
+    let report = ctx.report("IntraQ paper settings (table 5)", &[1]).rows(rows).notes(notes);
+    run.write_report(&report)?;
+    Ok(Outcome::new(run.dir(), report, missing))
 }

@@ -8,8 +8,9 @@ use compress_core::quant::RangeRule;
 use compress_nn::Model;
 use compress_nn::fake_quant::Quantized;
 use compress_synth::Teacher;
+use compress_train::{RunContext, harness};
 use intraq::finetune::{CalibSource, FinetuneConfig};
-use intraq::reproduce::{self, Profile};
+use intraq::reproduce::IntraqReproduction;
 use intraq::{DigitCnn, lr_at_epoch};
 
 #[test]
@@ -97,13 +98,18 @@ fn the_teacher_probe_sees_four_batchnorms_and_the_features() {
 #[test]
 fn smoke_reproduction_runs_and_resumes_to_the_same_report() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, a) = reproduce::reproduce(Profile::Smoke, dir.path(), false, true, &Device::Cpu).unwrap();
-    let (_, b) = reproduce::reproduce(Profile::Smoke, dir.path(), true, true, &Device::Cpu).unwrap();
+    let ctx = RunContext::new(dir.path(), Device::Cpu).quiet(true);
+    let a = harness::reproduce(&IntraqReproduction, "smoke", &ctx).unwrap();
+    let b = harness::reproduce(&IntraqReproduction, "smoke", &ctx.clone().resume(true)).unwrap();
+    let (a, b) = (a.report(), b.report());
     assert_eq!(a.rows.len(), b.rows.len());
     for (x, y) in a.rows.iter().zip(&b.rows) {
         assert_eq!((x.baseline, x.method), (y.baseline, y.method), "{}", x.setting);
     }
-    assert!(reproduce::reproduce(Profile::Paper, dir.path(), false, true, &Device::Cpu).is_err());
+    // Nothing of the paper profile can run here: every row is reported as missing, with the inputs.
+    let p = harness::reproduce(&IntraqReproduction, "paper", &ctx).unwrap();
+    assert!(!p.missing().is_empty());
+    assert!(p.report().rows.iter().all(|r| r.verdict == compress_train::Verdict::Missing));
 }
 
 #[test]
@@ -111,8 +117,8 @@ fn paper_configurations_build_and_run_one_synthesis_and_one_fine_tuning_step() {
     use intraq::paper::{Dataset, PAPER_ROWS, PaperModel};
     let dev = Device::Cpu;
     assert_eq!(PAPER_ROWS.len(), 10);
-    assert_eq!(Dataset::Cifar100.synth().eps_soft, 0.6);
-    assert_eq!(Dataset::ImageNet.synth().lambda, (0.0, 2.0));
+    assert_eq!(Dataset::Cifar100.terms().eps_soft, 0.6);
+    assert_eq!(Dataset::ImageNet.terms().lambda, (0.0, 2.0));
     let ft = Dataset::ImageNet.finetune();
     assert_eq!((ft.batch, ft.lr, ft.calib_batches), (16, 1e-6, 800));
     for (dataset, model) in [
@@ -127,7 +133,8 @@ fn paper_configurations_build_and_run_one_synthesis_and_one_fine_tuning_step() {
         // One synthesis iteration on two images at the dataset's size.
         let cfg =
             compress_synth::SynthConfig { groups: 1, batches_per_group: 1, batch: 2, iters: 1, ..dataset.synth() };
-        let set = compress_synth::synthesize(&teacher, &cfg, 0, &[], None, &dev).unwrap();
+        let mut method = dataset.terms().method(cfg.classes).unwrap();
+        let set = compress_synth::synthesize(&teacher, &cfg, &mut method, 0, None, &dev).unwrap();
         assert_eq!(set.images.dims(), &[2, 3, cfg.image_size, cfg.image_size], "{model:?}");
         assert!(set.stats[0].bns.is_finite());
         // One fine-tuning step of the 4-bit student (a copy of the teacher's variables).

@@ -8,6 +8,7 @@ use compress_nn::Network;
 use compress_nn::pytorchcv::Family;
 use compress_nn::zoo::{ResNetCifar, ResNetCifarConfig, Shortcut};
 use compress_synth::SynthConfig;
+use compress_train::RunContext;
 use intraq::finetune::{CalibSource, FinetuneConfig};
 use intraq::paper::{Dataset, PaperModel};
 use intraq::paper_run::{PaperRun, run};
@@ -71,13 +72,16 @@ fn paper_pipeline_runs_end_to_end_and_resumes() {
     let (data, weights) = (dir.path().join("cifar-10-batches-bin"), dir.path().join("w/resnet20_cifar10.safetensors"));
     let r = tiny(&data, &weights);
     assert_eq!(r.missing().len(), 2);
-    assert!(run(&r, dir.path(), false, true, &Device::Cpu).unwrap_err().to_string().contains("resnet20_cifar10"));
+    let ctx = |root: &std::path::Path, resume: bool| {
+        RunContext::new(root, Device::Cpu).quiet(true).resume(resume).bound("intraq", "paper")
+    };
+    assert!(run(&r, &ctx(dir.path(), false)).unwrap_err().to_string().contains("resnet20_cifar10"));
     cifar10_test(&data, 20);
     teacher_file(&weights);
     assert!(r.missing().is_empty());
 
     let root = dir.path().join("runs");
-    let a = run(&r, &root, false, true, &Device::Cpu).unwrap();
+    let a = run(&r, &ctx(&root, false)).unwrap();
     assert!((0.0..=100.0).contains(&a.fp_top1));
     assert_eq!(a.quant.iter().map(|q| q.bits).collect::<Vec<_>>(), vec![(3, 3), (4, 4)]);
     for q in &a.quant {
@@ -88,7 +92,7 @@ fn paper_pipeline_runs_end_to_end_and_resumes() {
     assert!(root.join("intraq/paper/synth/resnet20_cifar10-seed1/g1-b0.safetensors").is_file());
 
     // Resumed: the cached synthesis and the finished fine-tuning give the same numbers.
-    let b = run(&r, &root, true, true, &Device::Cpu).unwrap();
+    let b = run(&r, &ctx(&root, true)).unwrap();
     assert_eq!(a.fp_top1, b.fp_top1);
     for (x, y) in a.quant.iter().zip(&b.quant) {
         assert_eq!((x.calibrated, &x.evals), (y.calibrated, &y.evals));
@@ -97,7 +101,7 @@ fn paper_pipeline_runs_end_to_end_and_resumes() {
     // Another teacher file is refused by the synthesis cache.
     let cfg = ResNetCifarConfig::new(20, 10).unwrap().with_shortcut(Shortcut::B);
     Network::<ResNetCifar>::new(cfg, 4, &Device::Cpu).unwrap().save(&weights).unwrap();
-    let e = run(&r, &root, true, true, &Device::Cpu).unwrap_err().to_string();
+    let e = run(&r, &ctx(&root, true)).unwrap_err().to_string();
     assert!(e.contains("synthesis cache"), "{e}");
 }
 

@@ -14,6 +14,7 @@
 //!
 //! Masks, the packed format and the kernels themselves live in `compress_core::sparse`.
 
+pub mod bench;
 pub mod deploy;
 pub mod error;
 pub mod masked;

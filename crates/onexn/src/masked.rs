@@ -123,7 +123,7 @@ impl<A: Architecture> Model for MaskedNetwork<A> {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> compress_nn::Result<Tensor> {
-        let tensors = self.effective(false).map_err(|e| compress_nn::NnError::Config(e.to_string()))?;
+        let tensors = self.effective(false).map_err(|e| compress_nn::NnError::Method(Box::new(e)))?;
         let model = A::build(&self.config, VarBuilder::from_tensors(tensors, DType::F32, &self.device))?;
         Ok(candle_core::ModuleT::forward_t(&model, x, train)?)
     }

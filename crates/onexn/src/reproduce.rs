@@ -15,27 +15,20 @@ use compress_core::sparse::{
     BlockOrder, Bsr1xN, Csr, block_mask, conv1x1_nchw, conv1x1_nhwc, csr_conv1x1_nchw, csr_conv1x1_nhwc, weight_mask,
 };
 use compress_core::timing::median_seconds;
-use compress_data::batch::{Augment, Dataset, ImageDataset};
-use compress_data::{Batcher, embedded, mnist};
+use compress_data::batch::Dataset;
+use compress_data::{Batcher, embedded};
 use compress_nn::zoo::{Mlp, MlpConfig};
 use compress_nn::{Model, Network};
+use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
 use compress_train::metrics::topk_correct;
 use compress_train::optim::OptimizerKind;
 use compress_train::schedule::{Decay, Schedule};
-use compress_train::{NoHooks, Report, ReportRow, Run, TrainConfig, Verdict, classify};
+use compress_train::{
+    Info, NoHooks, Outcome, Report, ReportRow, Reproduction, Rule, RunContext, TrainConfig, classify,
+};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-/// How much to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// Seconds, on a subset, one seed: what tests run.
-    Smoke,
-    /// The spec's section 9 on the embedded MNIST (about a minute on 2 cores).
-    Mini,
-}
 
 /// The speed check's layer: a `c x c` 1x1 conv on `batch x side x side` pixels.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -203,16 +196,6 @@ pub struct SpeedRow {
     pub onexn_nchw_ms: f64,
 }
 
-fn mnist_split(train: bool, subset: Option<(usize, usize)>) -> Result<ImageDataset> {
-    let split = if train { mnist::Split::Train } else { mnist::Split::Test };
-    let limit = subset.map(|(tr, te)| if train { tr } else { te });
-    Ok(embedded::mnist_5k_normalised(split, Augment::None, limit)?)
-}
-
-fn device_name(d: &Device) -> String {
-    format!("{:?}", d.location())
-}
-
 /// Top-1 of `a` and `b` on `data`, and their largest logit difference.
 fn compare<M: ModuleT, D: Dataset>(a: &dyn Model, b: &M, data: &D, dev: &Device) -> Result<(f64, f64, f64)> {
     let batcher = Batcher::new(1000, false, 0, dev.clone())?;
@@ -307,34 +290,17 @@ pub fn speed_check(shape: SpeedShape, n: usize, rates: &[f64], seed: u64) -> Res
     Ok(rows)
 }
 
-fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(v).map_err(|e| OnexnError::Io(e.to_string()))?;
-    compress_train::record::write_atomic(path, &bytes)?;
-    Ok(())
-}
-
-/// Runs the mini (or smoke) experiment under `root` and returns its report.
-pub fn mini(
-    settings: &MiniSettings,
-    root: &Path,
-    resume: bool,
-    quiet: bool,
-    device: &Device,
-) -> Result<(PathBuf, Report)> {
-    let train = mnist_split(true, settings.subset)?;
-    let test = mnist_split(false, settings.subset)?;
+/// Runs the mini (or smoke) experiment in `ctx` and returns its outcome.
+pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
+    let settings = &MiniSettings { seeds: ctx.seeds_or(&settings.seeds), ..settings.clone() };
+    let (train, test) = embedded::mnist_5k_digits(settings.subset.map(|s| s.0), settings.subset.map(|s| s.1))?;
     let steps = Dataset::len(&train) / settings.batch;
-    let mut exp = match (resume, Run::newest(root, "onexn/mini")?) {
-        (true, Some(r)) => r,
-        _ => Run::create(root, "onexn/mini", settings, 0, &device_name(device))?,
-    };
-    exp.quiet = quiet;
-    let arms_dir = exp.dir().join("arms");
-    let dev_name = device_name(device);
+    let device = ctx.device();
+    let mut exp = ctx.run("", settings, 0)?;
     let (mut outcomes, mut deployments, mut dense_top1) = (Vec::new(), Vec::new(), Vec::new());
     for &seed in &settings.seeds {
         let cfg = settings.train_config(seed, settings.dense_epochs, settings.lr, steps);
-        let (mut run, r) = Run::for_arm(&arms_dir, &format!("dense-seed{seed}"), &cfg, resume, quiet, &dev_name)?;
+        let (mut run, r) = ctx.arm(&format!("dense-seed{seed}"), &cfg)?;
         let dense = Network::<Mlp>::new(settings.model.clone(), seed, device)?;
         classify::fit(&dense, &train, &test, &cfg, &mut run, r, &mut NoHooks)?;
         dense_top1.push(classify::evaluate(&dense, &test, 1000)?.0);
@@ -350,11 +316,11 @@ pub fn mini(
                 let one_shot = classify::evaluate(&masked, &test, 1000)?.0;
                 let ft = settings.train_config(seed, settings.finetune_epochs, settings.finetune_lr, steps);
                 let name = format!("{}-p{rate}-seed{seed}", pattern.label());
-                let (mut run, r) = Run::for_arm(&arms_dir, &name, &ft, resume, quiet, &dev_name)?;
+                let (mut run, r) = ctx.arm(&name, &ft)?;
                 classify::fit(&masked, &train, &test, &ft, &mut run, r, &mut NoHooks)?;
                 let fine_tuned = classify::evaluate(&masked, &test, 1000)?.0;
                 let out = ArmOutcome { arm: pattern.label(), rate, seed, one_shot, fine_tuned, kept_l1: kept };
-                exp.log(&serde_json::to_value(&out).map_err(|e| OnexnError::Io(e.to_string()))?)?;
+                exp.log(&out)?;
                 outcomes.push(out);
                 if !perms.is_empty() {
                     deployments.push(deploy_check(&masked, &perms, settings, &test, rate, seed, device)?);
@@ -363,12 +329,19 @@ pub fn mini(
         }
     }
     let speed = speed_check(settings.speed, settings.n, &settings.rates, 0)?;
-    write_json(
-        &exp.dir().join("arms.json"),
-        &json!({"outcomes": outcomes, "deployments": deployments,
-        "speed": speed, "dense_top1": dense_top1}),
+    exp.write_json(
+        "arms.json",
+        &json!({"outcomes": outcomes, "deployments": deployments, "speed": speed, "dense_top1": dense_top1}),
     )?;
-    let report = build_report(settings, &outcomes, &deployments, &speed, mean(dense_top1.iter().copied()));
+    let rows = report_rows(settings, &outcomes, &deployments, &speed, mean(dense_top1.iter().copied()));
+    let title = format!(
+        "1xN mini: MLP 784-64-32-10 on mnist-5k, fc0/fc1 pruned, N = {}, {} + {} epochs, {} seeds",
+        settings.n,
+        settings.dense_epochs,
+        settings.finetune_epochs,
+        settings.seeds.len()
+    );
+    let report: Report = ctx.report(title, &settings.seeds).rows(rows);
     exp.write_report(&report)?;
     let curve = |label: &str, one_shot: bool| -> Vec<(f64, f64)> {
         settings
@@ -388,157 +361,148 @@ pub fn mini(
     exp.plot("fine_tuned.svg", "1xN mini: fine-tuned top-1 (%) vs sparsity", "sparsity p", &series)?;
     let series: Vec<(&str, Vec<(f64, f64)>)> = labels.iter().map(|l| (l.as_str(), curve(l, true))).collect();
     exp.plot("one_shot.svg", "1xN mini: one-shot top-1 (%) vs sparsity", "sparsity p", &series)?;
-    Ok((exp.dir().to_path_buf(), report))
+    Ok(Outcome::new(exp.dir(), report, vec![]))
 }
 
-fn build_report(
+fn report_rows(
     settings: &MiniSettings,
     outcomes: &[ArmOutcome],
     deployments: &[Deployment],
     speed: &[SpeedRow],
     dense: f64,
-) -> Report {
+) -> Vec<ReportRow> {
     let n = settings.n;
     let (weight, rearr, plain, filter) =
         ("weight".to_string(), format!("1x{n}+rearr"), format!("1x{n}"), "filter".to_string());
     let at = |arm: &str, p: f64, f: fn(&ArmOutcome) -> f64| {
         mean(outcomes.iter().filter(|o| o.arm == arm && o.rate == p).map(f))
     };
-    let verdict = |ok: bool| if ok { Verdict::Holds } else { Verdict::Fails };
     let seeds = settings.seeds.len();
-    let mut rows = vec![ReportRow {
-        setting: format!("dense top-1 (%), mean of {seeds} seeds"),
-        baseline: None,
-        method: Some(dense),
-        paper: None,
-        claim: "reference 93.6 (spec section 9)".into(),
-        verdict: Verdict::Info,
-    }];
+    let mut rows = vec![ReportRow::info(
+        format!("dense top-1 (%), mean of {seeds} seeds"),
+        None,
+        Some(dense),
+        "reference 93.6 (spec section 9)",
+    )];
     for &p in &settings.rates {
         let os = |a: &str| at(a, p, |o| o.one_shot);
         let (w, r, b, f) = (os(&weight), os(&rearr), os(&plain), os(&filter));
-        rows.push(ReportRow {
-            setting: format!(
-                "p = {p}, one-shot top-1 (%): weight {w:.1} > {rearr} {r:.1} > {plain} {b:.1} > filter {f:.1}"
-            ),
-            baseline: Some(f),
-            method: Some(r),
-            paper: None,
-            claim: "one-shot order weight > 1xN+rearr > 1xN > filter".into(),
-            verdict: verdict(w > r && r > b && b > f),
-        });
+        rows.push(ReportRow::claim(
+            format!("p = {p}, one-shot top-1 (%): weight {w:.1} > {rearr} {r:.1} > {plain} {b:.1} > filter {f:.1}"),
+            Some(f),
+            Some(r),
+            "one-shot order weight > 1xN+rearr > 1xN > filter",
+            Rule::Holds(w > r && r > b && b > f),
+        ));
         let ft = |a: &str| at(a, p, |o| o.fine_tuned);
         let (w, r, b, f) = (ft(&weight), ft(&rearr), ft(&plain), ft(&filter));
         if p >= 0.75 {
-            rows.push(ReportRow {
-                setting: format!("p = {p}, fine-tuned top-1 (%): filter vs {rearr}"),
-                baseline: Some(f),
-                method: Some(r),
-                paper: None,
-                claim: "1xN+rearr >= filter + 1.0".into(),
-                verdict: verdict(r >= f + 1.0),
-            });
-            rows.push(ReportRow {
-                setting: format!("p = {p}, fine-tuned top-1 (%): {rearr} vs weight"),
-                baseline: Some(r),
-                method: Some(w),
-                paper: None,
-                claim: "weight >= 1xN+rearr - 0.5".into(),
-                verdict: verdict(w >= r - 0.5),
-            });
+            rows.push(ReportRow::claim(
+                format!("p = {p}, fine-tuned top-1 (%): filter vs {rearr}"),
+                Some(f),
+                Some(r),
+                "1xN+rearr >= filter + 1.0",
+                Rule::AtLeast(1.0),
+            ));
+            rows.push(ReportRow::claim(
+                format!("p = {p}, fine-tuned top-1 (%): {rearr} vs weight"),
+                Some(r),
+                Some(w),
+                "weight >= 1xN+rearr - 0.5",
+                Rule::AtLeast(-0.5),
+            ));
         } else {
-            rows.push(ReportRow {
-                setting: format!(
-                    "p = {p}, fine-tuned top-1 (%): weight {w:.1}, {rearr} {r:.1}, {plain} {b:.1}, filter {f:.1}"
-                ),
-                baseline: Some(f),
-                method: Some(r),
-                paper: None,
-                claim: "within about 1 point of one another (no order asserted)".into(),
-                verdict: Verdict::Info,
-            });
+            rows.push(ReportRow::info(
+                format!("p = {p}, fine-tuned top-1 (%): weight {w:.1}, {rearr} {r:.1}, {plain} {b:.1}, filter {f:.1}"),
+                Some(f),
+                Some(r),
+                "within about 1 point of one another (no order asserted)",
+            ));
         }
         let l1 = |a: &str| at(a, p, |o| o.kept_l1);
-        rows.push(ReportRow {
-            setting: format!("p = {p}, kept L1 over fc0 + fc1: {plain} vs {rearr}"),
-            baseline: Some(l1(&plain)),
-            method: Some(l1(&rearr)),
-            paper: None,
-            claim: "rearrangement keeps more L1 (expected, not a theorem)".into(),
-            verdict: verdict(l1(&rearr) > l1(&plain)),
-        });
+        rows.push(ReportRow::claim(
+            format!("p = {p}, kept L1 over fc0 + fc1: {plain} vs {rearr}"),
+            Some(l1(&plain)),
+            Some(l1(&rearr)),
+            "rearrangement keeps more L1 (expected, not a theorem)",
+            Rule::Above(0.0),
+        ));
     }
     let gap = deployments.iter().map(|d| (d.packed_top1 - d.masked_top1).abs()).fold(0.0, f64::max);
     let logit = deployments.iter().map(|d| d.max_logit_diff).fold(0.0, f64::max);
     let aligned = deployments.iter().all(|d| d.layers.iter().all(PackedLayer::aligned));
-    rows.push(ReportRow {
-        setting: format!("deployed (permuted + packed) vs masked {rearr} model: largest top-1 gap (pp)"),
-        baseline: None,
-        method: Some(gap),
-        paper: None,
-        claim: format!("packed == masked (max logit diff {logit:.1e}; every packed layer block-aligned: {aligned})"),
-        verdict: verdict(gap == 0.0 && logit < 1e-4 && aligned && !deployments.is_empty()),
-    });
+    rows.push(ReportRow::claim(
+        format!("deployed (permuted + packed) vs masked {rearr} model: largest top-1 gap (pp)"),
+        None,
+        Some(gap),
+        format!("packed == masked (max logit diff {logit:.1e}; every packed layer block-aligned: {aligned})"),
+        Rule::Holds(gap == 0.0 && logit < 1e-4 && aligned && !deployments.is_empty()),
+    ));
     for &p in &settings.rates {
         let d: Vec<&Deployment> = deployments.iter().filter(|d| d.rate == p).collect();
-        rows.push(ReportRow {
-            setting: format!("p = {p}: MLP test-set forward (batch 1000), dense vs packed fc0/fc1 (ms)"),
-            baseline: Some(mean(d.iter().map(|d| d.dense_ms))),
-            method: Some(mean(d.iter().map(|d| d.packed_ms))),
-            paper: None,
-            claim: "-".into(),
-            verdict: Verdict::Info,
-        });
+        rows.push(ReportRow::info(
+            format!("p = {p}: MLP test-set forward (batch 1000), dense vs packed fc0/fc1 (ms)"),
+            Some(mean(d.iter().map(|d| d.dense_ms))),
+            Some(mean(d.iter().map(|d| d.packed_ms))),
+            "-",
+        ));
     }
     let s = settings.speed;
     for r in speed {
         let shape = format!("{c}->{c} 1x1 at {b}x{h}x{h}", c = s.channels, b = s.batch, h = s.side);
-        rows.push(ReportRow {
-            setting: format!("p = {}: {shape} NHWC, CSR vs 1x{n} (ms)", r.rate),
-            baseline: Some(r.csr_nhwc_ms),
-            method: Some(r.onexn_nhwc_ms),
-            paper: None,
-            claim: "t(1xN) < t(CSR)".into(),
-            verdict: verdict(r.onexn_nhwc_ms < r.csr_nhwc_ms),
+        // Times: the method (1xN) is faster when its figure is below the baseline's.
+        rows.push(ReportRow::claim(
+            format!("p = {}: {shape} NHWC, CSR vs 1x{n} (ms)", r.rate),
+            Some(r.csr_nhwc_ms),
+            Some(r.onexn_nhwc_ms),
+            "t(1xN) < t(CSR)",
+            Rule::Holds(r.onexn_nhwc_ms < r.csr_nhwc_ms),
+        ));
+        let setting = format!("p = {}: {shape} NHWC, dense GEMM vs 1x{n} (ms)", r.rate);
+        rows.push(if r.rate >= 0.75 {
+            ReportRow::claim(
+                setting,
+                Some(r.dense_ms),
+                Some(r.onexn_nhwc_ms),
+                "t(1xN) < t(dense)",
+                Rule::Holds(r.onexn_nhwc_ms < r.dense_ms),
+            )
+        } else {
+            ReportRow::info(setting, Some(r.dense_ms), Some(r.onexn_nhwc_ms), "- (recorded)")
         });
-        let expected = r.rate >= 0.75;
-        rows.push(ReportRow {
-            setting: format!("p = {}: {shape} NHWC, dense GEMM vs 1x{n} (ms)", r.rate),
-            baseline: Some(r.dense_ms),
-            method: Some(r.onexn_nhwc_ms),
-            paper: None,
-            claim: if expected { "t(1xN) < t(dense)".into() } else { "- (recorded)".into() },
-            verdict: if expected { verdict(r.onexn_nhwc_ms < r.dense_ms) } else { Verdict::Info },
-        });
-        rows.push(ReportRow {
-            setting: format!("p = {}: {shape} NCHW, CSR vs 1x{n} (ms)", r.rate),
-            baseline: Some(r.csr_nchw_ms),
-            method: Some(r.onexn_nchw_ms),
-            paper: None,
-            claim: "-".into(),
-            verdict: Verdict::Info,
-        });
+        rows.push(ReportRow::info(
+            format!("p = {}: {shape} NCHW, CSR vs 1x{n} (ms)", r.rate),
+            Some(r.csr_nchw_ms),
+            Some(r.onexn_nchw_ms),
+            "-",
+        ));
     }
-    Report {
-        title: format!(
-            "1xN mini: MLP 784-64-32-10 on mnist-5k, fc0/fc1 pruned, N = {n}, {} + {} epochs, {seeds} seeds",
-            settings.dense_epochs, settings.finetune_epochs
-        ),
-        command: "cargo xtask reproduce onexn".into(),
-        rows,
-    }
+    rows
 }
 
-/// Runs `profile` under `root` (`runs/`); returns the run folder and the report.
-pub fn reproduce(
-    profile: Profile,
-    root: &Path,
-    resume: bool,
-    quiet: bool,
-    device: &Device,
-) -> Result<(PathBuf, Report)> {
-    match profile {
-        Profile::Smoke => mini(&MiniSettings::smoke(), &root.join("smoke"), resume, quiet, device),
-        Profile::Mini => mini(&MiniSettings::mini(), root, resume, quiet, device),
+/// `cargo xtask reproduce onexn`: 1xN block sparsity.
+/// No paper profile: it needs ImageNet, the authors' pretrained MobileNet / ResNet-50
+/// checkpoints (not on the Hub) and 180 epochs per setting (crate README).
+const INFO: Info = Info {
+    name: "onexn",
+    about: "1xN block sparsity",
+    profiles: &[
+        ("smoke", "2 + 1 epochs on 1,024 / 500 digits, one seed (what tests run)"),
+        ("mini", "section 9: MLP 784-64-32-10 on mnist-5k, N = 4, p 0.5 / 0.75, seeds 0-2"),
+    ],
+};
+
+/// `cargo xtask reproduce onexn`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnexnReproduction;
+
+impl Reproduction for OnexnReproduction {
+    fn info(&self) -> &'static Info {
+        &INFO
+    }
+
+    fn run(&self, profile: &str, ctx: &RunContext) -> std::result::Result<Outcome, BoxError> {
+        let s = if profile == "smoke" { MiniSettings::smoke() } else { MiniSettings::mini() };
+        Ok(mini(&s, ctx)?)
     }
 }

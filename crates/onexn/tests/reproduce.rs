@@ -2,13 +2,15 @@
 #![allow(clippy::unwrap_used)]
 
 use candle_core::Device;
-use compress_train::Verdict;
-use onexn::reproduce::{Profile, reproduce};
+use compress_train::{RunContext, Verdict, harness};
+use onexn::reproduce::OnexnReproduction;
 
 #[test]
 fn smoke_profile_deploys_exactly_and_writes_its_report() {
     let dir = tempfile::tempdir().unwrap();
-    let (run, report) = reproduce(Profile::Smoke, dir.path(), false, true, &Device::Cpu).unwrap();
+    let ctx = RunContext::new(dir.path(), Device::Cpu).quiet(true);
+    let out = harness::reproduce(&OnexnReproduction, "smoke", &ctx).unwrap();
+    let (run, report) = (out.dir(), out.report());
     assert!(run.join("report.md").is_file() && run.join("arms.json").is_file());
     assert!(run.join("fine_tuned.svg").is_file());
     // Deployment is exact whatever the training does: packed == masked.
@@ -20,7 +22,8 @@ fn smoke_profile_deploys_exactly_and_writes_its_report() {
     assert_eq!(outcomes.len(), 4 * 2, "four patterns at two rates, one seed");
     assert!(outcomes.iter().all(|o| o["fine_tuned"].as_f64().unwrap() > 30.0), "{outcomes:?}");
     // A resumed run finds the finished arms and reproduces the same numbers.
-    let (_, again) = reproduce(Profile::Smoke, dir.path(), true, true, &Device::Cpu).unwrap();
+    let again = harness::reproduce(&OnexnReproduction, "smoke", &ctx.clone().resume(true)).unwrap();
+    assert_eq!(again.dir(), run, "the resumed run is the same folder");
     let pick = |r: &compress_train::Report| r.rows.iter().map(|x| x.method).take(4).collect::<Vec<_>>();
-    assert_eq!(pick(&report), pick(&again));
+    assert_eq!(pick(report), pick(again.report()));
 }

@@ -11,6 +11,7 @@
 //! [`batch_norm_train`] also returns the batch mean and biased variance so the caller can update
 //! its running statistics (PyTorch uses the unbiased variance there).
 
+use super::scalar::Scalar;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -54,38 +55,6 @@ fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     }
 }
 
-pub(super) trait Float:
-    Copy
-    + Send
-    + Sync
-    + 'static
-    + Default
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-{
-    fn f(self) -> f64;
-    fn of(v: f64) -> Self;
-}
-
-impl Float for f32 {
-    fn f(self) -> f64 {
-        f64::from(self)
-    }
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl Float for f64 {
-    fn f(self) -> f64 {
-        self
-    }
-    fn of(v: f64) -> Self {
-        v
-    }
-}
-
 /// Whether `bounds` clamp nothing (no activation: every `dy` passes).
 fn no_activation((lo, hi): (f64, f64)) -> bool {
     lo == f64::NEG_INFINITY && hi == f64::INFINITY
@@ -94,7 +63,7 @@ fn no_activation((lo, hi): (f64, f64)) -> bool {
 /// The activation's gradient mask as a function of its output: `dy` where `lo < y < hi`, else 0
 /// (PyTorch's ReLU / hardtanh rule). Callers take `|_, d| d` instead when there is no
 /// activation: a run-time flag inside the loops stops the compiler from vectorising them.
-fn clamp_mask<T: Float + PartialOrd>((lo, hi): (f64, f64)) -> impl Fn(T, T) -> T + Copy + Send + Sync {
+fn clamp_mask<T: Scalar>((lo, hi): (f64, f64)) -> impl Fn(T, T) -> T + Copy + Send + Sync {
     let (lo, hi) = (T::of(lo), T::of(hi));
     move |y, d| if (y > lo) & (y < hi) { d } else { T::default() }
 }
@@ -104,7 +73,7 @@ fn clamp_mask<T: Float + PartialOrd>((lo, hi): (f64, f64)) -> impl Fn(T, T) -> T
 /// loops without a reduction chain, so they vectorise, and no per-plane overhead where planes
 /// hold four values); the accumulators of each parallel task are folded per channel at the end.
 /// Returns `K` blocks of `C` f64 totals.
-fn channel_sums<T: Float, const K: usize>(
+fn channel_sums<T: Scalar, const K: usize>(
     (n, c, p): (usize, usize, usize),
     add: impl Fn(usize, &mut [Vec<T>; K]) + Sync + Send,
 ) -> Vec<f64> {
@@ -134,13 +103,13 @@ fn channel_sums<T: Float, const K: usize>(
 }
 
 /// Each channel's value repeated over its plane: one sample's `C plane` values.
-fn per_value<T: Float>(v: &[f64], p: usize) -> Vec<T> {
+fn per_value<T: Scalar>(v: &[f64], p: usize) -> Vec<T> {
     v.iter().flat_map(|&m| std::iter::repeat_n(T::of(m), p)).collect()
 }
 
 /// Batch mean and biased variance per channel (two passes: the mean, then the squared
 /// deviations from it).
-pub(super) fn stats<T: Float>(x: &[T], n: usize, c: usize, p: usize, eps: f64) -> Stats {
+pub(super) fn stats<T: Scalar>(x: &[T], n: usize, c: usize, p: usize, eps: f64) -> Stats {
     let (cp, m) = (c * p, (n * p).max(1) as f64);
     let sample = |i: usize| &x[i * cp..(i + 1) * cp];
     let sums = channel_sums((n, c, p), |i, [a]: &mut [Vec<T>; 1]| {
@@ -210,7 +179,7 @@ fn scale_shift(st: &Stats, gb: &[f64]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-pub(super) fn normalize_act<T: Float + PartialOrd>(
+pub(super) fn normalize_act<T: Scalar>(
     x: &[T],
     gb: &[T],
     r: Option<&[T]>,
@@ -327,7 +296,7 @@ impl candle_core::CustomOp2 for EvalInputGrad {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let _span = super::profile::span(|| self.name().to_string());
         let (_, c, p) = ncp(l1)?;
-        fn scale<T: Float>(dz: &[T], g: &[T], st: &Stats, c: usize, p: usize) -> Vec<T> {
+        fn scale<T: Scalar>(dz: &[T], g: &[T], st: &Stats, c: usize, p: usize) -> Vec<T> {
             crate::cpu::par_map_planes(dz, (c, p), |ch| T::of(g[ch].f() * st.invstd[ch]), |&a, v| v * a)
         }
         let out = match (s1, s2) {
@@ -352,7 +321,7 @@ struct Sums {
 }
 
 impl Sums {
-    fn run<T: Float + PartialOrd>(&self, x: &[T], y: &[T], dy: &[T], dims: (usize, usize, usize)) -> Vec<f64> {
+    fn run<T: Scalar>(&self, x: &[T], y: &[T], dy: &[T], dims: (usize, usize, usize)) -> Vec<f64> {
         if no_activation(self.bounds) {
             return self.run_masked(x, y, dy, dims, |_, d| d);
         }
@@ -360,7 +329,7 @@ impl Sums {
     }
 
     /// `[sum dz; sum dz xhat]` per channel, `dz = mask(pre_a y + pre_b, dy)`, in one pass.
-    fn run_masked<T: Float, M: Fn(T, T) -> T + Copy + Send + Sync>(
+    fn run_masked<T: Scalar, M: Fn(T, T) -> T + Copy + Send + Sync>(
         &self,
         x: &[T],
         y: &[T],
@@ -431,14 +400,14 @@ struct InputGrad {
 impl InputGrad {
     /// `dx = k (M dz - dbeta - xhat dgamma)`, `k = gamma / sigma / M`, as `A dz + B x + C` per
     /// channel (one pass).
-    fn run<T: Float + PartialOrd>(&self, x: &[T], y: &[T], dy: &[T], c: usize, p: usize) -> Vec<T> {
+    fn run<T: Scalar>(&self, x: &[T], y: &[T], dy: &[T], c: usize, p: usize) -> Vec<T> {
         if no_activation(self.bounds) {
             return self.run_masked(x, y, dy, (c, p), |_, d| d);
         }
         self.run_masked(x, y, dy, (c, p), clamp_mask(self.bounds))
     }
 
-    fn run_masked<T: Float, M: Fn(T, T) -> T + Sync>(
+    fn run_masked<T: Scalar, M: Fn(T, T) -> T + Sync>(
         &self,
         x: &[T],
         y: &[T],

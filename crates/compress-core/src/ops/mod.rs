@@ -1,6 +1,7 @@
 //! Tensor ops the toolkit owns because candle's CPU versions are slow or lack a backward:
-//! convolution, training-mode BatchNorm, ReLU/ReLU6, bias adds, and the transformer's
-//! LayerNorm, softmax and GELU; the SGD update in one pass.
+//! convolution, training-mode BatchNorm, ReLU/ReLU6, bias adds, max pooling, and the
+//! transformer's LayerNorm, softmax and GELU; the SGD update in one pass. Every kernel runs on
+//! f32 and f64 through one element trait (`scalar`).
 
 pub mod batch_norm;
 pub mod bias;
@@ -9,9 +10,11 @@ pub mod conv2d;
 pub mod conv_bn;
 pub mod gelu;
 pub mod layer_norm;
+pub mod max_pool;
 pub mod profile;
 #[macro_use]
 mod residual_op;
+mod scalar;
 pub mod sgd;
 pub mod softmax;
 
@@ -22,6 +25,7 @@ pub use conv_bn::conv_bn_act_train;
 pub use conv2d::{Conv2dGeometry, conv2d};
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
+pub use max_pool::max_pool2d;
 pub use sgd::{SgdStep, sgd_step};
 pub use softmax::softmax_last;
 

@@ -3,13 +3,8 @@
 //! activation. candle's custom ops are one trait per arity; [`residual_op!`] implements both
 //! arities for a type from one forward and one backward.
 
-use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
-
-/// The element types the fused ops run on (f32 and f64).
-pub(super) trait Scalar: super::conv2d::Elem + super::batch_norm::Float + PartialOrd + WithDType {}
-
-impl Scalar for f32 {}
-impl Scalar for f64 {}
+pub(super) use super::scalar::Scalar;
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 
 /// An op `(x, p (, r)) -> y` with its backward.
 pub(super) trait ResidualOp {

@@ -51,7 +51,7 @@ fn check_range(lo: &Tensor, hi: &Tensor) -> Result<()> {
     let l: Vec<f64> = lo.detach().flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
     let u: Vec<f64> = hi.detach().flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
     if l.len() != u.len() || l.is_empty() {
-        return Err(QuantError::Tensor(format!("{} lower and {} upper range ends", l.len(), u.len())));
+        return Err(QuantError::Shape(format!("{} lower and {} upper range ends", l.len(), u.len())));
     }
     match l.iter().zip(&u).find(|(a, b)| !(a.is_finite() && b.is_finite() && a <= b)) {
         Some((&lower, &upper)) => Err(QuantError::Bounds { lower, upper }),

@@ -33,7 +33,7 @@ pub use symmetric::symmetric_fake_quant;
 pub use weight::{WeightQuantizer, percentile};
 
 /// A quantizer configuration that cannot work.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum QuantError {
     /// Bits outside `1..=8`.
     #[error("{0} bits: a quantizer needs 1 to 8 bits")]
@@ -60,15 +60,12 @@ pub enum QuantError {
     /// Malformed export data.
     #[error("malformed quantized tensor: {0}")]
     Malformed(String),
-    /// A tensor operation failed.
+    /// Operands whose shapes do not fit together.
     #[error("{0}")]
-    Tensor(String),
-}
-
-impl From<candle_core::Error> for QuantError {
-    fn from(e: candle_core::Error) -> Self {
-        QuantError::Tensor(e.to_string())
-    }
+    Shape(String),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
 }
 
 /// Result with [`QuantError`].

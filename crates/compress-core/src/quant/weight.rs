@@ -150,7 +150,7 @@ mod tests {
         assert!(WeightQuantizer::Percentile { lo: 50.0, hi: 101.0 }.quantize(&t, 2).is_err());
         assert!(WeightQuantizer::MinMax.quantize(&t, 0).is_err());
         let empty = Tensor::zeros(0, DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(WeightQuantizer::MinMax.range(&empty).unwrap_err(), QuantError::Empty);
+        assert!(matches!(WeightQuantizer::MinMax.range(&empty).unwrap_err(), QuantError::Empty));
         // A constant tensor has no range for the affine grid.
         let flat = Tensor::new(&[0.5f32, 0.5], &Device::Cpu).unwrap();
         assert!(matches!(WeightQuantizer::MinMax.quantize(&flat, 2), Err(QuantError::Bounds { .. })));

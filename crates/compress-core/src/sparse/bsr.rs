@@ -146,7 +146,7 @@ impl Bsr1xN {
             self.data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
             u32s(&shape),
         );
-        let err = |e: safetensors::SafeTensorError| SparseError::Other(format!("{}: {e}", path.display()));
+        let err = |e: safetensors::SafeTensorError| SparseError::File { path: path.to_path_buf(), source: e.into() };
         let views = vec![
             ("indptr", TensorView::new(Dtype::U32, vec![self.indptr.len()], &a).map_err(err)?),
             ("indices", TensorView::new(Dtype::U32, vec![self.indices.len()], &b).map_err(err)?),
@@ -155,14 +155,15 @@ impl Bsr1xN {
         ];
         let bytes = safetensors::serialize(views, None).map_err(err)?;
         let tmp = path.with_extension("safetensors.tmp");
-        let io = |e: std::io::Error| SparseError::Other(format!("{}: {e}", path.display()));
+        let io = |e: std::io::Error| SparseError::File { path: path.to_path_buf(), source: e.into() };
         std::fs::write(&tmp, bytes).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
 
     /// Reads a file written by [`Bsr1xN::save`]; anything malformed is an error, never a panic.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| SparseError::Other(format!("{}: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| SparseError::File { path: path.to_path_buf(), source: e.into() })?;
         let st =
             SafeTensors::deserialize(&bytes).map_err(|e| SparseError::Malformed(format!("{}: {e}", path.display())))?;
         let get = |name: &str, dt: Dtype| -> Result<Vec<[u8; 4]>> {

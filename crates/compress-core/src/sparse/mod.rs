@@ -23,7 +23,7 @@ pub use mask::{BlockOrder, block_mask, block_scores, filter_l1_perm, filter_mask
 pub use packed::{PackedConv2d, PackedLinear};
 
 /// An impossible sparsity request or malformed packed data.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum SparseError {
     /// A rate outside `[0, 1)`.
     #[error("sparsity {0} is not in [0, 1)")]
@@ -42,15 +42,18 @@ pub enum SparseError {
     /// Packed data that is inconsistent.
     #[error("malformed 1xN data: {0}")]
     Malformed(String),
-    /// A tensor operation or file failed.
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<candle_core::Error> for SparseError {
-    fn from(e: candle_core::Error) -> Self {
-        SparseError::Other(e.to_string())
-    }
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
 }
 
 /// Result with [`SparseError`].

@@ -19,7 +19,7 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::R
 }
 
 fn sparse_err(e: SparseError) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
+    candle_core::Error::wrap(e)
 }
 
 /// A convolution whose weight is packed in the 1xN format.

@@ -39,12 +39,10 @@ thread_local! {
     static ACTIVE: RefCell<Option<Replacements>> = const { RefCell::new(None) };
 }
 
-/// Runs `build` with `map` active on this thread (nested calls see the innermost map).
+/// Runs `build` with `map` active on this thread (nested calls see the innermost map; the
+/// previous map is restored afterwards, also when `build` panics).
 pub fn build_with<R>(map: &Replacements, build: impl FnOnce() -> R) -> R {
-    let previous = ACTIVE.with(|a| a.replace(Some(map.clone())));
-    let out = build();
-    ACTIVE.with(|a| *a.borrow_mut() = previous);
-    out
+    crate::scope::scoped(&ACTIVE, map.clone(), build).0
 }
 
 /// The replacement of the layer at `prefix`, if one is active.

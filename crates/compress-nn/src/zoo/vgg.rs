@@ -207,7 +207,7 @@ impl Architecture for Vgg {
             ));
             cin = cfg.conv(i);
         }
-        let s = cfg.final_side().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let s = cfg.final_side().map_err(candle_core::Error::wrap)?;
         let c = vb.pp("classifier");
         let head = match cfg.widths.get("hidden") {
             Some(&h) => Head::Hidden {

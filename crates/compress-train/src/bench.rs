@@ -1,14 +1,16 @@
-//! `cargo xtask bench train-step`: one training step (forward, backward, SGD update) and one
+//! `cargo xtask bench train-step` and `bench conv`: one training step (forward, backward, SGD update) and one
 //! inference forward of CIFAR ResNet-20 (batch 128) and MobileNetV2 (batch 64) on 3x32x32, with
 //! the toolkit's kernels and with stock candle (its convolution, BatchNorm, clamp and composed
-//! optimizer update), measured in the same process.
+//! optimizer update), measured in the same process; one 3x3 conv layer, ours against candle's.
+//! Tables are written to `out` as they are measured.
 
-use anyhow::{Result, bail};
+use crate::error::Result;
+use crate::loss::cross_entropy;
+use crate::optim::{Optimizer, OptimizerKind, all_params};
 use candle_core::{DType, Device, Tensor};
 use compress_nn::Network;
 use compress_nn::zoo::{MobileNetV2, MobileNetV2Config, ResNetCifar, ResNetCifarConfig};
-use compress_train::loss::cross_entropy;
-use compress_train::optim::{Optimizer, OptimizerKind, all_params};
+use std::io::Write;
 use std::time::Instant;
 
 struct Timing {
@@ -57,19 +59,20 @@ impl Net {
 }
 
 /// Per step: each op's milliseconds and calls, largest first, and the ops' total.
-fn print_ops(steps: usize) {
+fn print_ops(out: &mut dyn Write, steps: usize) -> Result<()> {
     let mut ops = compress_core::ops::profile::take();
     ops.sort_by(|a, b| b.1.total_cmp(&a.1));
     let per = |v: f64| v * 1e3 / steps.max(1) as f64;
-    println!("| op (per step) | ms | calls |");
-    println!("| --- | --- | --- |");
+    writeln!(out, "| op (per step) | ms | calls |")?;
+    writeln!(out, "| --- | --- | --- |")?;
     for (name, s, n) in &ops {
-        println!("| {name} | {:.1} | {} |", per(*s), n / steps.max(1));
+        writeln!(out, "| {name} | {:.1} | {} |", per(*s), n / steps.max(1))?;
     }
-    println!("| all ops | {:.1} | |", per(ops.iter().map(|o| o.1).sum()));
+    writeln!(out, "| all ops | {:.1} | |", per(ops.iter().map(|o| o.1).sum()))?;
+    Ok(())
 }
 
-fn measure(net: Net, batch: usize, steps: usize, stock: bool, ops: bool) -> Result<Timing> {
+fn measure(out: &mut dyn Write, net: Net, batch: usize, steps: usize, stock: bool, ops: bool) -> Result<Timing> {
     compress_core::ops::use_candle_ops(stock);
     let dev = Device::Cpu;
     let net = net.build(&dev)?;
@@ -96,7 +99,7 @@ fn measure(net: Net, batch: usize, steps: usize, stock: bool, ops: bool) -> Resu
     }
     compress_core::ops::profile::record_ops(false);
     if ops {
-        print_ops(steps);
+        print_ops(out, steps)?;
     }
     for i in 0..steps + 2 {
         let t0 = Instant::now();
@@ -109,12 +112,14 @@ fn measure(net: Net, batch: usize, steps: usize, stock: bool, ops: bool) -> Resu
     Ok(Timing { fwd: median(f), bwd: median(b), upd: median(u), eval: median(e) })
 }
 
-/// One 3x3 conv layer at 128 x c x s x s: forward, input gradient and weight gradient.
-fn conv_layer(steps: usize) -> Result<()> {
+/// `bench conv`: one 3x3 conv layer at 128 x c x s x s, forward and backward, ours against
+/// candle's convolution.
+pub fn conv_layer(out: &mut dyn Write, steps: usize) -> Result<()> {
+    let steps = steps.max(1);
     use candle_core::Var;
     let dev = Device::Cpu;
-    println!("| layer | conv | forward (ms) | backward (ms) |");
-    println!("| --- | --- | --- | --- |");
+    writeln!(out, "| layer | conv | forward (ms) | backward (ms) |")?;
+    writeln!(out, "| --- | --- | --- | --- |")?;
     for (c, s) in [(16usize, 32usize), (32, 16), (64, 8)] {
         for candle in [false, true] {
             compress_core::ops::use_candle_ops(candle);
@@ -134,28 +139,26 @@ fn conv_layer(steps: usize) -> Result<()> {
                 }
             }
             let name = if candle { "candle" } else { "ours" };
-            println!("| 128x{c}x{s}x{s} | {name} | {:.1} | {:.1} |", median(f) * 1e3, median(b) * 1e3);
+            writeln!(out, "| 128x{c}x{s}x{s} | {name} | {:.1} | {:.1} |", median(f) * 1e3, median(b) * 1e3)?;
         }
     }
     compress_core::ops::use_candle_ops(false);
     Ok(())
 }
 
-pub fn run(what: &str, steps: usize, ours_only: bool, ops: bool) -> Result<()> {
-    if what == "conv" {
-        return conv_layer(steps);
-    }
-    if what != "train-step" {
-        bail!("unknown bench {what:?}; benches: train-step, conv, onexn, ddtb, cf-vit, synth");
-    }
+/// `bench train-step`: ResNet-20 and MobileNetV2 training steps and inference forwards, ours
+/// (and stock candle unless `ours_only`; each op's time per step with `ops`).
+pub fn train_step(out: &mut dyn Write, steps: usize, ours_only: bool, ops: bool) -> Result<()> {
+    let steps = steps.max(1);
     let threads = candle_core::utils::get_num_threads();
     for (net, batch) in [(Net::ResNet20, 128), (Net::MobileNetV2, 64)] {
-        println!(
+        writeln!(
+            out,
             "{} train step, batch {batch}, 3x32x32, {threads} threads, median of {steps} steps after 2 warm-ups",
             net.name()
-        );
-        println!("| ops | step (ms) | forward | backward | SGD update | inference forward (ms) |");
-        println!("| --- | --- | --- | --- | --- | --- |");
+        )?;
+        writeln!(out, "| ops | step (ms) | forward | backward | SGD update | inference forward (ms) |")?;
+        writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
         let mut total = Vec::new();
         let arms: &[(&str, bool)] = if ours_only {
             &[("compress-core", false)]
@@ -163,23 +166,24 @@ pub fn run(what: &str, steps: usize, ours_only: bool, ops: bool) -> Result<()> {
             &[("compress-core", false), ("stock candle 0.11", true)]
         };
         for &(name, candle) in arms {
-            let t = measure(net, batch, steps, candle, ops && !candle)?;
+            let t = measure(out, net, batch, steps, candle, ops && !candle)?;
             let s = t.fwd + t.bwd + t.upd;
             total.push(s);
-            println!(
+            writeln!(
+                out,
                 "| {name} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} |",
                 s * 1e3,
                 t.fwd * 1e3,
                 t.bwd * 1e3,
                 t.upd * 1e3,
                 t.eval * 1e3
-            );
+            )?;
         }
         if let [ours, candle] = total[..] {
-            println!("speed-up over stock candle: {:.2}x", candle / ours);
+            writeln!(out, "speed-up over stock candle: {:.2}x", candle / ours)?;
         }
-        println!();
+        writeln!(out)?;
     }
-    println!("PyTorch reference: python3 benches/reference/resnet20_step.py (same step, same session)");
+    writeln!(out, "PyTorch reference: python3 benches/reference/resnet20_step.py (same step, same session)")?;
     Ok(())
 }

@@ -4,13 +4,14 @@
 //! every pointwise conv packed, against the dense model. All timings are medians in one process
 //! on the same threads.
 
-use anyhow::Result;
+use crate::Result;
 use candle_core::{Device, Module, Tensor};
 use compress_core::sparse::{BlockOrder, Csr, PackedConv2d, block_mask, csr_conv1x1_nchw, simd_level, weight_mask};
 use compress_core::timing::median_seconds;
 use compress_nn::Network;
 use compress_nn::zoo::{MobileNetV2, MobileNetV2Config};
 use std::collections::BTreeMap;
+use std::io::Write;
 
 /// `(name, C_in, C_out, side)` of the benched 1x1 convs.
 const LAYERS: [(&str, usize, usize, usize); 10] = [
@@ -30,16 +31,17 @@ fn ms(seconds: f64, f: impl FnMut() -> candle_core::Result<()>) -> Result<f64> {
     Ok(1e3 * median_seconds(2, 5, seconds, f)?)
 }
 
-fn layers(seconds: f64, quick: bool) -> Result<()> {
+fn layers(out: &mut dyn Write, seconds: f64, quick: bool) -> Result<()> {
     let dev = Device::Cpu;
-    println!(
+    writeln!(
+        out,
         "1x1 convs, NCHW, {} threads, SIMD {}; dense = candle 0.11 conv2d; CSR = unstructured, same p; \
          1xN = PackedConv2d (candle op); ideal = 1 / (1 - p)",
         candle_core::utils::get_num_threads(),
         simd_level()
-    );
-    println!("| layer | batch | p | N | dense ms | CSR ms | 1xN ms | speedup | ideal | efficiency | vs CSR |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    )?;
+    writeln!(out, "| layer | batch | p | N | dense ms | CSR ms | 1xN ms | speedup | ideal | efficiency | vs CSR |")?;
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")?;
     let (rates, ns, batches): (&[f64], &[usize], &[usize]) =
         if quick { (&[0.5, 0.75], &[8], &[8]) } else { (&[0.25, 0.5, 0.75, 0.9], &[4, 8, 16], &[1, 8]) };
     for &(name, c_in, c_out, side) in &LAYERS {
@@ -51,26 +53,26 @@ fn layers(seconds: f64, quick: bool) -> Result<()> {
             for &p in rates {
                 let csr = Csr::from_dense(&(&w * weight_mask(&w, p)?)?)?;
                 let csr_ms = ms(seconds, || {
-                    csr_conv1x1_nchw(&csr, &xv, side * side)
-                        .map(|_| ())
-                        .map_err(|e| candle_core::Error::Msg(e.to_string()))
+                    csr_conv1x1_nchw(&csr, &xv, side * side).map(|_| ()).map_err(candle_core::Error::wrap)
                 })?;
                 for &n in ns {
                     if c_out % n != 0 {
-                        println!(
+                        writeln!(
+                            out,
                             "| {name} @{side} | {batch} | {p} | {n} | {dense:.3} | {csr_ms:.3} | not packed: N does not divide {c_out} | | | | |"
-                        );
+                        )?;
                         continue;
                     }
                     let wm = (&w * block_mask(&w, n, p, BlockOrder::Strict)?)?;
                     let layer = PackedConv2d::from_dense(&wm, None, n, 1, 0)?;
                     let t = ms(seconds, || layer.forward(&x).map(|_| ()))?;
                     let (speedup, ideal) = (dense / t, 1.0 / (1.0 - p));
-                    println!(
+                    writeln!(
+                        out,
                         "| {name} @{side} | {batch} | {p} | {n} | {dense:.3} | {csr_ms:.3} | {t:.3} | {speedup:.2}x | {ideal:.2}x | {:.2} | {:.2}x |",
                         speedup / ideal,
                         csr_ms / t
-                    );
+                    )?;
                 }
             }
         }
@@ -79,48 +81,49 @@ fn layers(seconds: f64, quick: bool) -> Result<()> {
 }
 
 /// MobileNetV2 at 224, batch 1: dense against every pointwise conv rearranged and packed.
-fn mobilenet_v2(seconds: f64) -> Result<()> {
+fn mobilenet_v2(out: &mut dyn Write, seconds: f64) -> Result<()> {
     let dev = Device::Cpu;
     let net = Network::<MobileNetV2>::new(MobileNetV2Config::new(1.0, 1000)?, 0, &dev)?;
     let x = Tensor::randn(0f32, 1.0, (1, 3, 224, 224), &dev)?;
-    let dense =
-        ms(seconds, || net.forward_t(&x, false).map(|_| ()).map_err(|e| candle_core::Error::Msg(e.to_string())))?;
-    let targets = onexn::mobilenet_v2_targets(&net)?;
+    let dense = ms(seconds, || net.forward_t(&x, false).map(|_| ()).map_err(candle_core::Error::wrap))?;
+    let targets = crate::mobilenet_v2_targets(&net)?;
     let t = net.tensors()?;
-    println!();
-    println!(
+    writeln!(out)?;
+    writeln!(
+        out,
         "MobileNetV2 1.0 at 224x224, batch 1, eval; all {} pointwise convs packed (expansions and the final 1x1 rearranged), depthwise and stem dense",
         targets.len()
-    );
-    println!("| model | p | N | packed convs | latency ms | speedup |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    println!("| dense | 0 | - | 0 | {dense:.2} | 1.00x |");
+    )?;
+    writeln!(out, "| model | p | N | packed convs | latency ms | speedup |")?;
+    writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
+    writeln!(out, "| dense | 0 | - | 0 | {dense:.2} | 1.00x |")?;
     for p in [0.5, 0.75] {
         for n in [4usize, 8, 16] {
             // Layers whose outputs N does not divide stay dense (the strict layout refuses them).
-            let targets: Vec<onexn::Target> =
+            let targets: Vec<crate::Target> =
                 targets.iter().filter(|tg| t[&format!("{}.weight", tg.layer)].dims()[0] % n == 0).cloned().collect();
             let (mut masks, mut perms) = (BTreeMap::new(), BTreeMap::new());
             for (i, tg) in targets.iter().enumerate() {
-                let pattern = onexn::Pattern::Block(onexn::OneByN::l1(n, tg.rearrange_group.is_some()));
-                let lm = onexn::layer_mask(&t[&format!("{}.weight", tg.layer)], pattern, p, i)?;
+                let pattern = crate::Pattern::Block(crate::OneByN::l1(n, tg.rearrange_group.is_some()));
+                let lm = crate::layer_mask(&t[&format!("{}.weight", tg.layer)], pattern, p, i)?;
                 if let (Some(g), Some(pi)) = (&tg.rearrange_group, lm.perm) {
                     perms.insert(g.clone(), pi);
                 }
                 masks.insert(tg.layer.clone(), lm.mask);
             }
-            let (re, re_masks) = onexn::rearrange(&net, &masks, &perms)?;
-            let (map, _) = onexn::pack(&re, &re_masks, &targets, n)?;
+            let (re, re_masks) = crate::rearrange(&net, &masks, &perms)?;
+            let (map, _) = crate::pack(&re, &re_masks, &targets, n)?;
             let deployed = re.with_replacements(&map)?;
             let lat = ms(seconds, || candle_core::ModuleT::forward_t(&deployed, &x, false).map(|_| ()))?;
-            println!("| 1x{n} packed | {p} | {n} | {} | {lat:.2} | {:.2}x |", targets.len(), dense / lat);
+            writeln!(out, "| 1x{n} packed | {p} | {n} | {} | {lat:.2} | {:.2}x |", targets.len(), dense / lat)?;
         }
     }
     Ok(())
 }
 
-/// Runs the bench (`quick`: batch 8, p 0.5 / 0.75, N = 8 only).
-pub fn run(seconds: f64, quick: bool) -> Result<()> {
-    layers(seconds, quick)?;
-    mobilenet_v2(seconds.max(0.5))
+/// Runs the bench, writing its tables to `out` as it goes (`quick`: batch 8, p 0.5 / 0.75,
+/// N = 8 only).
+pub fn run(out: &mut dyn Write, seconds: f64, quick: bool) -> Result<()> {
+    layers(out, seconds, quick)?;
+    mobilenet_v2(out, seconds.max(0.5))
 }
