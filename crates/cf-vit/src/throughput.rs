@@ -136,7 +136,7 @@ pub fn bench(runs: &std::path::Path, seconds: f64) -> Result<String> {
         mb / op.macs,
         candle_core::utils::get_num_threads()
     );
-    let fwd = |x: &Tensor| base.forward_t(x, false).map_err(|e| candle_core::Error::Msg(e.to_string()));
+    let fwd = |x: &Tensor| base.forward_t(x, false).map_err(candle_core::Error::wrap);
     for batch in [64, 1] {
         let t = measure(&cf, &fwd, &test, op.eta, batch, seconds)?;
         let ratio = mb / op.macs;

@@ -47,12 +47,17 @@ pub enum NnError {
     #[error(transparent)]
     Method(Box<dyn std::error::Error + Send + Sync>),
     /// The Hugging Face Hub could not deliver a file.
-    #[error("hub repository {repo}: {msg}")]
+    #[error(
+        "hub repository {repo}, file {file}: {source} (offline: place the file in hf-hub's cache layout under the cache folder)"
+    )]
     Hub {
         /// The repository id.
         repo: String,
+        /// The file asked for.
+        file: String,
         /// What went wrong.
-        msg: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A tensor operation failed.
     #[error(transparent)]

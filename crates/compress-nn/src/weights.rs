@@ -74,12 +74,11 @@ pub fn hub_file(w: &HubWeights, cache_dir: Option<&Path>, endpoint: Option<&str>
     if let Some(e) = endpoint {
         b = b.with_endpoint(e.to_string());
     }
-    let api = b.build().map_err(|e| NnError::Hub { repo: w.repo.clone(), msg: e.to_string() })?;
+    let hub =
+        |e: hf_hub::api::sync::ApiError| NnError::Hub { repo: w.repo.clone(), file: w.file.clone(), source: e.into() };
+    let api = b.build().map_err(hub)?;
     let repo = api.repo(hf_hub::Repo::with_revision(w.repo.clone(), hf_hub::RepoType::Model, w.revision.clone()));
-    repo.get(&w.file).map_err(|e| NnError::Hub {
-        repo: w.repo.clone(),
-        msg: format!("{}: {e} (offline: place the file in hf-hub's cache layout under the cache folder)", w.file),
-    })
+    repo.get(&w.file).map_err(hub)
 }
 
 /// Loads pretrained weights for a model whose own tensors are `reference`: names are mapped with

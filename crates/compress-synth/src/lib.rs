@@ -5,7 +5,7 @@
 //!
 //! - [`teacher`]: the probed eval-mode forward (logits, penultimate features, BN input
 //!   statistics) of any zoo model, through `compress_nn::probe`.
-//! - [`losses`]: `L_BNS`.
+//! - [`losses`]: the BN-statistics loss `L_BNS`.
 //! - [`crop`]: differentiable random-resized crops and flips (a method's view hook uses them).
 //! - [`plateau`]: the LR rule.
 //! - [`generator`]: GDFQ's class-conditional generator (CIFAR / ImageNet variants) and its

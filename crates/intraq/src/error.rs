@@ -6,6 +6,15 @@ pub enum IntraqError {
     /// An impossible configuration.
     #[error("invalid IntraQ configuration: {0}")]
     Config(String),
+    /// A file or folder could not be read, written or removed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// A quantizer failed.
     #[error(transparent)]
     Quant(#[from] compress_core::quant::QuantError),

@@ -162,7 +162,7 @@ fn run_network<A: Architecture, D: TestSet>(
     }
     let dir = ctx.root().join(ctx.name(&format!("synth/{}-seed{}", r.name(), r.seed)));
     if !ctx.resuming() && dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| IntraqError::Config(format!("{}: {e}", dir.display())))?;
+        std::fs::remove_dir_all(&dir).map_err(|source| IntraqError::Io { path: dir.clone(), source })?;
     }
     let teacher_id = format!("pytorchcv {} sha256 {}", r.name(), compress_data::checksum::sha256_file(&r.weights)?);
     let mut method = r.terms.method(r.synth.classes)?;

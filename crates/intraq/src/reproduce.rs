@@ -223,7 +223,7 @@ pub fn run_arm(s: &MiniSettings, seed: u64, arm: Arm, teacher: &DigitCnn, ctx: &
     let (cfg, terms) = arm.synth(s.groups, s.synth_batch, s.synth_iters);
     let dir = ctx.root().join(ctx.name(&format!("synth/{}-seed{seed}", arm.key())));
     if !ctx.resuming() && dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| IntraqError::Config(format!("{}: {e}", dir.display())))?;
+        std::fs::remove_dir_all(&dir).map_err(|source| IntraqError::Io { path: dir.clone(), source })?;
     }
     let set = synthesize(teacher, &cfg, &mut terms.method(cfg.classes)?, seed, Some((&dir, &teacher_id)), device)?;
     let distance = intra_class_cosine_distance(&features(teacher, &set.images)?, &set.labels);

@@ -114,7 +114,7 @@ pub(super) fn stats<T: Scalar>(x: &[T], n: usize, c: usize, p: usize, eps: f64) 
     let sample = |i: usize| &x[i * cp..(i + 1) * cp];
     let sums = channel_sums((n, c, p), |i, [a]: &mut [Vec<T>; 1]| {
         for (a, &v) in a.iter_mut().zip(sample(i)) {
-            *a = *a + v;
+            *a += v;
         }
     });
     let mean: Vec<f64> = sums.iter().map(|s| s / m).collect();
@@ -122,7 +122,7 @@ pub(super) fn stats<T: Scalar>(x: &[T], n: usize, c: usize, p: usize, eps: f64) 
     let sq = channel_sums((n, c, p), |i, [a]: &mut [Vec<T>; 1]| {
         for ((a, &v), &u) in a.iter_mut().zip(sample(i)).zip(&mu) {
             let d = v - u;
-            *a = *a + d * d;
+            *a += d * d;
         }
     });
     let var: Vec<f64> = sq.iter().map(|q| q / m).collect();
@@ -347,8 +347,8 @@ impl Sums {
                 a.iter_mut().zip(b.iter_mut()).zip(xs).zip(ys).zip(ds).zip(&k)
             {
                 let g = mask(yv * pa + pb, dv);
-                *a = *a + g;
-                *b = *b + g * (xv - m);
+                *a += g;
+                *b += g * (xv - m);
             }
         });
         for (ch, v) in out[c..].iter_mut().enumerate() {
