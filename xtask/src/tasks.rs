@@ -141,14 +141,20 @@ pub fn train(
     let profile =
         if smoke { compress_train::baselines::Profile::Smoke } else { compress_train::baselines::Profile::Full };
     let start = std::time::Instant::now();
-    let out = compress_train::baselines::train(baseline, profile, epochs, std::path::Path::new("runs"), resume, quiet)?;
+    // Smoke runs live apart from real ones, as the reproductions' do.
+    let runs = if smoke { std::path::Path::new("runs/smoke") } else { std::path::Path::new("runs") };
+    let out = compress_train::baselines::train(baseline, profile, epochs, runs, resume, quiet)?;
     println!("{}", out.report.markdown());
     println!("run: {} ({:.0} s)", out.dir.display(), start.elapsed().as_secs_f64());
     Ok(())
 }
 
 pub fn report() -> Result<()> {
-    let reports = compress_train::record::newest_reports(std::path::Path::new("runs"))?;
+    let compress_train::record::Reports { found: reports, skipped } =
+        compress_train::record::newest_reports(std::path::Path::new("runs"));
+    for (path, e) in &skipped {
+        eprintln!("skipped {}: {e}", path.display());
+    }
     if reports.is_empty() {
         bail!(
             "no reports under runs/ yet: `cargo xtask train <model>` or `cargo xtask reproduce <method>` writes them"

@@ -85,23 +85,19 @@ pub fn measure<B: TokenBackbone, Ds: Dataset>(
     })
 }
 
-/// The newest trained weights of the mini's run `<arm>-seed0` under `runs`.
-fn newest_weights(runs: &std::path::Path, arm: &str) -> Result<std::path::PathBuf> {
-    let name = format!("cf-vit/mini/{arm}-seed0");
-    let run = compress_train::Run::newest(runs, &name)?.ok_or_else(|| {
+/// The trained weights of the mini's run `<arm>-seed0` under `runs`: the newest run trained
+/// with the mini's configuration for that arm (a smoke or other run is never taken).
+fn mini_weights(runs: &std::path::Path, arm: crate::reproduce::Arm) -> Result<std::path::PathBuf> {
+    let s = crate::reproduce::MiniSettings::mini();
+    let (train, _) = crate::reproduce::digits(s.train_limit, s.test_limit)?;
+    let cfg = s.train.engine_config((train.len() / s.train.batch) as u64, 0);
+    let name = format!("cf-vit/mini/{}-seed0", arm.key());
+    compress_train::Run::cached(runs, &name, &cfg, "model.safetensors")?.ok_or_else(|| {
         crate::CfVitError::Config(format!(
-            "no run {name} under {}; run `cargo xtask reproduce cf-vit` first",
+            "no finished run {name} of the mini's configuration under {}; run `cargo xtask reproduce cf-vit` first",
             runs.display()
         ))
-    })?;
-    let p = run.dir().join("model.safetensors");
-    if !p.is_file() {
-        return Err(crate::CfVitError::Config(format!(
-            "{} has no trained model (an unfinished run?); run `cargo xtask reproduce cf-vit`",
-            run.dir().display()
-        )));
-    }
-    Ok(p)
+    })
 }
 
 /// `cargo xtask bench cf-vit`: wall-clock throughput of CF-ViT's early exit against the
@@ -112,9 +108,13 @@ pub fn bench(runs: &std::path::Path, seconds: f64) -> Result<String> {
     use crate::reproduce::{baseline_macs, best_within, digits, mini_vit};
     let dev = candle_core::Device::Cpu;
     let vit = mini_vit()?;
-    let cf_tensors = compress_nn::weights::read(&newest_weights(runs, "cf-vit")?, &dev)?;
+    let cf_tensors = compress_nn::weights::read(&mini_weights(runs, crate::reproduce::Arm::CfVit)?, &dev)?;
     let cf = crate::build::deit(&vit, crate::CfVitConfig::mini(), &cf_tensors, 0, &dev)?;
-    let base = compress_nn::Network::<compress_nn::zoo::Vit>::load(vit, &newest_weights(runs, "baseline")?, &dev)?;
+    let base = compress_nn::Network::<compress_nn::zoo::Vit>::load(
+        vit,
+        &mini_weights(runs, crate::reproduce::Arm::Baseline)?,
+        &dev,
+    )?;
     let (_, test) = digits(None, None)?;
     let (base_top1, _) = compress_train::classify::evaluate(&base, &test, 250)?;
     let records = crate::trainer::stage_records(&cf, &test, 250, crate::Selection::Informative)?;

@@ -101,13 +101,17 @@ fn classifier_config(profile: Profile, epochs: Option<usize>, train_len: usize, 
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The training configuration of classifier baseline `recipe` at `profile`.
+fn classify_config(profile: Profile, epochs: Option<usize>, recipe: Recipe) -> Result<TrainConfig> {
+    let train = mnist(profile, true)?;
+    Ok(classifier_config(profile, epochs, compress_data::batch::Dataset::len(&train), recipe))
+}
+
 fn classify_run<A: Architecture>(
     name: &str,
     config: A::Config,
-    recipe: Recipe,
+    cfg: TrainConfig,
     profile: Profile,
-    epochs: Option<usize>,
     runs: &Path,
     resume: bool,
     quiet: bool,
@@ -116,13 +120,10 @@ where
     A::Config: serde::Serialize,
 {
     let (train, test) = (mnist(profile, true)?, mnist(profile, false)?);
-    let cfg = classifier_config(profile, epochs, compress_data::batch::Dataset::len(&train), recipe);
     let device = Device::Cpu;
     let run_name = format!("train/{name}");
-    let mut run = match (resume, Run::newest(runs, &run_name)?) {
-        (true, Some(r)) => r,
-        _ => Run::create(runs, &run_name, &Resolved { train: &cfg, model: &config }, cfg.seed, "cpu")?,
-    };
+    let resolved = Resolved { train: &cfg, model: &config };
+    let (mut run, _) = Run::resume_or_create(runs, &run_name, &resolved, cfg.seed, "cpu", resume)?;
     run.quiet = quiet;
     let net = Network::<A>::new(config, cfg.seed, &device)?;
     let history = classify::fit(&net, &train, &test, &cfg, &mut run, resume, &mut NoHooks)?;
@@ -155,11 +156,9 @@ where
     Ok(Outcome { dir: run.dir().to_path_buf(), weights, report })
 }
 
-fn edsr_run(profile: Profile, epochs: Option<usize>, runs: &Path, resume: bool, quiet: bool) -> Result<Outcome> {
-    let name = "edsr-mini-photos";
-    let (train, test) = (embedded::photos_12("train", 2)?, embedded::photos_12("test", 2)?);
+/// EDSR-mini's model and training configuration at `profile`, and its steps per round.
+fn edsr_config(profile: Profile, epochs: Option<usize>) -> Result<(EdsrConfig, TrainConfig, usize)> {
     let smoke = profile == Profile::Smoke;
-    let test = if smoke { compress_data::SrPairs { pairs: test.pairs[..1].to_vec(), scale: 2 } } else { test };
     // 4,200 steps of batch 8 on 24 px LR patches: more, cheaper steps beat fewer large ones here
     // (16 x 32 px for 800 steps gave +0.91 dB in the time of 2,400 of these), and DDTB's
     // validated mini settings start from at least 4,000 full-precision iterations.
@@ -180,12 +179,19 @@ fn edsr_run(profile: Profile, epochs: Option<usize>, runs: &Path, resume: bool, 
         log_every: 10,
         stop_after_steps: None,
     };
-    let config = EdsrConfig::new(2, 4, 32, 1.0)?;
+    Ok((EdsrConfig::new(2, 4, 32, 1.0)?, cfg, steps))
+}
+
+fn edsr_run(profile: Profile, epochs: Option<usize>, runs: &Path, resume: bool, quiet: bool) -> Result<Outcome> {
+    let name = "edsr-mini-photos";
+    let (train, test) = (embedded::photos_12("train", 2)?, embedded::photos_12("test", 2)?);
+    let smoke = profile == Profile::Smoke;
+    let test = if smoke { compress_data::SrPairs { pairs: test.pairs[..1].to_vec(), scale: 2 } } else { test };
+    let (config, cfg, steps) = edsr_config(profile, epochs)?;
+    cfg.validate()?;
     let run_name = format!("train/{name}");
-    let mut run = match (resume, Run::newest(runs, &run_name)?) {
-        (true, Some(r)) => r,
-        _ => Run::create(runs, &run_name, &Resolved { train: &cfg, model: &config }, cfg.seed, "cpu")?,
-    };
+    let resolved = Resolved { train: &cfg, model: &config };
+    let (mut run, _) = Run::resume_or_create(runs, &run_name, &resolved, cfg.seed, "cpu", resume)?;
     run.quiet = quiet;
     let net = Network::<compress_nn::zoo::Edsr>::new(config, cfg.seed, &Device::Cpu)?;
     let patch = if smoke { 16 } else { 24 };
@@ -228,7 +234,38 @@ fn edsr_run(profile: Profile, epochs: Option<usize>, runs: &Path, resume: bool, 
     Ok(Outcome { dir: run.dir().to_path_buf(), weights, report })
 }
 
-/// Trains baseline `name` (see [`BASELINES`]); `epochs` overrides the recipe's length.
+const RESNET20: Recipe = Recipe {
+    optimizer: OptimizerKind::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true },
+    batch: 64,
+    lr: 0.1,
+    weight_decay: 5e-4,
+    epochs: 10,
+};
+const MOBILENETV2: Recipe = Recipe {
+    optimizer: OptimizerKind::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true },
+    batch: 32,
+    lr: 0.05,
+    weight_decay: 4e-5,
+    epochs: 8,
+};
+
+fn resnet20() -> Result<ResNetCifarConfig> {
+    Ok(ResNetCifarConfig::new(20, 10)?.input(1, 28))
+}
+
+fn mobilenetv2() -> Result<MobileNetV2Config> {
+    Ok(MobileNetV2Config::new(0.5, 10)?.input(1, 28).small_input())
+}
+
+fn unknown(name: &str) -> TrainError {
+    TrainError::Config(format!(
+        "unknown baseline {name:?}; known: {}",
+        BASELINES.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
+    ))
+}
+
+/// Trains baseline `name` (see [`BASELINES`]) under `runs`; `epochs` overrides the recipe's
+/// length. With `resume`, continues the newest run if it was configured the same way.
 pub fn train(
     name: &str,
     profile: Profile,
@@ -239,26 +276,45 @@ pub fn train(
 ) -> Result<Outcome> {
     match name {
         "resnet20-mnist" => {
-            let c = ResNetCifarConfig::new(20, 10)?.input(1, 28);
-            let r =
-                Recipe { optimizer: OptimizerKind::sgd(0.9, true), batch: 64, lr: 0.1, weight_decay: 5e-4, epochs: 10 };
-            classify_run::<compress_nn::zoo::ResNetCifar>(name, c, r, profile, epochs, runs, resume, quiet)
+            let cfg = classify_config(profile, epochs, RESNET20)?;
+            cfg.validate()?;
+            classify_run::<compress_nn::zoo::ResNetCifar>(name, resnet20()?, cfg, profile, runs, resume, quiet)
         }
         "mobilenetv2-mnist" => {
-            let c = MobileNetV2Config::new(0.5, 10)?.input(1, 28).small_input();
-            let r =
-                Recipe { optimizer: OptimizerKind::sgd(0.9, true), batch: 32, lr: 0.05, weight_decay: 4e-5, epochs: 8 };
-            classify_run::<compress_nn::zoo::MobileNetV2>(name, c, r, profile, epochs, runs, resume, quiet)
+            let cfg = classify_config(profile, epochs, MOBILENETV2)?;
+            cfg.validate()?;
+            classify_run::<compress_nn::zoo::MobileNetV2>(name, mobilenetv2()?, cfg, profile, runs, resume, quiet)
         }
         "edsr-mini-photos" => edsr_run(profile, epochs, runs, resume, quiet),
-        _ => Err(TrainError::Config(format!(
-            "unknown baseline {name:?}; known: {}",
-            BASELINES.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
-        ))),
+        _ => Err(unknown(name)),
     }
 }
 
-/// The weights of the newest finished run of baseline `name` under `runs`, if any.
-pub fn cached(name: &str, runs: &Path) -> Result<Option<PathBuf>> {
-    Ok(Run::newest(runs, &format!("train/{name}"))?.map(|r| r.dir().join("model.safetensors")).filter(|p| p.is_file()))
+/// The weights of the newest finished run of baseline `name` under `runs` that was trained
+/// exactly as `profile`'s recipe says (its `config.toml` has the same key), if any: a smoke run
+/// or a run of another length is never taken for it.
+pub fn cached(name: &str, profile: Profile, runs: &Path) -> Result<Option<PathBuf>> {
+    let run_name = format!("train/{name}");
+    match name {
+        "resnet20-mnist" => {
+            let cfg = classify_config(profile, None, RESNET20)?;
+            finished(runs, &run_name, &Resolved { train: &cfg, model: &resnet20()? })
+        }
+        "mobilenetv2-mnist" => {
+            let cfg = classify_config(profile, None, MOBILENETV2)?;
+            finished(runs, &run_name, &Resolved { train: &cfg, model: &mobilenetv2()? })
+        }
+        "edsr-mini-photos" => {
+            let (config, cfg, _) = edsr_config(profile, None)?;
+            finished(runs, &run_name, &Resolved { train: &cfg, model: &config })
+        }
+        _ => Err(unknown(name)),
+    }
+}
+
+/// The weights of the newest run of `run_name` configured as `resolved` that finished (wrote
+/// its report, which comes after its weights).
+fn finished<C: serde::Serialize>(runs: &Path, run_name: &str, resolved: &Resolved<C>) -> Result<Option<PathBuf>> {
+    let report = Run::cached(runs, run_name, resolved, "report.json")?;
+    Ok(report.and_then(|r| r.parent().map(|d| d.join("model.safetensors"))).filter(|p| p.is_file()))
 }

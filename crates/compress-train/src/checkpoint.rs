@@ -1,7 +1,7 @@
 //! Checkpoints: model variables, optimizer state and the loop position, written atomically.
 //!
 //! A checkpoint is a folder `step-<n>/` holding `model.safetensors`, `optimizer.safetensors` and
-//! `state.json`. It is written as `step-<n>.tmp/` and renamed when complete, so a crash leaves
+//! `state.json`. It is written under a temporary name and renamed when complete, so a crash leaves
 //! either the previous checkpoint or the new one, never half of one. The two newest are kept.
 
 use crate::error::{Result, file_err};
@@ -55,10 +55,13 @@ pub fn save(
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(|e| file_err(root, e))?;
     let fin = step_dir(root, state.step);
-    let tmp = root.join(format!("step-{:08}.tmp", state.step));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| file_err(&tmp, e))?;
+    // Temporaries a killed writer left behind (the run's lock makes this process the only one).
+    for e in std::fs::read_dir(root).map_err(|e| file_err(root, e))?.filter_map(|e| e.ok()) {
+        if e.file_name().to_str().is_some_and(|n| n.starts_with("step-") && n.ends_with(".tmp")) {
+            std::fs::remove_dir_all(e.path()).map_err(|err| file_err(&e.path(), err))?;
+        }
     }
+    let tmp = crate::record::temporary(&fin);
     std::fs::create_dir_all(&tmp).map_err(|e| file_err(&tmp, e))?;
     candle_core::safetensors::save(model, tmp.join("model.safetensors")).map_err(|e| file_err(&tmp, e))?;
     candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors")).map_err(|e| file_err(&tmp, e))?;
@@ -109,10 +112,26 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint> {
     })
 }
 
-/// The newest complete checkpoint under `root`, if any.
+/// The newest readable checkpoint under `root`, if any: a newer one that cannot be read (a
+/// corrupt or truncated file) is passed over for the older one, saying so on stderr; if none
+/// can be read, the newest one's error.
 pub fn latest(root: &Path, device: &Device) -> Result<Option<Checkpoint>> {
-    match list(root)?.last() {
-        Some(d) => Ok(Some(load(d, device)?)),
-        None => Ok(None),
+    let mut first_error = None;
+    for dir in list(root)?.iter().rev() {
+        match load(dir, device) {
+            Ok(ck) => {
+                if let Some(e) = &first_error {
+                    eprintln!(
+                        "resuming from the older checkpoint {}: the newer one is unreadable ({e})",
+                        ck.dir.display()
+                    );
+                }
+                return Ok(Some(ck));
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
+    first_error.map_or(Ok(None), Err)
 }

@@ -37,7 +37,9 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Log the loss every this many optimizer steps.
     pub log_every: u64,
-    /// Stop (with a checkpoint) after this many optimizer steps: for testing resumption.
+    /// Stop (with a checkpoint) after this many optimizer steps: for testing resumption. Not
+    /// part of the recorded configuration, so the resumed run matches the interrupted one.
+    #[serde(skip)]
     pub stop_after_steps: Option<u64>,
 }
 
@@ -155,12 +157,7 @@ impl Engine {
     pub fn micro_batch(&mut self, loss: &Tensor, run: &Run) -> Result<bool> {
         let value = loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
         if !value.is_finite() {
-            return Err(TrainError::NonFinite {
-                step: self.state.step,
-                epoch: self.state.epoch,
-                loss: value,
-                checkpoint: checkpoint::list(&run.checkpoints())?.pop(),
-            });
+            return Err(self.non_finite(format!("loss {value}"), run));
         }
         let scaled = if self.cfg.accumulate > 1 { (loss / self.cfg.accumulate as f64)? } else { loss.clone() };
         let grads = scaled.backward()?;
@@ -201,11 +198,34 @@ impl Engine {
         self.cfg.schedule.lr(self.state.step)
     }
 
-    /// Writes a checkpoint of the current position.
+    fn non_finite(&self, what: String, run: &Run) -> TrainError {
+        let checkpoint = match checkpoint::list(&run.checkpoints()) {
+            Ok(mut l) => l.pop(),
+            Err(e) => return e,
+        };
+        TrainError::NonFinite { step: self.state.step, epoch: self.state.epoch, what, checkpoint }
+    }
+
+    /// Writes a checkpoint of the current position; weights that are not all finite stop the
+    /// run instead ([`TrainError::NonFinite`]), so every kept checkpoint is one to resume from.
     pub fn checkpoint(&self, run: &Run) -> Result<std::path::PathBuf> {
         let data = self.vars.data().lock().map_err(|_| TrainError::Config("VarMap lock poisoned".into()))?;
-        let model = data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        let model: std::collections::HashMap<String, Tensor> =
+            data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
         drop(data);
+        let mut bad: Vec<&String> = Vec::new();
+        for (name, t) in &model {
+            if !t.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?.is_finite() {
+                bad.push(name);
+            }
+        }
+        if !bad.is_empty() {
+            bad.sort();
+            return Err(self.non_finite(
+                format!("weights ({})", bad.iter().take(3).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                run,
+            ));
+        }
         let (opt, _) = self.opt.state_tensors();
         checkpoint::save(&run.checkpoints(), &model, &opt.into_iter().collect(), &self.state)
     }

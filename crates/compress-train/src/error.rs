@@ -3,15 +3,16 @@
 /// A failure while training, evaluating or recording a run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// The loss became NaN or infinite; the last good checkpoint is kept.
-    #[error("non-finite loss {loss} at step {step} (epoch {epoch}); the last good checkpoint is kept{}", checkpoint.as_ref().map(|c| format!(" at {}", c.display())).unwrap_or_default())]
+    /// The loss (or, at a checkpoint, a weight) became NaN or infinite. The run stops; the
+    /// newest checkpoint, written before it with finite weights only, is kept.
+    #[error("non-finite {what} at step {step} (epoch {epoch}); {}", kept(checkpoint.as_deref()))]
     NonFinite {
         /// Global optimizer step.
         step: u64,
         /// Epoch.
         epoch: usize,
-        /// The loss value.
-        loss: f32,
+        /// What was not finite: `loss NaN`, `weights`.
+        what: String,
         /// The newest checkpoint, if any.
         checkpoint: Option<std::path::PathBuf>,
     },
@@ -58,4 +59,11 @@ pub fn file_err(path: &std::path::Path, e: impl Into<Box<dyn std::error::Error +
 /// A method's error surfacing through the loop ([`TrainError::Method`]), its source kept.
 pub fn method_err(e: impl std::error::Error + Send + Sync + 'static) -> TrainError {
     TrainError::Method(Box::new(e))
+}
+
+fn kept(checkpoint: Option<&std::path::Path>) -> String {
+    match checkpoint {
+        Some(c) => format!("the last checkpoint with finite weights is kept at {}", c.display()),
+        None => "no checkpoint had been written yet".into(),
+    }
 }

@@ -12,7 +12,9 @@ fn every_baseline_runs_at_smoke_size_and_writes_its_record() {
             assert!(out.dir.join(f).is_file(), "{name}: no {f}");
         }
         assert!(!out.report.rows.is_empty());
-        assert_eq!(cached(name, runs.path()).expect("cached"), Some(out.weights.clone()));
+        assert_eq!(cached(name, Profile::Smoke, runs.path()).expect("cached"), Some(out.weights.clone()));
+        // A smoke model is never the cached result of the full recipe.
+        assert_eq!(cached(name, Profile::Full, runs.path()).expect("cached"), None, "{name}");
     }
     assert!(train("vgg-imagenet", Profile::Smoke, None, runs.path(), false, true).is_err());
 }

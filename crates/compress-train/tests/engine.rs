@@ -69,6 +69,7 @@ fn a_resumed_run_ends_exactly_as_an_uninterrupted_one() {
     let b = Network::<ResNetCifar>::new(model(), 3, &Device::Cpu).expect("net");
     let e = classify::fit(&b, &train, &test, &stopping, &mut part, false, &mut NoHooks).expect_err("stops");
     assert!(matches!(e, TrainError::Stopped(11)), "{e}");
+    drop(part); // the interrupted process ends, releasing the run
     let mut again = Run::newest(root.path(), "parts").expect("find").expect("exists");
     again.quiet = true;
     let c = Network::<ResNetCifar>::new(model(), 99, &Device::Cpu).expect("net");
@@ -102,10 +103,16 @@ fn a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let TrainError::NonFinite { step, checkpoint: Some(dir), .. } = &e else { panic!("{e}") };
     assert!(*step >= 1, "{e}");
     assert!(e.to_string().contains(&format!("at step {step}")), "{e}");
-    // The kept checkpoint is complete and loadable, and its step is the last finite one.
+    assert!(e.to_string().contains(&format!("kept at {}", dir.display())), "{e}");
+    // The kept checkpoint is complete and loadable, no later than the stop, and every weight in
+    // it is finite (a checkpoint of diverged weights is refused, not kept as "good").
     let ck = checkpoint::load(dir, &Device::Cpu).expect("load");
-    assert_eq!(ck.state.step, *step);
+    assert!(ck.state.step <= *step);
     assert!(!ck.model.is_empty());
+    for (name, t) in &ck.model {
+        let sum = t.to_dtype(candle_core::DType::F64).expect("f64").sum_all().expect("sum");
+        assert!(sum.to_scalar::<f64>().expect("s").is_finite(), "{name} is not finite in the kept checkpoint");
+    }
 }
 
 #[test]
@@ -158,6 +165,7 @@ fn reports_and_plots_are_written() {
     let svg = std::fs::read_to_string(p).expect("svg");
     assert!(svg.contains("<svg") && svg.contains("polyline"), "not a line plot");
     assert!(run.dir().join("config.toml").is_file() && run.dir().join("meta.json").is_file());
-    let found = compress_train::record::newest_reports(root.path()).expect("reports");
-    assert_eq!(found.len(), 1);
+    let found = compress_train::record::newest_reports(root.path());
+    assert_eq!(found.found.len(), 1);
+    assert!(found.skipped.is_empty());
 }

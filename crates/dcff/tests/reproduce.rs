@@ -58,6 +58,7 @@ fn an_interrupted_dcff_run_resumes_to_the_same_result() {
     let e = train_dcff::<Vgg, _, _>(&model, &s.rates, KlMode::Stable, &stopping, &train, &test, &mut part, false, &dev)
         .unwrap_err();
     assert!(matches!(e, DcffError::Train(TrainError::Stopped(12))), "{e}");
+    drop(part); // the interrupted process ends, releasing the run
     let mut again = Run::newest(root.path(), "part").unwrap().unwrap();
     again.quiet = true;
     let (b, eb, cb) =

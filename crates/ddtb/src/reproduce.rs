@@ -124,7 +124,7 @@ pub fn fp_start(s: &MiniSettings, ctx: &RunContext) -> Result<PathBuf> {
     let name = "edsr-mini-photos";
     let profile = if s.smoke { baselines::Profile::Smoke } else { baselines::Profile::Full };
     let runs = ctx.root();
-    Ok(match baselines::cached(name, &runs)? {
+    Ok(match baselines::cached(name, profile, &runs)? {
         Some(p) => p,
         None => baselines::train(name, profile, None, &runs, false, ctx.is_quiet())?.weights,
     })

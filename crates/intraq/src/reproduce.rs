@@ -148,20 +148,19 @@ fn test_digits(s: &MiniSettings) -> Result<ImageDataset> {
     Ok(embedded::mnist_5k_normalised(test, compress_data::batch::Augment::None, s.test_limit)?)
 }
 
+/// What the teacher's run records as its configuration.
+#[derive(Serialize)]
+struct TeacherRun {
+    train: TrainConfig,
+    recipe: TeacherRecipe,
+}
+
 /// The full-precision teacher: trained once per profile (Adam, cross-entropy) and cached as the
 /// context's run `teacher`.
 pub fn teacher(s: &MiniSettings, ctx: &RunContext) -> Result<(DigitCnn, f64)> {
     let device = ctx.device();
     let TeacherRecipe { epochs, lr, batch, train_limit: limit } = s.teacher.clone();
     let (train, test) = embedded::mnist_5k_digits(limit, s.test_limit)?;
-    if let Some(run) = Run::newest(&ctx.root(), &ctx.name("teacher"))? {
-        let p = run.dir().join("model.safetensors");
-        if p.is_file() {
-            let net = DigitCnn::from_tensors(&compress_nn::weights::read(&p, device)?, device)?;
-            let acc = top1(&net, &test)?;
-            return Ok((net, acc));
-        }
-    }
     let cfg = TrainConfig {
         epochs,
         batch_size: batch,
@@ -176,7 +175,14 @@ pub fn teacher(s: &MiniSettings, ctx: &RunContext) -> Result<(DigitCnn, f64)> {
         log_every: 0,
         stop_after_steps: None,
     };
-    let mut run = ctx.clone().resume(false).run("teacher", &cfg, 0)?;
+    // The cache key covers the whole recipe (the number of training digits too).
+    let recipe = TeacherRun { train: cfg.clone(), recipe: s.teacher.clone() };
+    if let Some(p) = Run::cached(&ctx.root(), &ctx.name("teacher"), &recipe, "model.safetensors")? {
+        let net = DigitCnn::from_tensors(&compress_nn::weights::read(&p, device)?, device)?;
+        let acc = top1(&net, &test)?;
+        return Ok((net, acc));
+    }
+    let mut run = ctx.clone().resume(false).run("teacher", &recipe, 0)?;
     let net = DigitCnn::new(0, device)?;
     compress_train::classify::fit(&net, &train, &test, &cfg, &mut run, false, &mut NoHooks)?;
     compress_nn::weights::save_atomic(&net.tensors()?, &run.dir().join("model.safetensors"))?;

@@ -148,15 +148,12 @@ impl RunContext {
         Report::new(title, self.command(), self.profile, seeds)
     }
 
-    /// The run `<method>/<profile>[/<sub>]`: with resume, the newest existing one; else a new
-    /// one recording `config`, `seed` and the device.
+    /// The run `<method>/<profile>[/<sub>]`: with resume, the newest existing one (which must
+    /// have been configured as `config`); else a new one recording `config`, `seed` and the
+    /// device.
     pub fn run(&self, sub: &str, config: &impl Serialize, seed: u64) -> Result<Run> {
-        let name = self.name(sub);
-        let root = self.root();
-        let mut run = match (self.resume, Run::newest(&root, &name)?) {
-            (true, Some(r)) => r,
-            _ => Run::create(&root, &name, config, seed, &self.device_name())?,
-        };
+        let (mut run, _) =
+            Run::resume_or_create(&self.root(), &self.name(sub), config, seed, &self.device_name(), self.resume)?;
         run.quiet = self.quiet;
         Ok(run)
     }
