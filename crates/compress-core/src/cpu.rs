@@ -25,6 +25,11 @@ pub(crate) fn rows_per_task(d: usize) -> usize {
     ((1 << 14) / d.max(1)).max(1)
 }
 
+/// How many parts a reduction over the samples of a batch is split into: a constant, not the
+/// thread count, so that partial sums (combined in a fixed order) give the same bits on one
+/// thread or many. Eight parts keep two to eight cores busy at a few extra partials' cost.
+pub(crate) const PARTS: usize = 8;
+
 /// A new `len`-value vector filled by `fill`, with no zeroing pass first.
 ///
 /// # Safety

@@ -71,8 +71,10 @@ fn clamp_mask<T: Scalar>((lo, hi): (f64, f64)) -> impl Fn(T, T) -> T + Copy + Se
 /// Per-channel totals of `K` element-wise quantities over `[N, C, plane]` data: `add(i, acc)`
 /// adds sample `i`'s values into `K` accumulators of one sample's shape (`C plane` values:
 /// loops without a reduction chain, so they vectorise, and no per-plane overhead where planes
-/// hold four values); the accumulators of each parallel task are folded per channel at the end.
-/// Returns `K` blocks of `C` f64 totals.
+/// hold four values). The samples are split into chunks that depend on the shape alone (at
+/// most [`crate::cpu::PARTS`], each worth a task), each chunk's accumulators are folded per
+/// channel in f64, and the chunks' totals are added in order: the same bits on any number of
+/// threads. Returns `K` blocks of `C` f64 totals.
 fn channel_sums<T: Scalar, const K: usize>(
     (n, c, p): (usize, usize, usize),
     add: impl Fn(usize, &mut [Vec<T>; K]) + Sync + Send,
@@ -82,24 +84,22 @@ fn channel_sums<T: Scalar, const K: usize>(
         let total = |v: &[T]| v.iter().map(|t| t.f()).sum::<f64>();
         acc.iter().flat_map(|a| a.chunks(p.max(1)).map(total).collect::<Vec<_>>()).collect()
     };
-    (0..n)
+    let chunk = crate::cpu::rows_per_task(cp).max(n.div_ceil(crate::cpu::PARTS)).max(1);
+    let parts: Vec<Vec<f64>> = (0..n.div_ceil(chunk))
         .into_par_iter()
-        .with_min_len(crate::cpu::rows_per_task(cp))
-        .fold(
-            || std::array::from_fn(|_| vec![T::default(); cp]),
-            |mut acc, i| {
+        .map(|k| {
+            let mut acc: [Vec<T>; K] = std::array::from_fn(|_| vec![T::default(); cp]);
+            for i in k * chunk..((k + 1) * chunk).min(n) {
                 add(i, &mut acc);
-                acc
-            },
-        )
-        .map(per_channel)
-        .reduce(
-            || vec![0.0; K * c],
-            |mut u, v| {
-                u.iter_mut().zip(v).for_each(|(s, t)| *s += t);
-                u
-            },
-        )
+            }
+            per_channel(acc)
+        })
+        .collect();
+    let mut total = vec![0.0; K * c];
+    for part in parts {
+        total.iter_mut().zip(part).for_each(|(s, t)| *s += t);
+    }
+    total
 }
 
 /// Each channel's value repeated over its plane: one sample's `C plane` values.

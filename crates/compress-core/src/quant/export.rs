@@ -22,6 +22,10 @@ pub struct QuantizedTensor {
     pub zero_point: Vec<i32>,
 }
 
+/// The largest zero point magnitude: `code - zero_point` stays exact in f32 (a grid whose lower
+/// bound sits 2^24 levels from zero is not a quantization grid).
+pub const MAX_ZERO_POINT: u32 = 1 << 24;
+
 fn per_byte(bits: u32) -> usize {
     if 8 % bits == 0 { (8 / bits) as usize } else { 1 }
 }
@@ -76,7 +80,9 @@ impl QuantizedTensor {
     /// Checks sizes and code ranges (data read from a file must pass before use).
     pub fn validate(&self) -> Result<()> {
         check_bits(self.bits)?;
-        let n: usize = self.shape.iter().product();
+        let n = self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| {
+            QuantError::Malformed(format!("shape {:?} has more values than memory can hold", self.shape))
+        })?;
         let k = per_byte(self.bits);
         if self.codes.len() != n.div_ceil(k) {
             return Err(QuantError::Malformed(format!("{} code bytes for {n} values", self.codes.len())));
@@ -88,10 +94,71 @@ impl QuantizedTensor {
         if self.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(QuantError::Malformed("scales must be finite and positive".into()));
         }
+        if let Some(z) = self.zero_point.iter().find(|z| z.unsigned_abs() > MAX_ZERO_POINT) {
+            return Err(QuantError::Malformed(format!("zero point {z} is beyond +-2^24 (not exact in f32)")));
+        }
         if k == 1 && self.codes.iter().any(|c| u32::from(*c) >= 1 << self.bits) {
             return Err(QuantError::Malformed(format!("a code exceeds {} bits", self.bits)));
         }
         Ok(())
+    }
+
+    /// The safetensors bytes of this export: `codes` (u8), `scale` (f32), `zero_point` (i32),
+    /// `shape` (u64) and `bits` (u32).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.validate()?;
+        let le32 = |v: &mut Vec<u8>, x: [u8; 4]| v.extend_from_slice(&x);
+        let (mut scale, mut zp, mut shape) = (Vec::new(), Vec::new(), Vec::new());
+        self.scale.iter().for_each(|x| le32(&mut scale, x.to_le_bytes()));
+        self.zero_point.iter().for_each(|x| le32(&mut zp, x.to_le_bytes()));
+        self.shape.iter().for_each(|&x| shape.extend_from_slice(&(x as u64).to_le_bytes()));
+        let bits = self.bits.to_le_bytes();
+        let err = |e: safetensors::SafeTensorError| QuantError::Malformed(e.to_string());
+        use safetensors::Dtype;
+        fn view(dt: Dtype, n: usize, b: &[u8]) -> Result<safetensors::tensor::TensorView<'_>> {
+            safetensors::tensor::TensorView::new(dt, vec![n], b).map_err(|e| QuantError::Malformed(e.to_string()))
+        }
+        let views = vec![
+            ("codes", view(Dtype::U8, self.codes.len(), &self.codes)?),
+            ("scale", view(Dtype::F32, self.scale.len(), &scale)?),
+            ("zero_point", view(Dtype::I32, self.zero_point.len(), &zp)?),
+            ("shape", view(Dtype::U64, self.shape.len(), &shape)?),
+            ("bits", view(Dtype::U32, 1, &bits)?),
+        ];
+        safetensors::serialize(views, None).map_err(err)
+    }
+
+    /// Parses [`QuantizedTensor::to_bytes`]'s output and validates it: anything malformed is an
+    /// error, never a panic or a huge allocation.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        use safetensors::Dtype;
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| QuantError::Malformed(e.to_string()))?;
+        let get = |name: &str, dt: Dtype| -> Result<Vec<u8>> {
+            let t = st.tensor(name).map_err(|e| QuantError::Malformed(format!("{name}: {e}")))?;
+            if t.dtype() != dt || t.shape().len() != 1 {
+                return Err(QuantError::Malformed(format!("{name} must be a 1-D {dt:?} tensor")));
+            }
+            Ok(t.data().to_vec())
+        };
+        let words = |b: Vec<u8>| b.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect::<Vec<_>>();
+        let shape = get("shape", Dtype::U64)?
+            .chunks_exact(8)
+            .map(|c| {
+                let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                usize::try_from(v).map_err(|_| QuantError::Malformed(format!("dimension {v} is too large")))
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let bits = words(get("bits", Dtype::U32)?);
+        let [bits] = bits.as_slice() else { return Err(QuantError::Malformed("bits must hold one value".into())) };
+        let q = Self {
+            shape,
+            bits: u32::from_le_bytes(*bits),
+            codes: get("codes", Dtype::U8)?,
+            scale: words(get("scale", Dtype::F32)?).into_iter().map(f32::from_le_bytes).collect(),
+            zero_point: words(get("zero_point", Dtype::I32)?).into_iter().map(i32::from_le_bytes).collect(),
+        };
+        q.validate()?;
+        Ok(q)
     }
 
     /// The codes, unpacked.
@@ -109,7 +176,7 @@ impl QuantizedTensor {
             .enumerate()
             .map(|(i, c)| {
                 let ch = i / per.max(1);
-                (i32::from(*c) - self.zero_point[ch]) as f32 / self.scale[ch]
+                (i64::from(*c) - i64::from(self.zero_point[ch])) as f32 / self.scale[ch]
             })
             .collect();
         Ok(Tensor::from_vec(v, self.shape.clone(), device)?)
@@ -172,8 +239,51 @@ mod tests {
         let mut bad = good.clone();
         bad.scale[0] = 0.0;
         assert!(bad.validate().is_err());
-        let mut bad = good;
+        let mut bad = good.clone();
         bad.zero_point.push(0);
         assert!(bad.validate().is_err());
+        // A shape whose product wraps to a small number, with no codes.
+        let mut bad = good.clone();
+        bad.shape = vec![1 << 32, 1 << 32];
+        bad.codes.clear();
+        assert!(bad.validate().is_err(), "a wrapping shape product validated");
+        // i32::MIN would wrap in `code - zero_point`.
+        let mut bad = good.clone();
+        bad.zero_point[0] = i32::MIN;
+        assert!(bad.validate().is_err() && bad.dequantize(&Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn bytes_round_trip_and_truncations_are_errors() {
+        let x = data(40);
+        let (l, u) = (Tensor::new(-1f32, &Device::Cpu).unwrap(), Tensor::new(1.3f32, &Device::Cpu).unwrap());
+        let q = QuantizedTensor::affine(&x, &l, &u, 3).unwrap();
+        let bytes = q.to_bytes().unwrap();
+        assert_eq!(QuantizedTensor::from_bytes(&bytes).unwrap(), q);
+        for cut in [0, 8, bytes.len() / 2, bytes.len() - 1] {
+            assert!(QuantizedTensor::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = QuantizedTensor::from_bytes(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_fields_never_panic(
+            shape in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..4),
+            bits in 0u32..10,
+            codes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            zp in proptest::collection::vec(proptest::prelude::any::<i32>(), 0..3),
+        ) {
+            let scale = vec![1.5f32; zp.len()];
+            let q = QuantizedTensor { shape, bits, codes, scale, zero_point: zp };
+            if q.validate().is_ok() {
+                proptest::prop_assert!(q.dequantize(&Device::Cpu).is_ok());
+            }
+        }
     }
 }

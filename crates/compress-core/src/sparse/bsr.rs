@@ -10,6 +10,11 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use std::path::Path;
 
+/// The most dense values per stored value (data, pointers and indices) a valid weight may
+/// declare: a fully pruned 2048 x 2048 layer at N = 4 stores 513 pointers for 4 M values (8 K
+/// per stored value); a crafted file declaring terabytes is refused.
+pub const MAX_EXPANSION: usize = 1 << 16;
+
 /// A weight packed in the 1xN block format.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bsr1xN {
@@ -108,10 +113,22 @@ impl Bsr1xN {
                 return bad(format!("group {g}: indices not strictly increasing"));
             }
         }
-        if self.data.len() != self.nnzb() * self.kk() * self.n {
+        let values = self.nnzb().checked_mul(self.kk()).and_then(|v| v.checked_mul(self.n));
+        if values != Some(self.data.len()) {
             return bad(format!("{} values for {} blocks of {} x {}", self.data.len(), self.nnzb(), self.kk(), self.n));
         }
-        Ok(())
+        // The dense weight this stands for may be far larger than what is stored (that is the
+        // point of sparsity), but not beyond any plausible sparsity: a few declared dimensions
+        // must not make `to_dense` or a packed layer allocate terabytes.
+        let stored = self.data.len() + self.indptr.len() + self.indices.len();
+        let dense = self.c_out.checked_mul(self.c_in).and_then(|v| v.checked_mul(self.kk()));
+        match dense {
+            Some(d) if d <= stored.saturating_mul(MAX_EXPANSION) => Ok(()),
+            _ => bad(format!(
+                "declared shape {} x {} x {} x {} is over {MAX_EXPANSION} times the {stored} stored values",
+                self.c_out, self.c_in, self.kernel.0, self.kernel.1
+            )),
+        }
     }
 
     /// The dense weight `[C_out, C_in, K_h, K_w]` (`[C_out, C_in]` for a 1 x 1 kernel packed from a
@@ -164,8 +181,15 @@ impl Bsr1xN {
     pub fn load(path: &Path) -> Result<Self> {
         let bytes =
             std::fs::read(path).map_err(|e| SparseError::File { path: path.to_path_buf(), source: e.into() })?;
-        let st =
-            SafeTensors::deserialize(&bytes).map_err(|e| SparseError::Malformed(format!("{}: {e}", path.display())))?;
+        Self::from_bytes(&bytes).map_err(|e| match e {
+            SparseError::Malformed(m) => SparseError::Malformed(format!("{}: {m}", path.display())),
+            e => e,
+        })
+    }
+
+    /// Parses the bytes of a file written by [`Bsr1xN::save`] and validates the result.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| SparseError::Malformed(e.to_string()))?;
         let get = |name: &str, dt: Dtype| -> Result<Vec<[u8; 4]>> {
             let t = st.tensor(name).map_err(|e| SparseError::Malformed(format!("{name}: {e}")))?;
             if t.dtype() != dt || t.shape().len() != 1 {
@@ -198,6 +222,57 @@ impl Bsr1xN {
 mod tests {
     use super::*;
     use crate::sparse::{BlockOrder, block_mask};
+
+    /// One block in one group of `n` outputs and one input; the given declared sizes.
+    fn crafted(n: usize, c_out: usize, c_in: usize, kernel: (usize, usize), data: usize) -> Bsr1xN {
+        let groups = c_out / n;
+        let mut indptr = vec![0u32; groups + 1];
+        indptr[groups] = 1;
+        Bsr1xN { n, c_out, c_in, kernel, indptr, indices: vec![0], data: vec![0.5; data] }
+    }
+
+    #[test]
+    fn crafted_sizes_are_refused_before_any_allocation() {
+        // nnzb * kk * n = 1 * 4 * 2^62 wraps to 0, matching an empty data array.
+        let wraps = crafted(1 << 62, 1 << 62, 1, (2, 2), 0);
+        assert!(matches!(wraps.validate(), Err(SparseError::Malformed(_))), "a wrapping product validated");
+        assert!(wraps.to_dense(&Device::Cpu).is_err());
+        // 2^20 x 2^20 x 1 x 1 declared around one stored block: a terabyte-sized dense weight.
+        let huge = crafted(1 << 20, 1 << 20, 1 << 20, (1, 1), 1 << 20);
+        let e = huge.validate().expect_err("huge");
+        assert!(e.to_string().contains("times the"), "{e}");
+        assert!(crate::sparse::PackedLinear::new(huge, None).is_err());
+        // A legitimately sparse weight passes: one block kept of 64 x 64 x 3 x 3.
+        crafted(4, 64, 64, (3, 3), 36).validate().expect("one kept block of a sparse weight");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            if let Ok(b) = Bsr1xN::from_bytes(&bytes) {
+                proptest::prop_assert!(b.to_dense(&Device::Cpu).is_ok());
+            }
+        }
+
+        #[test]
+        fn a_valid_file_with_any_byte_changed_never_panics(at in 0usize..10_000, to in proptest::prelude::any::<u8>()) {
+            let w = Tensor::from_vec((0..8 * 3 * 4).map(|i| (i % 5) as f32).collect::<Vec<f32>>(), (8, 3, 2, 2), &Device::Cpu)
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let b = Bsr1xN::from_dense(&w, 4).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let dir = tempfile::tempdir().map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let p = dir.path().join("w.safetensors");
+            b.save(&p).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let mut bytes = std::fs::read(&p).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let i = at % bytes.len();
+            bytes[i] = to;
+            if let Ok(b) = Bsr1xN::from_bytes(&bytes) {
+                proptest::prop_assert!(b.to_dense(&Device::Cpu).is_ok());
+                // Building a layer may refuse the weight (a non-square kernel), never panic.
+                let _ = crate::sparse::PackedConv2d::new(b, None, 1, 1);
+            }
+        }
+    }
 
     #[test]
     fn spec_packed_example() {

@@ -119,16 +119,17 @@ pub(super) fn backward_weight<T: Scalar>(x: &[T], gy: &[T], d: &Dims) -> Vec<T> 
     sum_partials(partials, size)
 }
 
-/// Runs `f(partial, scratch, sample)` over the samples in one contiguous chunk per worker, each
-/// worker with its own zeroed `size`-value partial result and its own copy of `scratch`.
+/// Runs `f(partial, scratch, sample)` over the samples in [`crate::cpu::PARTS`] contiguous
+/// chunks, each with its own zeroed `size`-value partial result and its own copy of `scratch`.
+/// The chunks follow from `n` alone, not from the threads, so the partials (summed in order by
+/// [`sum_partials`]) give the same bits on any number of threads.
 pub(super) fn per_worker<T: Scalar, S: Clone + Send + Sync>(
     n: usize,
     size: usize,
     scratch: S,
     f: impl Fn(&mut [T], &mut S, usize) + Sync,
 ) -> Vec<Vec<T>> {
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = n.div_ceil(threads).max(1);
+    let chunk = n.div_ceil(crate::cpu::PARTS).max(1);
     (0..n.div_ceil(chunk))
         .into_par_iter()
         .map(|c| {
