@@ -2,6 +2,7 @@
 //! cost formulas, the CPU ops candle lacks or runs slowly, quantizers, sparsity masks with the
 //! packed 1xN format and its kernels, and benchmark timing.
 
+pub mod atomic;
 pub mod cost;
 mod cpu;
 pub mod ops;

@@ -32,18 +32,35 @@ impl Split {
     }
 }
 
-/// Reads a whole file, gunzipping it when it starts with the gzip magic.
+/// The whole size an IDX file's header declares (header included), when `head` (its first 16
+/// bytes, or fewer) holds a known magic number and the size fits in memory.
+fn declared_size(head: &[u8]) -> Option<usize> {
+    let word = |at: usize| head.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    match word(0)? as u32 {
+        IMAGES_MAGIC => word(4)?.checked_mul(word(8)?)?.checked_mul(word(12)?)?.checked_add(16),
+        LABELS_MAGIC => word(4)?.checked_add(8),
+        _ => None,
+    }
+}
+
+/// Reads a whole IDX file, gunzipping it when it starts with the gzip magic. A compressed
+/// stream is inflated no further than one byte past the size its IDX header declares (a small
+/// file that inflates to gigabytes stops there); [`parse_images`] and [`parse_labels`] then
+/// name the trailing data.
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::format(path, format!("corrupt or truncated gzip stream: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let corrupt = |e: std::io::Error| DataError::format(path, format!("corrupt or truncated gzip stream: {e}"));
+    let mut gz = GzDecoder::new(raw.as_slice());
+    let mut out = Vec::new();
+    (&mut gz).take(16).read_to_end(&mut out).map_err(corrupt)?;
+    let total = declared_size(&out).unwrap_or(out.len());
+    let rest = (total.saturating_sub(out.len()) as u64).saturating_add(1);
+    out.reserve(total.saturating_sub(out.len()).min(raw.len().saturating_mul(64)));
+    gz.take(rest).read_to_end(&mut out).map_err(corrupt)?;
+    Ok(out)
 }
 
 fn be_u32(bytes: &[u8], at: usize, path: &Path) -> Result<u32> {
@@ -68,7 +85,10 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize, V
     if rows == 0 || cols == 0 {
         return Err(DataError::format(path, format!("image size {rows}x{cols} is empty")));
     }
-    let expected = n.checked_mul(rows * cols).ok_or_else(|| DataError::format(path, "image count overflows"))?;
+    let expected = rows
+        .checked_mul(cols)
+        .and_then(|p| p.checked_mul(n))
+        .ok_or_else(|| DataError::format(path, "image count overflows"))?;
     let body = &bytes[16..];
     if body.len() != expected {
         return Err(DataError::format(
@@ -215,5 +235,48 @@ mod tests {
         std::fs::write(&p, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3]).expect("w");
         let e = read_maybe_gz(&p).expect_err("corrupt");
         assert!(e.to_string().contains("gzip"), "{e}");
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(bytes).expect("gzip");
+        e.finish().expect("gzip")
+    }
+
+    #[test]
+    fn a_gzip_bomb_inflates_no_further_than_its_header_allows() {
+        // A header for two 2x2 images followed by 64 MiB of zeros: a 64 KiB file.
+        let mut idx = idx_images(2, 2, 2, 8);
+        idx.resize(idx.len() + (64 << 20), 0);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("bomb-images-idx3-ubyte.gz");
+        std::fs::write(&p, gzip(&idx)).expect("write");
+        let bytes = read_maybe_gz(&p).expect("reads");
+        assert_eq!(bytes.len(), 16 + 8 + 1, "inflated past the declared size");
+        let e = parse_images(&bytes, &p).expect_err("trailing");
+        assert!(e.to_string().contains("trailing data"), "{e}");
+        // A well-formed compressed file reads whole.
+        let good = idx_images(3, 2, 2, 12);
+        std::fs::write(&p, gzip(&good)).expect("write");
+        assert_eq!(read_maybe_gz(&p).expect("reads"), good);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let p = Path::new("fuzz");
+            let _ = parse_images(&bytes, p);
+            let _ = parse_labels(&bytes, p, 10);
+        }
+
+        #[test]
+        fn arbitrary_headers_never_panic(n: u32, r: u32, c: u32, extra in 0usize..40) {
+            let mut b = idx_images(n, r, c, 0);
+            b.extend(std::iter::repeat_n(7u8, extra));
+            let _ = parse_images(&b, Path::new("fuzz"));
+            let _ = declared_size(&b);
+        }
     }
 }

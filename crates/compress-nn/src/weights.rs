@@ -8,11 +8,8 @@ use std::path::{Path, PathBuf};
 /// Writes `tensors` to `path` through a temporary file in the same folder and a rename, so a
 /// crash never leaves a half-written checkpoint under the final name.
 pub fn save_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    candle_core::safetensors::save(tensors, &tmp).map_err(|e| NnError::File { path: tmp.clone(), source: e.into() })?;
-    std::fs::rename(&tmp, path).map_err(|e| NnError::File { path: path.to_path_buf(), source: e.into() })
+    compress_core::atomic::write_with(path, |tmp| candle_core::safetensors::save(tensors, tmp))
+        .map_err(|e| NnError::File { path: path.to_path_buf(), source: e.into() })
 }
 
 /// Reads a safetensors file (a clear error for a missing, truncated or corrupt file).

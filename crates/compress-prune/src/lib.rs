@@ -15,6 +15,6 @@ pub mod select;
 
 pub use error::{PruneError, Result};
 pub use layerwise::{LayerwiseRates, PrunableConv, compact_config, expand_resnet_cifar, expand_resnet50};
-pub use rates::{kept_filters, parse_cprate};
+pub use rates::{kept_filters, parse_cprate, parse_cprate_at_most};
 pub use reduction::{Reduction, measured_cost};
 pub use select::{filter_l1, magnitude_kept, top_k};

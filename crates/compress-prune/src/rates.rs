@@ -6,7 +6,20 @@ use crate::error::{PruneError, Result, config_err};
 /// Parses a rate list: lists `[a, b, ...]`, repetition `x*n` (or `n*x`), concatenation `+` and
 /// parentheses. Every rate must lie in `[0, 1)`.
 pub fn parse_cprate(expr: &str) -> Result<Vec<f64>> {
-    let mut p = Parser { s: expr.as_bytes(), i: 0, expr };
+    parse_cprate_at_most(expr, MAX_RATES)
+}
+
+/// The most rates a list may expand to without a network to compare with.
+pub const MAX_RATES: usize = 4096;
+
+/// Parenthesised groups nest at most this deep.
+pub const MAX_DEPTH: usize = 32;
+
+/// [`parse_cprate`] for a network of `layers` prunable layers: a list that expands to more rates
+/// is an error before anything is allocated (`[0.5]*999999999999` fails at once), repeat
+/// products are checked, and nesting is bounded by [`MAX_DEPTH`].
+pub fn parse_cprate_at_most(expr: &str, layers: usize) -> Result<Vec<f64>> {
+    let mut p = Parser { s: expr.as_bytes(), i: 0, expr, limit: layers, depth: 0 };
     let v = p.sum()?;
     p.skip_ws();
     if p.i != p.s.len() {
@@ -31,6 +44,10 @@ struct Parser<'a> {
     s: &'a [u8],
     i: usize,
     expr: &'a str,
+    /// The most rates any part may expand to.
+    limit: usize,
+    /// Open parentheses.
+    depth: usize,
 }
 
 enum Value {
@@ -41,6 +58,11 @@ enum Value {
 impl Parser<'_> {
     fn err(&self, msg: &str) -> PruneError {
         PruneError::Parse { expr: self.expr.to_string(), at: self.i, msg: msg.to_string() }
+    }
+
+    fn too_long(&self, n: usize) -> PruneError {
+        let n = if n == usize::MAX { "more than memory holds".to_string() } else { n.to_string() };
+        self.err(&format!("the list expands to {n} rates, more than the {} layers it is for", self.limit))
     }
 
     fn skip_ws(&mut self) {
@@ -58,7 +80,11 @@ impl Parser<'_> {
         let mut out = self.list_term()?;
         while self.peek() == Some(b'+') {
             self.i += 1;
-            out.extend(self.list_term()?);
+            let more = self.list_term()?;
+            if out.len() + more.len() > self.limit {
+                return Err(self.too_long(out.len() + more.len()));
+            }
+            out.extend(more);
         }
         Ok(out)
     }
@@ -71,7 +97,7 @@ impl Parser<'_> {
             match self.atom()? {
                 Value::List(l) if list.is_none() => list = Some(l),
                 Value::List(_) => return Err(self.err("cannot multiply two lists")),
-                Value::Int(n) => repeat *= n,
+                Value::Int(n) => repeat = repeat.checked_mul(n).ok_or_else(|| self.too_long(usize::MAX))?,
             }
             if self.peek() == Some(b'*') {
                 self.i += 1;
@@ -80,7 +106,10 @@ impl Parser<'_> {
             }
         }
         let list = list.ok_or_else(|| self.err("a term needs a list"))?;
-        Ok(std::iter::repeat_n(list, repeat).flatten().collect())
+        match list.len().checked_mul(repeat) {
+            Some(n) if n <= self.limit => Ok(std::iter::repeat_n(list, repeat).flatten().collect()),
+            n => Err(self.too_long(n.unwrap_or(usize::MAX))),
+        }
     }
 
     fn atom(&mut self) -> Result<Value> {
@@ -105,8 +134,13 @@ impl Parser<'_> {
                 }
             }
             Some(b'(') => {
+                if self.depth == MAX_DEPTH {
+                    return Err(self.err(&format!("parentheses nest deeper than {MAX_DEPTH}")));
+                }
                 self.i += 1;
+                self.depth += 1;
                 let v = self.sum()?;
+                self.depth -= 1;
                 if self.peek() != Some(b')') {
                     return Err(self.err("expected ')'"));
                 }
@@ -155,6 +189,38 @@ mod tests {
     fn rejects_bad_lists() {
         for bad in ["", "[0.5", "[0.5]*", "[0.5]*[0.5]", "[1.0]", "[-0.1]", "[0.5]*2.5", "[0.5] x", "[a]"] {
             assert!(parse_cprate(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn hostile_lists_fail_fast_without_allocating() {
+        let e = parse_cprate("[0.5]*999999999999").expect_err("too long");
+        assert!(e.to_string().contains("999999999999 rates"), "{e}");
+        // 2^32 * 2^32 wraps to 0 in unchecked arithmetic: an empty list.
+        assert!(parse_cprate("[0.5]*4294967296*4294967296").is_err());
+        assert!(parse_cprate("[0.5]*4294967296*4294967296*0").is_err());
+        let deep = format!("{}[0.5]{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(parse_cprate(&deep).expect_err("deep").to_string().contains("nest deeper"));
+        let ok = format!("{}[0.5]{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert_eq!(parse_cprate(&ok).expect("32 deep"), vec![0.5]);
+        // Bounded by the network: ResNet-56's 30 rates fit 30 layers, not 29.
+        assert_eq!(parse_cprate_at_most("[0.5]*30", 30).expect("fits").len(), 30);
+        assert!(parse_cprate_at_most("[0.5]*30", 29).is_err());
+        assert!(parse_cprate_at_most("[0.5]*20+[0.1]*10", 29).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+        #[test]
+        fn arbitrary_strings_never_panic(s in "[\\[\\]()*+,.0-9e -]{0,60}") {
+            if let Ok(v) = parse_cprate(&s) {
+                proptest::prop_assert!(v.len() <= MAX_RATES);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            let _ = parse_cprate(&String::from_utf8_lossy(&b));
         }
     }
 

@@ -61,7 +61,7 @@ pub fn save(
             std::fs::remove_dir_all(e.path()).map_err(|err| file_err(&e.path(), err))?;
         }
     }
-    let tmp = crate::record::temporary(&fin);
+    let tmp = compress_core::atomic::temporary(&fin);
     std::fs::create_dir_all(&tmp).map_err(|e| file_err(&tmp, e))?;
     candle_core::safetensors::save(model, tmp.join("model.safetensors")).map_err(|e| file_err(&tmp, e))?;
     candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors")).map_err(|e| file_err(&tmp, e))?;

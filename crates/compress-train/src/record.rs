@@ -412,21 +412,7 @@ fn rayon_threads() -> usize {
 
 /// Writes a file through a temporary name of this process's own and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temporary(path);
-    std::fs::write(&tmp, bytes).map_err(|e| file_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        file_err(path, e)
-    })
-}
-
-/// `<path>.<pid>-<n>.tmp`: a temporary name no other writer (process or thread) uses.
-pub fn temporary(path: &Path) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}-{n}.tmp", std::process::id()));
-    PathBuf::from(tmp)
+    compress_core::atomic::write(path, bytes).map_err(|e| file_err(path, e))
 }
 
 /// The newest `report.json` of every run name under `root`.

@@ -171,10 +171,7 @@ impl Bsr1xN {
             ("shape", TensorView::new(Dtype::U32, vec![5], &d).map_err(err)?),
         ];
         let bytes = safetensors::serialize(views, None).map_err(err)?;
-        let tmp = path.with_extension("safetensors.tmp");
-        let io = |e: std::io::Error| SparseError::File { path: path.to_path_buf(), source: e.into() };
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::atomic::write(path, &bytes).map_err(|e| SparseError::File { path: path.to_path_buf(), source: e.into() })
     }
 
     /// Reads a file written by [`Bsr1xN::save`]; anything malformed is an error, never a panic.
