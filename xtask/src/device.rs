@@ -10,7 +10,8 @@ pub fn parse(name: &str) -> Result<Device> {
         None => (name, 0),
     };
     match kind {
-        "cpu" => Ok(Device::Cpu),
+        "cpu" if ordinal == 0 => Ok(Device::Cpu),
+        "cpu" => bail!("device {name:?}: there is one CPU device, `cpu` (use --threads to choose cores)"),
         "cuda" => {
             Device::new_cuda(ordinal).with_context(|| format!("device {name}: is xtask built with --features cuda?"))
         }
@@ -28,6 +29,8 @@ mod tests {
     #[test]
     fn parses_cpu_and_rejects_nonsense() {
         assert!(parse("cpu").expect("cpu").is_cpu());
+        assert!(parse("cpu:0").expect("cpu:0").is_cpu());
+        assert!(parse("cpu:7").expect_err("one cpu").to_string().contains("one CPU device"));
         assert!(parse("tpu:0").is_err());
         assert!(parse("cuda:x").is_err());
         #[cfg(not(feature = "cuda"))]

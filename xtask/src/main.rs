@@ -116,6 +116,20 @@ fn keep_freed_memory() {
     }
 }
 
+/// An error and its causes joined by ": ", leaving out a cause whose text the message before it
+/// already ends with (errors that print their source, such as `path: source`, would otherwise
+/// print it twice).
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.ends_with(&c) {
+            out = format!("{out}: {c}");
+        }
+    }
+    out
+}
+
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -123,7 +137,7 @@ fn main() -> std::process::ExitCode {
         Ok((Some(code), _)) => return std::process::ExitCode::from(code.clamp(0, 255) as u8),
         Ok((None, rest)) => rest,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -171,8 +185,25 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_prints_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let e: anyhow::Error = compress_data::DataError::io("datasets/x.gz", io).into();
+        let text = describe(&e);
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(text.starts_with("datasets/x.gz: "), "{text}");
+        // A cause the message does not repeat is kept.
+        let wrapped = anyhow::Error::from(std::io::Error::other("disk full")).context("writing runs/x");
+        assert_eq!(describe(&wrapped), "writing runs/x: disk full");
     }
 }

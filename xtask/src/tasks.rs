@@ -75,6 +75,11 @@ pub fn fetch(dataset: Option<&str>, list: bool, cache: Option<PathBuf>, quiet: b
 pub fn data(quiet: bool) -> Result<()> {
     let dir = embedded::datasets_dir()?;
     println!("embedded datasets in {}", dir.display());
+    let mut verified = Vec::new();
+    for name in embedded::EMBEDDED {
+        let n = embedded::verify(name)?;
+        verified.push(format!("{name}: sha256 of all {n} files verified against its SHA256SUMS, no unlisted files"));
+    }
     let pb = bar(quiet, 4, "{msg} [{bar:20}] {pos}/{len}");
     pb.set_message("mnist-5k");
     let train = embedded::mnist_5k(Split::Train)?;
@@ -90,7 +95,7 @@ pub fn data(quiet: bool) -> Result<()> {
     for d in [&train, &test] {
         let [c, h, w] = d.sample_shape();
         println!(
-            "mnist-5k {:<11} {:>5} images {c}x{h}x{w}, {} classes, per class {:?}, sha256 verified",
+            "mnist-5k {:<11} {:>5} images {c}x{h}x{w}, {} classes, per class {:?}",
             d.name(),
             d.len(),
             d.num_classes(),
@@ -112,7 +117,9 @@ pub fn data(quiet: bool) -> Result<()> {
             sizes.join(", ")
         );
     }
-    println!("photos-12 sha256 verified");
+    for line in verified {
+        println!("{line}");
+    }
     Ok(())
 }
 

@@ -70,6 +70,45 @@ pub fn verify_dir(dir: &Path) -> Result<usize> {
     Ok(sums.len())
 }
 
+/// [`verify_dir`] for a folder that `SHA256SUMS` describes completely (the embedded datasets):
+/// a missing `SHA256SUMS`, or any file in the folder or below it that the list does not name
+/// (hidden files aside), is an error, so an image dropped into a split cannot join it
+/// unverified. Returns how many files were verified.
+pub fn verify_dir_exact(dir: &Path) -> Result<usize> {
+    let sums_path = dir.join("SHA256SUMS");
+    if !sums_path.is_file() {
+        return Err(DataError::Empty { path: sums_path, msg: "no SHA256SUMS: this dataset cannot be verified".into() });
+    }
+    let sums = read_sums(&sums_path)?;
+    let mut unlisted = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| DataError::io(&d, e))? {
+            let p = e.map_err(|e| DataError::io(&d, e))?.path();
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with('.') {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(dir).map(|r| r.to_string_lossy().replace('\\', "/")).unwrap_or(name);
+            if rel != "SHA256SUMS" && !sums.contains_key(&rel) {
+                unlisted.push(rel);
+            }
+        }
+    }
+    if !unlisted.is_empty() {
+        unlisted.sort();
+        return Err(DataError::format(
+            &sums_path,
+            format!("{} is not listed here; remove it or list its sha256", unlisted.join(", ")),
+        ));
+    }
+    verify_dir(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +126,22 @@ mod tests {
         let err = verify_file(&p, &"0".repeat(64)).expect_err("must mismatch");
         let msg = err.to_string();
         assert!(msg.contains("x.bin") && msg.contains("ba7816bf") && msg.contains("checksum"), "{msg}");
+    }
+
+    #[test]
+    fn an_exact_folder_refuses_unlisted_files_and_a_missing_list() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("test")).expect("mkdir");
+        std::fs::write(dir.path().join("test/a.png"), b"abc").expect("write");
+        assert!(verify_dir_exact(dir.path()).expect_err("no list").to_string().contains("SHA256SUMS"));
+        let line = format!("{}  test/a.png\n", sha256_bytes(b"abc"));
+        std::fs::write(dir.path().join("SHA256SUMS"), line).expect("write");
+        assert_eq!(verify_dir_exact(dir.path()).expect("verified"), 1);
+        std::fs::write(dir.path().join(".DS_Store"), b"x").expect("hidden");
+        assert_eq!(verify_dir_exact(dir.path()).expect("hidden files aside"), 1);
+        std::fs::write(dir.path().join("test/extra.png"), b"x").expect("write");
+        let e = verify_dir_exact(dir.path()).expect_err("unlisted");
+        assert!(e.to_string().contains("test/extra.png is not listed"), "{e}");
     }
 
     #[test]

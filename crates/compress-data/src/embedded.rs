@@ -1,7 +1,7 @@
 //! The datasets shipped in the repository's `datasets/` folder (mnist-5k, photos-12).
 
 use crate::batch::ImageDataset;
-use crate::checksum::verify_dir;
+use crate::checksum::verify_dir_exact;
 use crate::error::{DataError, Result};
 use crate::mnist;
 use crate::sr::SrPairs;
@@ -13,7 +13,7 @@ pub const DATASETS_ENV: &str = "COMPRESS_DATASETS";
 /// The `datasets/` folder: `$COMPRESS_DATASETS`, else the first `datasets/manifest.toml` found
 /// walking up from the current directory, else the one of the source tree this was built from.
 pub fn datasets_dir() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os(DATASETS_ENV) {
+    if let Some(p) = std::env::var_os(DATASETS_ENV).filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
     if let Ok(cwd) = std::env::current_dir() {
@@ -34,9 +34,22 @@ pub fn datasets_dir() -> Result<PathBuf> {
     })
 }
 
+/// The embedded datasets, by folder name.
+pub const EMBEDDED: [&str; 2] = ["mnist-5k", "photos-12"];
+
+/// Verifies embedded dataset `name` against its `SHA256SUMS`, which must list every file in its
+/// folder ([`verify_dir_exact`]); returns how many files were verified.
+pub fn verify(name: &str) -> Result<usize> {
+    if !EMBEDDED.contains(&name) {
+        return Err(DataError::Config(format!("no embedded dataset {name:?}; embedded: {}", EMBEDDED.join(", "))));
+    }
+    verify_dir_exact(&datasets_dir()?.join(name))
+}
+
 /// The embedded MNIST subset (4,000 train / 1,000 test, 1x28x28), checksums verified.
 pub fn mnist_5k(split: mnist::Split) -> Result<ImageDataset> {
-    mnist::load(&datasets_dir()?.join("mnist-5k"), split)
+    verify("mnist-5k")?;
+    mnist::load_verified(&datasets_dir()?.join("mnist-5k"), split)
 }
 
 /// MNIST's normalisation `(x / 255 - 0.1307) / 0.3081` (mean and std of the full training set).
@@ -75,8 +88,8 @@ pub fn photos_12(split: &str, scale: usize) -> Result<SrPairs> {
     if split != "train" && split != "test" {
         return Err(DataError::Config(format!("photos-12 has splits train and test, not {split:?}")));
     }
+    verify("photos-12")?;
     let root = datasets_dir()?.join("photos-12");
-    verify_dir(&root)?;
     SrPairs::load_dir(&root.join(split), scale)
 }
 

@@ -25,10 +25,11 @@ pub fn default_dataset_dir(name: &str) -> PathBuf {
 /// The cache root: `$COMPRESS_DATA`, else `$XDG_CACHE_HOME/compress-rs`, else
 /// `~/.cache/compress-rs`, else `./.data-cache`.
 pub fn default_cache_root() -> PathBuf {
-    if let Some(p) = std::env::var_os(CACHE_ENV) {
+    // An empty variable counts as unset (not as the current directory).
+    if let Some(p) = std::env::var_os(CACHE_ENV).filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
         return PathBuf::from(p).join("compress-rs");
     }
     match std::env::var_os("HOME") {
@@ -103,7 +104,19 @@ impl Fetcher {
                 ),
             });
         }
+        let existed = dir.exists();
         std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
+        let fetched = self.fetch_into(entry, &dir, progress);
+        if fetched.is_err() && !existed {
+            // A failed first fetch leaves no folder that looks like a dataset (`remove_dir`
+            // only removes an empty one, so nothing fetched is lost).
+            let _ = std::fs::remove_dir(&dir);
+        }
+        fetched
+    }
+
+    fn fetch_into(&self, entry: &DatasetEntry, dir: &Path, progress: &ProgressFn<'_>) -> Result<FetchReport> {
+        let dir = dir.to_path_buf();
         let sums_path = dir.join("SHA256SUMS");
         let mut recorded =
             if sums_path.is_file() { crate::checksum::read_sums(&sums_path)? } else { Default::default() };

@@ -154,6 +154,11 @@ pub fn load(dir: &Path, split: Split) -> Result<ImageDataset> {
     if dir.join("SHA256SUMS").is_file() {
         crate::checksum::verify_dir(dir)?;
     }
+    load_verified(dir, split)
+}
+
+/// [`load`] of a folder whose checksums the caller has verified.
+pub(crate) fn load_verified(dir: &Path, split: Split) -> Result<ImageDataset> {
     let img_path = locate(dir, &format!("{}-images-idx3-ubyte", split.prefix()))?;
     let lbl_path = locate(dir, &format!("{}-labels-idx1-ubyte", split.prefix()))?;
     let (n, rows, cols, pixels) = parse_images(&read_maybe_gz(&img_path)?, &img_path)?;

@@ -140,6 +140,18 @@ fn offline_names_the_dataset_the_source_and_the_manual_route() {
         "{msg}"
     );
     assert!(msg.contains("by hand"), "{msg}");
+    // A failed first fetch leaves no empty dataset folder behind.
+    assert!(!dir.path().join("toy").exists(), "an empty dataset folder was left");
+    assert!(!dir.path().join("toy/data.bin.part").exists());
+}
+
+#[test]
+fn an_empty_cache_variable_is_unset_not_the_current_directory() {
+    // SAFETY: this test binary's only test that touches the environment.
+    unsafe { std::env::set_var(compress_data::fetch::CACHE_ENV, "") };
+    let root = compress_data::fetch::default_cache_root();
+    assert_ne!(root, std::path::PathBuf::from(""), "an empty COMPRESS_DATA meant the current directory");
+    assert!(root.ends_with("compress-rs") || root.ends_with(".data-cache"), "{}", root.display());
 }
 
 #[test]

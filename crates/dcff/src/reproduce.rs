@@ -298,7 +298,8 @@ pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
         )
         .counts(),
     ];
-    let title = format!("DCFF mini: mini-VGG 16-32 -> 4-8 on mnist-5k, {} epochs, {n} seeds", settings.epochs);
+    let title =
+        format!("DCFF {}: mini-VGG 16-32 -> 4-8 on mnist-5k, {} epochs, {n} seeds", ctx.profile(), settings.epochs);
     let report = ctx.report(title, &settings.seeds).rows(rows);
     exp.write_json("arms.json", &json!({"a": a, "a_stable": a_stable, "b": b, "c": c, "dense": dense}))?;
     let f = |x: compress_core::cost::Cost| x.pruning_flops() as f64 / 1e6;

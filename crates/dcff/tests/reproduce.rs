@@ -18,6 +18,7 @@ fn smoke_reproduction_writes_a_report_whose_structural_claims_hold() {
     assert!(out.missing().is_empty());
     assert!(dir.join("report.md").is_file() && dir.join("accuracy_vs_flops.svg").is_file());
     assert_eq!((report.profile.as_str(), report.seeds.as_slice()), ("smoke", &[0u64][..]));
+    assert!(report.title.starts_with("DCFF smoke:"), "a smoke report titled {:?}", report.title);
     assert_eq!(report.rows.len(), 7);
     // Claims (3) and (4) do not depend on the training budget: the official KL rule freezes the
     // selection from epoch 1, and extraction is exact.

@@ -251,7 +251,10 @@ fn report(s: &MiniSettings, ctx: &RunContext, results: &[ArmResult], fp: f64, bi
             dynamic
         );
     }
-    ctx.report("DDTB mini: EDSR-mini x2 W2A2 on photos-12", &s.seeds).rows(rows).decimals(3).notes(extra)
+    ctx.report(format!("DDTB {}: EDSR-mini x2 W2A2 on photos-12", ctx.profile()), &s.seeds)
+        .rows(rows)
+        .decimals(3)
+        .notes(extra)
 }
 
 /// `cargo xtask reproduce ddtb`: 2-4 bit quantization of super-resolution networks.

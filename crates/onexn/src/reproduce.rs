@@ -335,7 +335,8 @@ pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     )?;
     let rows = report_rows(settings, &outcomes, &deployments, &speed, mean(dense_top1.iter().copied()));
     let title = format!(
-        "1xN mini: MLP 784-64-32-10 on mnist-5k, fc0/fc1 pruned, N = {}, {} + {} epochs, {} seeds",
+        "1xN {}: MLP 784-64-32-10 on mnist-5k, fc0/fc1 pruned, N = {}, {} + {} epochs, {} seeds",
+        ctx.profile(),
         settings.n,
         settings.dense_epochs,
         settings.finetune_epochs,

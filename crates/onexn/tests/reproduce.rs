@@ -11,6 +11,7 @@ fn smoke_profile_deploys_exactly_and_writes_its_report() {
     let ctx = RunContext::new(dir.path(), Device::Cpu).quiet(true);
     let out = harness::reproduce(&OnexnReproduction, "smoke", &ctx).unwrap();
     let (run, report) = (out.dir(), out.report());
+    assert!(report.title.starts_with("1xN smoke:"), "a smoke report titled {:?}", report.title);
     assert!(run.join("report.md").is_file() && run.join("arms.json").is_file());
     assert!(run.join("fine_tuned.svg").is_file());
     // Deployment is exact whatever the training does: packed == masked.
