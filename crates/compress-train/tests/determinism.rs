@@ -2,21 +2,14 @@
 //! on how the work was split between threads (convolution weight gradients, BatchNorm
 //! statistics, LayerNorm, GEMMs).
 
+mod common;
 use candle_core::Device;
-use compress_data::batch::{Augment, ImageDataset, PixelTransform};
-use compress_data::{embedded, mnist};
+use common::data;
 use compress_nn::zoo::{MobileNetV2, MobileNetV2Config, ResNetCifar, ResNetCifarConfig, Vit, VitConfig};
 use compress_nn::{Architecture, Network};
 use compress_train::optim::OptimizerKind;
 use compress_train::schedule::Schedule;
 use compress_train::{NoHooks, Run, TrainConfig, classify};
-
-fn data(n: usize, train: bool) -> ImageDataset {
-    let split = if train { mnist::Split::Train } else { mnist::Split::Test };
-    let d = embedded::mnist_5k(split).expect("mnist").subset(&(0..n).collect::<Vec<_>>()).expect("subset");
-    let augment = if train { Augment::PadCrop { pad: 2 } } else { Augment::None };
-    d.with_transform(PixelTransform { augment, mean: vec![0.13], std: vec![0.31] }).expect("transform")
-}
 
 fn cfg() -> TrainConfig {
     TrainConfig {

@@ -2,21 +2,15 @@
 //! non-finite loss stops with the last good checkpoint kept, gradient accumulation equals a
 //! larger batch, reports and plots are written.
 
+mod common;
 use candle_core::Device;
-use compress_data::batch::{Augment, ImageDataset, PixelTransform};
-use compress_data::{embedded, mnist};
+use common::data;
+use compress_data::batch::{Augment, PixelTransform};
 use compress_nn::Network;
 use compress_nn::zoo::{ResNetCifar, ResNetCifarConfig, Vit, VitConfig};
 use compress_train::optim::OptimizerKind;
 use compress_train::schedule::Schedule;
 use compress_train::{NoHooks, Run, TrainConfig, TrainError, checkpoint, classify};
-
-fn data(n: usize, train: bool) -> ImageDataset {
-    let split = if train { mnist::Split::Train } else { mnist::Split::Test };
-    let d = embedded::mnist_5k(split).expect("mnist").subset(&(0..n).collect::<Vec<_>>()).expect("subset");
-    let augment = if train { Augment::PadCrop { pad: 2 } } else { Augment::None };
-    d.with_transform(PixelTransform { augment, mean: vec![0.13], std: vec![0.31] }).expect("transform")
-}
 
 fn cfg() -> TrainConfig {
     TrainConfig {
