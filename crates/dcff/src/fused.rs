@@ -174,8 +174,10 @@ where
 
     /// The refresh at the start of `epoch` at temperature `t` (section 2, steps 2-8): new
     /// proxies and scores from the current filters; the stored scores are replaced at epoch 0
-    /// and afterwards only when every new score is finite; `S` = the `m` best stored scores in
-    /// ascending index order; `Phi = P[S, :]` at the current temperature.
+    /// and afterwards only when the new ones rank the filters ([`crate::FilterProxies::informative`]:
+    /// every score finite, as the official code requires, and `P` not the identity, where the
+    /// stable rule's scores all tie); `S` = the `m` best stored scores in ascending index order;
+    /// `Phi = P[S, :]` at the current temperature.
     pub fn refresh(&self, epoch: usize, t: f64) -> Result<EpochRefresh> {
         let mut out = Vec::new();
         for l in &self.layers {
@@ -185,7 +187,7 @@ where
             let stored_var = self.var(&l.stored())?;
             let old: Vec<f32> = stored_var.as_tensor().to_vec1()?;
             let finite = f.all_finite();
-            let stored = if epoch == 0 || finite { f.scores.clone() } else { old };
+            let stored = if epoch == 0 || f.informative() { f.scores.clone() } else { old };
             stored_var.set(&Tensor::new(stored.as_slice(), &self.device)?)?;
             let selected = top_k(&stored, l.keep)?;
             let phi_var = self.var(&l.phi())?;

@@ -41,6 +41,19 @@ impl FilterProxies {
     pub fn all_finite(&self) -> bool {
         self.scores.iter().all(|s| s.is_finite())
     }
+
+    /// Whether `P` is the identity (every off-diagonal probability underflowed to 0): no
+    /// filter's distribution reaches another, so [`KlMode::Stable`]'s scores reduce to one term
+    /// that is the same for every filter and rank nothing.
+    pub fn is_identity(&self) -> bool {
+        let c = self.filters;
+        self.p.iter().enumerate().all(|(i, &v)| i / c == i % c || v == 0.0)
+    }
+
+    /// Whether the scores rank the filters: all finite and `P` not the identity.
+    pub fn informative(&self) -> bool {
+        self.all_finite() && !(self.filters > 1 && self.is_identity())
+    }
 }
 
 /// `D` of the `C` filters given as rows of `w` (`C x n`, row-major), in f64 then cast to f32.
@@ -156,6 +169,10 @@ mod tests {
         assert!(f.scores.iter().all(|s| s.is_nan()));
         let s = filter_proxies(&W, 4, 4621.709, KlMode::Stable);
         assert!(s.all_finite(), "{:?}", s.scores);
+        // Finite, but P = I: the stable scores tie and rank nothing.
+        assert!(s.is_identity() && !s.informative());
+        let cool = filter_proxies(&W, 4, 1.0, KlMode::Stable);
+        assert!(!cool.is_identity() && cool.informative());
     }
 
     #[test]

@@ -134,6 +134,25 @@ fn over_provisioned_weights_and_hot_refresh() {
 }
 
 #[test]
+fn stable_mode_keeps_s_when_p_is_the_identity() {
+    // With the stable rule, P = I leaves only the diagonal terms: every filter scores the same
+    // and the scores carry no ranking. S must stay what epoch 0 chose, not collapse to the lowest
+    // indices (which epoch 0 did not choose here: the check below makes sure of that).
+    let net = FusedNetwork::<Vgg>::new(mini_vgg(), &[0.75, 0.75], KlMode::Stable, 0, &Device::Cpu).unwrap();
+    let r0 = net.refresh(0, 1.0).unwrap();
+    assert!(
+        r0.layers.iter().any(|l| l.selected != (0..l.selected.len()).collect::<Vec<_>>()),
+        "epoch 0 chose the lowest indices: this test could not see a collapse"
+    );
+    let r1 = net.refresh(1, TemperatureSchedule::official(6).at(1)).unwrap();
+    for (a, b) in r0.layers.iter().zip(&r1.layers) {
+        assert!(b.finite, "the stable rule keeps the scores finite");
+        assert_eq!(a.selected, b.selected, "{}: S changed on uninformative scores", b.conv);
+        assert!(!b.changed);
+    }
+}
+
+#[test]
 fn train_mode_updates_compact_running_statistics() {
     let net = FusedNetwork::<Vgg>::new(mini_vgg(), &[0.75, 0.75], KlMode::Official, 0, &Device::Cpu).unwrap();
     net.refresh(0, 1.0).unwrap();
