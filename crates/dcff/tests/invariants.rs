@@ -82,6 +82,63 @@ where
     assert_eq!(compact.config.widths(), net.compact.widths());
 }
 
+/// The variable `name` of a model's VarMap.
+fn var_of(m: &dyn Model, name: &str) -> Var {
+    m.varmap().data().lock().unwrap()[name].clone()
+}
+
+#[test]
+fn extraction_and_gradients_with_a_soft_phi() {
+    // At T = 1 Phi is a soft matrix (rows of P), so extraction must apply the soft weights and
+    // Phi b, not pick rows; and the gradient the fused network's own backward gives W must be
+    // Phi^T G, with G the compact weight's gradient under the same loss.
+    let net = FusedNetwork::<Vgg>::new(mini_vgg(), &[0.75, 0.75], KlMode::Official, 4, &Device::Cpu).unwrap();
+    net.refresh(0, 1.0).unwrap();
+    let phi = var_of(&net, "features.conv0.buffer_phi").as_tensor().copy().unwrap();
+    let rows: Vec<Vec<f32>> = phi.to_vec2().unwrap();
+    let largest = rows.iter().map(|r| r.iter().copied().fold(0f32, f32::max)).fold(1f32, f32::min);
+    assert!(largest < 0.9, "Phi is (nearly) one-hot at T = 1: {largest}");
+    // Non-zero biases, so that a missing Phi b would show.
+    for name in ["features.conv0.bias", "features.conv1.bias"] {
+        let b = var_of(&net, name);
+        let n = b.as_tensor().dim(0).unwrap();
+        let v: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 0.5).collect();
+        b.set(&Tensor::from_vec(v, n, &Device::Cpu).unwrap()).unwrap();
+    }
+    let x = batch(1, 28, 3, 11);
+    let compact = net.to_compact().unwrap();
+    let (a, b) = (net.forward_t(&x, false).unwrap(), compact.forward_t(&x, false).unwrap());
+    let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let d = (&a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(scale > 0.0 && d <= 1e-5 * scale, "fused vs compact with a soft Phi: {d} of {scale}");
+    // A row pick (the bug this guards against) would differ by far more.
+    let r = Tensor::from_vec(
+        (0..30).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect::<Vec<f32>>(),
+        (3, 10),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let loss = |y: Tensor| (y * &r).unwrap().sum_all().unwrap();
+    let g_fused = loss(net.forward_t(&x, false).unwrap()).backward().unwrap();
+    let g_compact = loss(compact.forward_t(&x, false).unwrap()).backward().unwrap();
+    for (w, b) in [("features.conv0.weight", "features.conv0.bias"), ("features.conv1.weight", "features.conv1.bias")] {
+        let phi = var_of(&net, &w.replace("weight", "buffer_phi")).as_tensor().copy().unwrap();
+        let dw = g_fused.get(var_of(&net, w).as_tensor()).unwrap();
+        let gc = g_compact.get(var_of(&compact, w).as_tensor()).unwrap();
+        let want = phi.t().unwrap().matmul(&gc.flatten_from(1).unwrap()).unwrap();
+        let norm = want.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap();
+        let err = (dw.flatten_from(1).unwrap() - &want).unwrap().abs().unwrap().max_all().unwrap();
+        let err = err.to_scalar::<f32>().unwrap();
+        assert!(norm > 1e-3, "{w}: the gradient is (nearly) zero: {norm}");
+        assert!(err <= 1e-5 * norm.max(1.0), "{w}: dW differs from Phi^T G by {err} (norm {norm})");
+        let db = g_fused.get(var_of(&net, b).as_tensor()).unwrap();
+        let gb = g_compact.get(var_of(&compact, b).as_tensor()).unwrap();
+        let want_b = phi.t().unwrap().matmul(&gb.unsqueeze(1).unwrap()).unwrap().squeeze(1).unwrap();
+        let err_b = (db - want_b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(err_b <= 1e-5 * norm.max(1.0), "{b}: db differs from Phi^T g by {err_b}");
+    }
+}
+
 #[test]
 fn compact_equals_fused_vgg() {
     extraction_is_exact::<Vgg>(mini_vgg(), &[0.75, 0.75], &batch(1, 28, 4, 1));
