@@ -177,18 +177,24 @@ impl DualBoundActQuant {
         };
         st.logits = logits.clone();
         match (logits, st.phase) {
-            (Some(z), Phase::Dynamic) => {
-                let (fu, fl) = DynamicGate::factors(&z)?;
-                let n = x.dim(0)?;
-                let per_sample = |f: &Tensor, b: &Tensor| -> Result<Tensor> {
-                    let mut shape = vec![1usize; x.rank()];
-                    shape[0] = n;
-                    Ok(f.broadcast_mul(b)?.reshape(shape)?)
-                };
-                Ok(affine_fake_quant(x, &per_sample(&fl, l)?, &per_sample(&fu, u)?, self.bits)?)
-            }
+            (Some(z), Phase::Dynamic) => self.quantize_gated(x, &z),
             _ => Ok(affine_fake_quant(x, l, u, self.bits)?),
         }
+    }
+
+    /// The dynamic phase's quantization of `x` (`[N, ...]`) under gate logits `z` (`[N, 2]`,
+    /// column 0 `z_u`, column 1 `z_l`): sample `i` is quantized on `(f_l,i l, f_u,i u)` with
+    /// `f = 2 sigmoid(z)` (spec 2.2).
+    pub fn quantize_gated(&self, x: &Tensor, z: &Tensor) -> Result<Tensor> {
+        let (l, u) = (self.lower.as_tensor(), self.upper.as_tensor());
+        let (fu, fl) = DynamicGate::factors(z)?;
+        let n = x.dim(0)?;
+        let per_sample = |f: &Tensor, b: &Tensor| -> Result<Tensor> {
+            let mut shape = vec![1usize; x.rank()];
+            shape[0] = n;
+            Ok(f.broadcast_mul(b)?.reshape(shape)?)
+        };
+        Ok(affine_fake_quant(x, &per_sample(&fl, l)?, &per_sample(&fu, u)?, self.bits)?)
     }
 }
 
@@ -257,6 +263,40 @@ mod tests {
         q.set_phase(Phase::Dynamic).unwrap();
         let dynamic = q.forward_t(&x, false).unwrap();
         assert_eq!(d(&stat, &dynamic), 0.0);
+    }
+
+    #[test]
+    fn the_dynamic_phase_applies_each_samples_factors_to_its_own_bounds() {
+        // Spec section 8: 2 bits, l = -0.3, u = 1.2; sample 0 under logits (z_u, z_l) = (0.5, -1)
+        // has bounds (-0.16136, 1.49390), step 0.55176; sample 1 under zero logits keeps the
+        // static grid (step 0.5). Swapping z_u and z_l, or the samples, changes the outputs.
+        let map = VarMap::new();
+        let q = quantizer(2, &map);
+        q.lower.set(&Tensor::new(-0.3f32, &Device::Cpu).unwrap()).unwrap();
+        q.upper.set(&Tensor::new(1.2f32, &Device::Cpu).unwrap()).unwrap();
+        q.mark_initialised().unwrap();
+        let xs = [-1f32, 0.1, 0.74, 0.76, 2.0];
+        let x = Tensor::from_vec([xs, xs].concat(), (2, 1, 1, 5), &Device::Cpu).unwrap();
+        let z = Tensor::new(&[[0.5f32, -1.0], [0.0, 0.0]], &Device::Cpu).unwrap();
+        let y: Vec<f32> = q.quantize_gated(&x, &z).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let want = [0.0, 0.0, 0.55176, 0.55176, 1.65527, -0.5, 0.0, 0.5, 1.0, 1.0];
+        for (i, (a, b)) in y.iter().zip(want).enumerate() {
+            assert!((a - b).abs() < 1e-4, "value {i}: {a} vs {b} (all: {y:?})");
+        }
+        // Through forward_t's dynamic branch: the gate's own logits reach `quantize_gated`.
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let q = q.with_gate(DynamicGate::new(1, 32, false, vb.pp("gate")).unwrap()).unwrap();
+        q.set_phase(Phase::Dynamic).unwrap();
+        // A constant gate input (both samples alike, one channel) quantizes instead of failing.
+        q.forward_t(&x, false).expect("a constant gate input");
+        let x = Tensor::from_vec([xs, xs.map(|v| v * 0.5 - 0.2)].concat(), (2, 1, 1, 5), &Device::Cpu).unwrap();
+        let through = q.forward_t(&x, false).unwrap();
+        let z = q.last_logits().unwrap().expect("the gate ran");
+        let size = z.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(size > 1e-3, "the gate's logits are ~0, so static and dynamic would agree: {size}");
+        let direct = q.quantize_gated(&x, &z).unwrap();
+        let d = (through - direct).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(d, 0.0);
     }
 
     #[test]

@@ -21,12 +21,15 @@ pub struct DynamicGate {
     train_first_layer: bool,
 }
 
-/// `A2`: 2-bit affine quantization on the detached input's min/max (a tiny span is widened to
-/// 1e-8: the official code would divide by zero on a constant input).
+/// `A2`: 2-bit affine quantization on the detached input's min/max. The official code divides
+/// by zero on a constant input (one sample of one channel, or a hidden layer ReLU left
+/// constant); a span below `1e-6 max(|min|, 1)` is widened to that, which `min + span` still
+/// resolves in f32 (a fixed 1e-8 vanishes next to a minimum of 0.5).
 fn a2(x: &Tensor, straight_through: bool) -> Result<Tensor> {
     let d = x.detach();
     let lo = d.min_all()?;
-    let span = (d.max_all()? - &lo)?.maximum(1e-8)?;
+    let floor = (lo.abs()?.maximum(1.0)? * 1e-6)?;
+    let span = (d.max_all()? - &lo)?.maximum(&floor)?;
     let q = affine_fake_quant(&d, &lo, &(&lo + span)?, 2)?;
     Ok(if straight_through { (x + (q - x)?.detach())? } else { q.detach() })
 }
