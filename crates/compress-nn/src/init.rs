@@ -107,7 +107,9 @@ pub fn varmap_from(
     {
         let mut data = varmap.data().lock().map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
         for (k, t) in tensors {
-            data.insert(k.clone(), Var::from_tensor(&t.to_device(device)?.to_dtype(DType::F32)?)?);
+            // f64 stays f64 (exact comparisons); every other dtype trains in f32.
+            let dtype = if t.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+            data.insert(k.clone(), Var::from_tensor(&t.to_device(device)?.to_dtype(dtype)?)?);
         }
     }
     Ok(varmap)

@@ -128,7 +128,10 @@ impl<A: Architecture> Network<A> {
     /// there, with its shape; extra tensors are an error too).
     pub fn from_tensors(config: A::Config, tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Self> {
         let varmap = crate::init::varmap_from(tensors, device)?;
-        let model = A::build(&config, VarBuilder::from_varmap(&varmap, DType::F32, device)).map_err(|e| {
+        // f64 when every tensor is f64 (a network for exact comparisons), else f32.
+        let all_f64 = !tensors.is_empty() && tensors.values().all(|t| t.dtype() == DType::F64);
+        let dtype = if all_f64 { DType::F64 } else { DType::F32 };
+        let model = A::build(&config, VarBuilder::from_varmap(&varmap, dtype, device)).map_err(|e| {
             // VarMap reports a wrong shape as a message; name the tensor in our error.
             let msg = e.to_string();
             match msg.strip_prefix("shape mismatch on ") {

@@ -235,7 +235,10 @@ mod tests {
         q2.set_phase(Phase::Static).unwrap();
         q2.forward_t(&x, true).unwrap();
         let u = f64::from(q2.upper.as_tensor().to_scalar::<f32>().unwrap());
+        let l = f64::from(q2.lower.as_tensor().to_scalar::<f32>().unwrap());
         assert!((u - percentile(&v, 99.0).unwrap()).abs() < 1e-5);
+        assert!((l - percentile(&v, 1.0).unwrap()).abs() < 1e-5, "the lower bound starts at p1: {l}");
+        assert!(l < 0.0 && u > 0.0 && (u + l).abs() > 1e-3, "p1 and p99 of this batch are distinct: {l}, {u}");
         let map = VarMap::new();
         let q3 = quantizer(3, &map);
         q3.set_phase(Phase::Static).unwrap();

@@ -73,9 +73,22 @@ fn one_step(model: &str, scale: usize, bits: u32) {
         let bound = data.iter().find(|(k, _)| k.ends_with(".upper")).unwrap().1.clone();
         let gate_w2 = data.iter().find(|(k, _)| k.ends_with(".gate.w2")).unwrap().1.clone();
         drop(data);
+        let norm = |t: Option<&Tensor>| -> f32 {
+            t.map(|t| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt()).unwrap_or(0.0)
+        };
+        // Every bound's gradient together: a zero gradient must fail, not only a missing one.
+        let data = vars.data().lock().unwrap();
+        let bounds: f32 = data
+            .iter()
+            .filter(|(k, _)| k.ends_with(".upper") || k.ends_with(".lower"))
+            .map(|(_, v)| norm(g.get(v.as_tensor())))
+            .sum();
+        drop(data);
         assert!(g.get(bound.as_tensor()).is_some(), "{model}: bounds get a gradient");
+        assert!(bounds > 0.0 && bounds.is_finite(), "{model}: the bounds' gradients sum to norm {bounds}");
         if !stage1 {
-            assert!(g.get(gate_w2.as_tensor()).is_some(), "{model}: applied gates get a gradient");
+            let w2 = norm(g.get(gate_w2.as_tensor()));
+            assert!(w2 > 0.0 && w2.is_finite(), "{model}: an applied gate's W2 gets gradient norm {w2}");
         }
         opt.step(&g, cfg.lr).unwrap();
     }
