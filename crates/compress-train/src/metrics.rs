@@ -123,4 +123,47 @@ mod tests {
         assert!(s < 1.0 && s > 0.9, "{s}");
         assert!(psnr_y(&a, &b, 8).is_err());
     }
+
+    #[test]
+    fn ssim_of_a_textured_pair_equals_its_closed_form() {
+        // A = 100 + 40 X + 20 Y and B = 110 + 25 X (8-bit values, one channel), X = (-1)^x,
+        // Y = (-1)^y. Under the normalised 11-tap Gaussian g, a window at (y0, x0) sees
+        // E[X] = (-1)^x0 s, E[Y] = (-1)^y0 s, E[XY] = (-1)^(x0 + y0) s^2, E[X^2] = E[Y^2] = 1,
+        // with s = sum_j g_j (-1)^j: every window's SSIM in closed form, averaged over the
+        // 10 x 13 positions of a 20 x 23 image. A swapped axis, a wrong weight or covariance
+        // term moves the value.
+        let (h, w) = (20usize, 23usize);
+        let (c, d, e, c2_, d2) = (100.0f64, 40.0, 20.0, 110.0, 25.0);
+        let px = |v: f64| v / 255.0;
+        let a: Vec<f32> = (0..h * w)
+            .map(|i| px(c + d * (-1f64).powi((i % w) as i32) + e * (-1f64).powi((i / w) as i32)) as f32)
+            .collect();
+        let b: Vec<f32> = (0..h * w).map(|i| px(c2_ + d2 * (-1f64).powi((i % w) as i32)) as f32).collect();
+        let dev = Device::Cpu;
+        let (ta, tb) = (Tensor::from_vec(a, (1, h, w), &dev).expect("a"), Tensor::from_vec(b, (1, h, w), &dev).expect("b"));
+        let g: Vec<f64> = (0..11).map(|i| (-((i as f64 - 5.0).powi(2)) / 4.5).exp()).collect();
+        let gs: f64 = g.iter().sum();
+        let s: f64 = g.iter().enumerate().map(|(j, v)| v / gs * (-1f64).powi(j as i32)).sum();
+        let (k1, k2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+        let mut total = 0.0;
+        for y0 in 0..h - 10 {
+            for x0 in 0..w - 10 {
+                let (sx, sy) = ((-1f64).powi(x0 as i32) * s, (-1f64).powi(y0 as i32) * s);
+                let sxy = sx * sy;
+                let ma = c + d * sx + e * sy;
+                let mb = c2_ + d2 * sx;
+                let eaa = c * c + d * d + e * e + 2.0 * c * d * sx + 2.0 * c * e * sy + 2.0 * d * e * sxy;
+                let ebb = c2_ * c2_ + d2 * d2 + 2.0 * c2_ * d2 * sx;
+                let eab = c * c2_ + c * d2 * sx + d * c2_ * sx + d * d2 + e * c2_ * sy + e * d2 * sxy;
+                let (va, vb, cov) = (eaa - ma * ma, ebb - mb * mb, eab - ma * mb);
+                total += ((2.0 * ma * mb + k1) * (2.0 * cov + k2)) / ((ma * ma + mb * mb + k1) * (va + vb + k2));
+            }
+        }
+        let want = total / ((h - 10) * (w - 10)) as f64;
+        let got = ssim_y(&ta, &tb, 0).expect("ssim");
+        assert!((got - want).abs() < 1e-10, "{got} vs closed form {want}");
+        assert!(want > 0.1 && want < 0.95, "a pair that is neither equal nor unrelated: {want}");
+        // Symmetric in its arguments.
+        assert!((ssim_y(&tb, &ta, 0).expect("ssim") - got).abs() < 1e-12);
+    }
 }
