@@ -243,6 +243,35 @@ mod tests {
     }
 
     #[test]
+    fn random_resized_crop_draws_torchvision_scales_and_ratios_and_falls_back_centrally() {
+        // On 1000 x 1000 the first attempt always fits: scale uniform on [0.08, 1], ratio
+        // log-uniform on [3/4, 4/3] (up to the rounding of each side).
+        let mut rng = SeededRng::new(5).stream("rrc", 1);
+        let (mut small, mut wide, n) = (0usize, 0usize, 4000usize);
+        for _ in 0..n {
+            let (t, l, ch, cw) = random_resized_crop(1000, 1000, &mut rng);
+            let (scale, ratio) = ((ch * cw) as f64 / 1e6, cw as f64 / ch as f64);
+            assert!((0.079..=1.0).contains(&scale), "scale {scale}");
+            assert!((0.749..=1.336).contains(&ratio), "ratio {ratio}");
+            assert!(t + ch <= 1000 && l + cw <= 1000);
+            small += usize::from(scale < 0.2);
+            wide += usize::from(ratio > 1.0);
+        }
+        // An attempt fits iff scale <= exp(-|ln ratio|) (a side would exceed 1000 otherwise)
+        // and is redrawn if not, so with a = ln(4/3):
+        // P(fit) = ((1 - e^-a) / a - 0.08) / 0.92 = 0.85762 and
+        // P(scale < 0.2) = (0.12 / 0.92) / P(fit) = 0.15209 (every such scale fits);
+        // P(ratio > 1) = 1/2 by symmetry. Standard errors at n = 4000: 0.0057 and 0.0079.
+        let (ps, pw) = (small as f64 / n as f64, wide as f64 / n as f64);
+        assert!((ps - 0.15209).abs() < 0.025, "P(scale < 0.2) = {ps}");
+        assert!((pw - 0.5).abs() < 0.03, "P(ratio > 1) = {pw}");
+        // A 1 x 1000 strip: no attempt fits, so torchvision's fallback: the ratio clamped to 4/3
+        // (height 1, width round(4/3) = 1), centred; and the transposed strip likewise.
+        assert_eq!(random_resized_crop(1, 1000, &mut rng), (0, 499, 1, 1));
+        assert_eq!(random_resized_crop(1000, 1, &mut rng), (499, 0, 1, 1));
+    }
+
+    #[test]
     fn empty_root_empty_class_and_corrupt_jpeg_are_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(matches!(ImageFolder::open(dir.path(), FolderTransform::IMAGENET_EVAL), Err(DataError::Empty { .. })));

@@ -98,7 +98,9 @@ mod tests {
         assert!(
             attention_transfer(&f, &(&f * 3.0).expect("g")).expect("at").to_scalar::<f64>().expect("v").abs() < 1e-12
         );
-        assert!(l1(&a, &b).expect("l1").to_scalar::<f64>().expect("v") > 0.0);
+        // |a - b| = (2, 0, 2, 1, 0, 1): mean 1; squares (4, 0, 4, 1, 0, 1): mean 10 / 6.
+        assert_eq!(l1(&a, &b).expect("l1").to_scalar::<f64>().expect("v"), 1.0);
+        assert!((mse(&a, &b).expect("mse").to_scalar::<f64>().expect("v") - 10.0 / 6.0).abs() < 1e-15);
         assert!(mse(&a, &a).expect("mse").to_scalar::<f64>().expect("v") == 0.0);
     }
 
