@@ -215,6 +215,34 @@ fn pretrained_deit_tensors_adapt_to_both_grids() {
     let cfg = CfVitConfig::mini();
     let (vit, tensors) = build::adapt_deit_tensors(&base, &net.tensors().unwrap(), &cfg).unwrap();
     assert_eq!(tensors["pos_embed_coarse"].dims(), &[1, 17, 64]);
+    // Values, not only the shape: a table whose class row is 7 and whose 8 x 8 grid holds
+    // `column + 0.01 channel`. Resampled to 4 x 4 (bicubic, half-pixel centres as timm), the
+    // class row stays 7, every row of the grid is alike, and the interior columns 1 and 2 sit
+    // at source columns 2.5 and 4.5 (all four taps inside), where cubic convolution reproduces
+    // a linear function exactly. A transposed grid or a class row mixed in fails.
+    let mut crafted = net.tensors().unwrap();
+    let table: Vec<f32> = (0..65 * 64)
+        .map(|i| {
+            let (pos, ch) = (i / 64, i % 64);
+            if pos == 0 { 7.0 } else { ((pos - 1) % 8) as f32 + 0.01 * ch as f32 }
+        })
+        .collect();
+    crafted.insert("pos_embed".into(), Tensor::from_vec(table, (1, 65, 64), &dev).unwrap());
+    let (_, adapted) = build::adapt_deit_tensors(&base, &crafted, &cfg).unwrap();
+    let coarse: Vec<f32> = adapted["pos_embed_coarse"].flatten_all().unwrap().to_vec1().unwrap();
+    assert!(coarse[..64].iter().all(|&v| v == 7.0), "the class row was resampled");
+    for r in 0..4 {
+        for c in 0..4 {
+            for ch in 0..64 {
+                let v = coarse[(1 + r * 4 + c) * 64 + ch];
+                assert!((v - coarse[(1 + c) * 64 + ch]).abs() < 1e-5, "row {r} differs from row 0");
+                if c == 1 || c == 2 {
+                    let want = 2.0 * c as f32 + 0.5 + 0.01 * ch as f32;
+                    assert!((v - want).abs() < 1e-4, "({r}, {c}) channel {ch}: {v} vs {want}");
+                }
+            }
+        }
+    }
     assert_eq!(max_diff(&tensors["pos_embed"], &net.tensors().unwrap()["pos_embed"]), 0.0);
     let m = build::deit(&vit, cfg, &tensors, 0, &dev).unwrap();
     assert_eq!(max_diff(m.backbone().cls_token(), &net.tensors().unwrap()["cls_token"]), 0.0);
