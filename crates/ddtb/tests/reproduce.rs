@@ -16,6 +16,25 @@ fn smoke_reproduction_runs_and_resumes() {
     assert!(run.join("report.md").is_file());
     let text = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(text.contains("DDTB >= PAMS + 0.03 dB") && text.contains("| ddtb | 0 |"), "{text}");
+    // The FP row is the full-precision start evaluated on the smoke test image: recompute it
+    // with the zoo's EDSR and the training crate's evaluation (a wrong model, image set or scale
+    // in the reproduction's FP join would differ).
+    let fp_path = compress_train::baselines::cached(
+        "edsr-mini-photos",
+        compress_train::baselines::Profile::Smoke,
+        &dir.path().join("smoke"),
+    )
+    .unwrap()
+    .expect("the smoke FP start was trained and cached");
+    let cfg = compress_nn::zoo::EdsrConfig::new(2, 4, 32, 1.0).unwrap();
+    let fp = compress_nn::Network::<compress_nn::zoo::Edsr>::load(cfg, &fp_path, &Device::Cpu).unwrap();
+    let test = compress_data::embedded::photos_12_first("test", 2, Some(1)).unwrap();
+    let fp_psnr = compress_train::super_resolution::evaluate(&fp, &test).unwrap().psnr;
+    let fp_row = report.rows.iter().find(|r| r.claim == "FP > DDTB > bicubic").expect("FP row");
+    let reported = fp_row.baseline.expect("FP figure");
+    assert!((reported - fp_psnr).abs() < 1e-3, "reported FP {reported} dB vs recomputed {fp_psnr} dB");
+    let bicubic = compress_train::super_resolution::bicubic_score(&test).unwrap().psnr;
+    assert!(fp_row.setting.contains(&format!("bicubic {bicubic:.3}")), "{} vs bicubic {bicubic:.3}", fp_row.setting);
     // Every arm produced a finite score.
     for row in report.rows.iter().take(5) {
         for v in [row.baseline, row.method].into_iter().flatten() {
