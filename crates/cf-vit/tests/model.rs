@@ -258,6 +258,15 @@ fn smoke_reproduction_runs_and_resumes_to_the_same_report() {
     let ctx = RunContext::new(dir.path(), Device::Cpu).quiet(true);
     let a = harness::reproduce(&CfVitReproduction, "smoke", &ctx).unwrap();
     assert_eq!(a.report().rows.len(), 6);
+    // Early exit joins the two stages: at eta = 1 no image exits, so CF-ViT's accuracy is the
+    // fine stage's; at eta = 0 every image exits, so it is the coarse stage's. Swapped stages or
+    // a threshold compared the wrong way round fail.
+    let rows = &a.report().rows;
+    let (at_one, stages, at_zero) = (&rows[0], &rows[2], &rows[4]);
+    assert!(at_one.setting.contains("eta = 1") && at_zero.setting.contains("eta = 0"), "{rows:?}");
+    assert_eq!(at_one.method, stages.method, "eta = 1 vs the fine stage");
+    assert_eq!(at_zero.method, stages.baseline, "eta = 0 vs the coarse stage");
+    assert_eq!(at_one.baseline, at_zero.baseline, "one baseline");
     let b = harness::reproduce(&CfVitReproduction, "smoke", &ctx.clone().resume(true)).unwrap();
     for (x, y) in a.report().rows.iter().zip(&b.report().rows) {
         assert_eq!((x.baseline, x.method), (y.baseline, y.method), "{}", x.setting);

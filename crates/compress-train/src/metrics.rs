@@ -140,7 +140,8 @@ mod tests {
             .collect();
         let b: Vec<f32> = (0..h * w).map(|i| px(c2_ + d2 * (-1f64).powi((i % w) as i32)) as f32).collect();
         let dev = Device::Cpu;
-        let (ta, tb) = (Tensor::from_vec(a, (1, h, w), &dev).expect("a"), Tensor::from_vec(b, (1, h, w), &dev).expect("b"));
+        let (ta, tb) =
+            (Tensor::from_vec(a, (1, h, w), &dev).expect("a"), Tensor::from_vec(b, (1, h, w), &dev).expect("b"));
         let g: Vec<f64> = (0..11).map(|i| (-((i as f64 - 5.0).powi(2)) / 4.5).exp()).collect();
         let gs: f64 = g.iter().sum();
         let s: f64 = g.iter().enumerate().map(|(j, v)| v / gs * (-1f64).powi(j as i32)).sum();

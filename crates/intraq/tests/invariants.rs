@@ -103,6 +103,14 @@ fn smoke_reproduction_runs_and_resumes_to_the_same_report() {
     let b = harness::reproduce(&IntraqReproduction, "smoke", &ctx.clone().resume(true)).unwrap();
     let (a, b) = (a.report(), b.report());
     assert_eq!(a.rows.len(), b.rows.len());
+    // Claim (1)'s direction even at smoke size: IntraQ's synthetic digits are more diverse
+    // (larger intra-class cosine distance of the teacher's features) than the baseline's, and
+    // both are real measurements in (0, 2). Swapped arms or IntraQ's terms switched off fail.
+    let diversity = &a.rows[0];
+    assert!(diversity.setting.starts_with("intra-class cosine distance"), "{}", diversity.setting);
+    let (da, db) = (diversity.baseline.unwrap(), diversity.method.unwrap());
+    assert!(da > 0.0 && db < 2.0, "{da} {db}");
+    assert!(db > 1.2 * da, "IntraQ's images are not more diverse: A {da}, B {db}");
     for (x, y) in a.rows.iter().zip(&b.rows) {
         assert_eq!((x.baseline, x.method), (y.baseline, y.method), "{}", x.setting);
     }

@@ -44,7 +44,8 @@ fn teacher_file(path: &std::path::Path) {
 /// Rewrites the labels of `test_batch.bin` as the argmax of the teacher at `weights`.
 fn relabel_with_teacher(data: &std::path::Path, weights: &std::path::Path) {
     let cfg = ResNetCifarConfig::new(20, 10).unwrap().with_shortcut(Shortcut::B);
-    let net: Network<ResNetCifar> = compress_nn::pytorchcv::load(Family::ResNetCifar, weights, cfg, &Device::Cpu).unwrap();
+    let net: Network<ResNetCifar> =
+        compress_nn::pytorchcv::load(Family::ResNetCifar, weights, cfg, &Device::Cpu).unwrap();
     let file = data.join("test_batch.bin");
     let mut bytes = std::fs::read(&file).unwrap();
     let (mean, std) = ([0.4914f32, 0.4822, 0.4465], [0.2470f32, 0.2435, 0.2616]);

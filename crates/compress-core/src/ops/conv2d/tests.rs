@@ -49,7 +49,8 @@ fn check(n: usize, cin: usize, cout: usize, h: usize, w: usize, k: usize, geo: C
     // The f32 kernels (the ones training runs) against these f64 results.
     let (y32, dx32, dw32) = run(&xv, &wv, &values(r.elem_count(), 3), xs, ws, geo, candle_core::DType::F32);
     let y64 = theirs.flatten_all().expect("f").to_vec1::<f64>().expect("v");
-    let y32 = y32.to_dtype(candle_core::DType::F64).expect("f64").flatten_all().expect("f").to_vec1::<f64>().expect("v");
+    let y32 =
+        y32.to_dtype(candle_core::DType::F64).expect("f64").flatten_all().expect("f").to_vec1::<f64>().expect("v");
     for (what, a, b) in [("forward", &y32, &y64), ("dx", &dx32, &gx), ("dw", &dw32, &gw)] {
         let scale = max_abs(b);
         for (i, (u, v)) in a.iter().zip(b.iter()).enumerate() {
