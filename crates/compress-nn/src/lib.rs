@@ -21,4 +21,6 @@ pub mod weights;
 pub mod zoo;
 
 pub use error::{NnError, Result};
-pub use network::{ArchConfig, Architecture, Model, Network, is_buffer, is_running_statistic, model_tensors};
+pub use network::{
+    ArchConfig, Architecture, Model, Network, is_buffer, is_running_statistic, model_tensors, trainable_vars,
+};

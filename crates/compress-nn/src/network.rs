@@ -38,6 +38,16 @@ pub fn is_buffer(name: &str) -> bool {
     is_running_statistic(name) || name.rsplit('.').next().unwrap_or(name).starts_with("buffer_")
 }
 
+/// The variables of `varmap` an optimizer may update (every one but the buffers, [`is_buffer`]),
+/// sorted by name.
+pub fn trainable_vars(varmap: &VarMap) -> Result<Vec<(String, candle_core::Var)>> {
+    let data = varmap.data().lock().map_err(|_| config_err("VarMap lock poisoned"))?;
+    let mut v: Vec<(String, candle_core::Var)> =
+        data.iter().filter(|(k, _)| !is_buffer(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
+}
+
 /// Whether a variable is a norm's running statistic (`*.running_mean`, `*.running_var`): a buffer
 /// the model itself reads.
 pub fn is_running_statistic(name: &str) -> bool {
@@ -61,6 +71,12 @@ pub fn model_tensors(vars: &HashMap<String, Var>) -> HashMap<String, Tensor> {
 pub trait Model {
     /// Every variable, parameters and buffers (see [`is_buffer`]).
     fn varmap(&self) -> &VarMap;
+    /// The variables an optimizer may update: every variable but the buffers ([`is_buffer`]:
+    /// running statistics, `buffer_*` such as DCFF's `Phi`), by name. Hand these, not
+    /// `varmap().all_vars()`, to an optimizer of your own.
+    fn trainable_vars(&self) -> Result<Vec<(String, candle_core::Var)>> {
+        trainable_vars(self.varmap())
+    }
     /// The device the variables live on.
     fn device(&self) -> &Device;
     /// Forward pass (`train`: BatchNorm batch statistics, running ones updated).

@@ -80,11 +80,7 @@ pub struct ParamGroup {
 
 /// The variables an optimizer updates (buffers excluded), sorted by name.
 pub fn trainable(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
-    let data = varmap.data().lock().map_err(|_| TrainError::Config("VarMap lock poisoned".into()))?;
-    let mut v: Vec<(String, Var)> =
-        data.iter().filter(|(k, _)| !compress_nn::is_buffer(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(v)
+    Ok(compress_nn::network::trainable_vars(varmap)?)
 }
 
 /// One group with every trainable variable and decay `wd` (PyTorch's default behaviour).

@@ -51,10 +51,7 @@ where
     A::Config: LayerwiseRates,
 {
     let sched = TemperatureSchedule::official(epochs);
-    let params: Vec<Var> = {
-        let data = net.varmap().data().lock().unwrap();
-        data.iter().filter(|(k, _)| !compress_nn::is_buffer(k)).map(|(_, v)| v.clone()).collect()
-    };
+    let params: Vec<Var> = net.trainable_vars().unwrap().into_iter().map(|(_, v)| v).collect();
     for e in 0..epochs {
         net.refresh(e, sched.at(e)).unwrap();
         let y = net.forward_t(x, true).unwrap();
@@ -207,6 +204,18 @@ fn stable_mode_keeps_s_when_p_is_the_identity() {
         assert_eq!(a.selected, b.selected, "{}: S changed on uninformative scores", b.conv);
         assert!(!b.changed);
     }
+}
+
+#[test]
+fn trainable_vars_leave_out_phi_and_running_statistics() {
+    let net = FusedNetwork::<Vgg>::new(mini_vgg(), &[0.75, 0.75], KlMode::Official, 0, &Device::Cpu).unwrap();
+    let names: Vec<String> = net.trainable_vars().unwrap().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.contains(&"features.conv0.weight".to_string()) && names.contains(&"classifier.linear.weight".to_string())
+    );
+    assert!(!names.iter().any(|n| compress_nn::is_buffer(n)), "{names:?}");
+    let all = net.varmap().all_vars().len();
+    assert!(all > names.len() && !names.iter().any(|n| n.contains("phi") || n.contains("running")));
 }
 
 #[test]
