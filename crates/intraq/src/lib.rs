@@ -5,7 +5,7 @@
 //! (`compress_synth`'s loop) with IntraQ's own terms ([`synthesis`]: local object reinforcement,
 //! the marginal distance constraint to class [`centres`], the soft inception loss of
 //! [`losses`]); stage 2 calibrates the activation ranges of the fake-quantized student
-//! (`compress_core::quant::{asym, range}`) and fine-tunes it with distillation ([`finetune`]).
+//! (`compress_core::quant::{asym, range}`) and fine-tunes it with distillation ([`mod@finetune`]).
 //! The section-9 network and its quantized form ([`net`]), intra-class diversity ([`metrics`])
 //! and `cargo xtask reproduce intraq` ([`reproduce`]); the paper's settings ([`paper`]) and its
 //! pipeline on pytorchcv teachers and the real test sets ([`paper_run`]).

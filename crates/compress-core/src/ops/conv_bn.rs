@@ -1,7 +1,7 @@
 //! A convolution, its training-mode BatchNorm, the residual addition and the activation as one
 //! autograd node: `z = act(BN(conv(x, w)) (+ r))`.
 //!
-//! Built from the same kernels as [`super::conv2d`] and [`super::batch_norm_act_train`]; what
+//! Built from the same kernels as [`super::conv2d()`] and [`super::batch_norm_act_train`]; what
 //! the fusion saves is candle's per-node cost in the backward pass. candle accumulates each
 //! node's input gradient into a freshly zeroed buffer (a zero fill and an addition over the whole
 //! activation), so the conv output `y`, a node boundary in the composed form, costs two passes
