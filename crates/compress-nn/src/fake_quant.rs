@@ -45,18 +45,40 @@ impl FakeQuant {
     }
 }
 
+/// How many quantization sites one scope saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sites {
+    /// Activation outputs quantized (ReLU / ReLU6 of the toolkit's layers).
+    pub activations: usize,
+    /// Weights quantized (the toolkit's `Conv2d` and `Linear`).
+    pub weights: usize,
+}
+
 thread_local! {
-    static SCOPE: RefCell<Option<(Arc<FakeQuant>, usize)>> = const { RefCell::new(None) };
+    static SCOPE: RefCell<Option<(Arc<FakeQuant>, Sites)>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with every layer it calls fake-quantized by `q` (nested scopes: the inner wins; the
 /// previous scope is restored afterwards, also when `f` panics).
 pub fn with<R>(q: &Arc<FakeQuant>, f: impl FnOnce() -> R) -> R {
-    crate::scope::scoped(&SCOPE, (q.clone(), 0), f).0
+    with_sites(q, f).0
 }
 
-fn current() -> Option<Arc<FakeQuant>> {
-    SCOPE.with(|s| s.borrow().as_ref().map(|(q, _)| q.clone()))
+/// [`with`], also returning how many sites `f` went through: none means the network is not
+/// built from the toolkit's layers and nothing was quantized.
+pub fn with_sites<R>(q: &Arc<FakeQuant>, f: impl FnOnce() -> R) -> (R, Sites) {
+    let (r, mine) = crate::scope::scoped(&SCOPE, (q.clone(), Sites::default()), f);
+    (r, mine.map(|(_, s)| s).unwrap_or_default())
+}
+
+/// The scope's quantizers, counting one weight site.
+fn current_weight_site() -> Option<Arc<FakeQuant>> {
+    SCOPE.with(|s| {
+        s.borrow_mut().as_mut().map(|(q, sites)| {
+            sites.weights += 1;
+            q.clone()
+        })
+    })
 }
 
 fn poisoned<T>(_: T) -> candle_core::Error {
@@ -66,7 +88,7 @@ fn poisoned<T>(_: T) -> candle_core::Error {
 /// The weight a layer computes with: itself outside a scope, its per-output-channel fake
 /// quantization inside one.
 pub(crate) fn weight(w: &Tensor) -> Result<Tensor> {
-    match current() {
+    match current_weight_site() {
         None => Ok(w.clone()),
         Some(q) => {
             let (lo, hi) = per_channel_minmax(w).map_err(candle_core::Error::wrap)?;
@@ -80,9 +102,9 @@ pub(crate) fn weight(w: &Tensor) -> Result<Tensor> {
 pub(crate) fn activation(x: &Tensor) -> Result<Tensor> {
     let Some((q, site)) = SCOPE.with(|s| {
         let mut s = s.borrow_mut();
-        s.as_mut().map(|(q, n)| {
-            *n += 1;
-            (q.clone(), *n - 1)
+        s.as_mut().map(|(q, sites)| {
+            sites.activations += 1;
+            (q.clone(), sites.activations - 1)
         })
     }) else {
         return Ok(x.clone());
@@ -136,8 +158,20 @@ impl<M: crate::Model> crate::Model for Quantized<M> {
     fn device(&self) -> &candle_core::Device {
         self.inner.device()
     }
+    /// The inner forward under the quantizers; an error if it went through no quantization
+    /// site (a network not built from the toolkit's `Conv2d`, `Linear` and `Activation` would
+    /// otherwise run silently in full precision).
     fn forward_t(&self, x: &Tensor, train: bool) -> crate::error::Result<Tensor> {
-        with(&self.quant, || self.inner.forward_t(x, train))
+        let (y, sites) = with_sites(&self.quant, || self.inner.forward_t(x, train));
+        let y = y?;
+        if sites == Sites::default() {
+            return Err(crate::error::config_err(format!(
+                "no quantization site was seen in the forward of {}: fake quantization acts on \
+                 compress_nn::layers::{{Conv2d, Linear, Activation}}; build the network from them",
+                std::any::type_name::<M>()
+            )));
+        }
+        Ok(y)
     }
 }
 
@@ -192,5 +226,41 @@ mod tests {
             assert!(g.get(v.as_tensor()).is_some(), "{name}");
         }
         assert!(FakeQuant::new(0, 4, RangeRule::Legacy).is_err());
+    }
+
+    /// A network of candle's own layers: nothing would be quantized, so the student refuses it.
+    struct PlainCandle {
+        vm: VarMap,
+        fc: candle_nn::Linear,
+    }
+
+    impl crate::Model for PlainCandle {
+        fn varmap(&self) -> &VarMap {
+            &self.vm
+        }
+        fn device(&self) -> &candle_core::Device {
+            &Device::Cpu
+        }
+        fn forward_t(&self, x: &Tensor, _train: bool) -> crate::error::Result<Tensor> {
+            Ok(self.fc.forward(x)?.relu()?)
+        }
+    }
+
+    #[test]
+    fn a_network_without_quantization_sites_is_refused_by_name() {
+        use crate::Model;
+        let vm = VarMap::new();
+        let fc = candle_nn::linear(4, 3, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu).pp("fc")).unwrap();
+        let q = Quantized::new(PlainCandle { vm, fc }, 4, 4, RangeRule::Legacy).unwrap();
+        let x = Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap();
+        let e = q.forward_t(&x, false).expect_err("nothing quantized");
+        assert!(e.to_string().contains("no quantization site") && e.to_string().contains("PlainCandle"), "{e}");
+        // The toolkit's layers are seen, and counted.
+        let vm = VarMap::new();
+        let fc = Linear::new(4, 3, true, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu).pp("fc")).unwrap();
+        let fq = FakeQuant::new(4, 4, RangeRule::Legacy).unwrap();
+        let (y, sites) = with_sites(&fq, || Activation::Relu.apply(&fc.forward(&x).unwrap()).unwrap());
+        assert_eq!(sites, Sites { activations: 1, weights: 1 });
+        assert_eq!(y.dims(), &[2, 3]);
     }
 }
