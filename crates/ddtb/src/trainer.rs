@@ -134,6 +134,46 @@ pub fn is_bound(name: &str) -> bool {
     name.ends_with(".lower") || name.ends_with(".upper") || name.ends_with(".alpha")
 }
 
+/// The smallest PAMS `alpha`, and the smallest DDTB span `u - l`, a step may leave.
+pub const MIN_BOUND: f32 = 1e-6;
+
+/// Keeps every quantizer's bounds usable after an optimizer step: a PAMS `alpha` below
+/// [`MIN_BOUND`] is raised to it, and DDTB bounds closer than [`MIN_BOUND`] (or crossed) are
+/// reset to `MIN_BOUND` apart around their midpoint. Adam's step on a bound near zero can carry
+/// it across (a PAMS run ended at `alpha = -2.1e-5` and the quantizer refused it, aborting the
+/// whole reproduction); the official code runs on with a degenerate clamp. Returns the names
+/// changed (runs log them), empty in every run that never reaches such a state.
+pub fn keep_bounds_valid(vars: &VarMap) -> Result<Vec<String>> {
+    let data = vars.data().lock().map_err(|_| DdtbError::Config("VarMap lock poisoned".into()))?;
+    let value = |v: &candle_core::Var| -> Result<f32> { Ok(v.as_tensor().to_dtype(DType::F32)?.to_scalar::<f32>()?) };
+    let set =
+        |v: &candle_core::Var, x: f32| -> Result<()> { Ok(v.set(&Tensor::new(x, v.device())?.to_dtype(v.dtype())?)?) };
+    let mut changed = Vec::new();
+    for (name, var) in data.iter() {
+        if name.ends_with(".alpha") && var.elem_count() == 1 {
+            let a = value(var)?;
+            if a.is_nan() || a < MIN_BOUND {
+                set(var, MIN_BOUND)?;
+                changed.push(name.clone());
+            }
+        } else if let Some(prefix) = name.strip_suffix(".lower")
+            && let Some(upper) = data.get(&format!("{prefix}.upper"))
+            && var.elem_count() == 1
+            && upper.elem_count() == 1
+        {
+            let (l, u) = (value(var)?, value(upper)?);
+            if (u - l).is_nan() || u - l < MIN_BOUND {
+                let mid = if (l + u).is_finite() { 0.5 * (l + u) } else { 0.0 };
+                set(var, mid - 0.5 * MIN_BOUND)?;
+                set(upper, mid + 0.5 * MIN_BOUND)?;
+                changed.push(prefix.to_string());
+            }
+        }
+    }
+    changed.sort();
+    Ok(changed)
+}
+
 /// Two Adam groups: the bounds at `bound_lr`, everything else at `lr` (no weight decay).
 pub fn param_groups(vars: &VarMap, cfg: &DdtbConfig) -> Result<Vec<ParamGroup>> {
     let (bounds, rest): (Vec<_>, Vec<_>) = trainable(vars)?.into_iter().partition(|(n, _)| is_bound(n));
@@ -270,7 +310,12 @@ pub fn train(
             let loss = step_loss(cfg, teacher.as_ref(), model.as_ref(), &(b.lr * rgb)?, &(b.hr * rgb)?, stage1)?;
             e.state.loss_sum += f64::from(loss.to_scalar::<f32>()?);
             e.state.loss_count += 1;
-            e.micro_batch(&loss, run)?;
+            if e.micro_batch(&loss, run)? {
+                let fixed = keep_bounds_valid(&vars)?;
+                if !fixed.is_empty() {
+                    run.log(&json!({"step": e.state.step, "bounds_kept_valid": fixed}))?;
+                }
+            }
             e.state.next_batch += 1;
             pb.inc(1);
             if tc.log_every > 0 && e.state.step.is_multiple_of(tc.log_every) {
@@ -305,4 +350,37 @@ pub fn train(
     }
     drop(data);
     Ok((Outcome { score, history: e.state.history.clone(), calibration, bounds }, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crossed_or_vanished_bounds_are_kept_usable() {
+        let vars = VarMap::new();
+        let dev = Device::Cpu;
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
+        let scalar = |name: &str, v: f32| vb.get_with_hints((), name, candle_nn::Init::Const(f64::from(v))).unwrap();
+        scalar("pams.alpha", -2.08e-5); // the value a PAMS run ended at
+        scalar("ok.alpha", 0.7);
+        scalar("ddtb.lower", 0.5);
+        scalar("ddtb.upper", 0.4); // crossed
+        scalar("fine.lower", -0.3);
+        scalar("fine.upper", 1.2);
+        assert_eq!(keep_bounds_valid(&vars).unwrap(), vec!["ddtb".to_string(), "pams.alpha".to_string()]);
+        let get = |name: &str| vars.data().lock().unwrap()[name].as_tensor().to_scalar::<f32>().unwrap();
+        assert_eq!(get("pams.alpha"), MIN_BOUND);
+        assert_eq!(get("ok.alpha"), 0.7);
+        let (l, u) = (get("ddtb.lower"), get("ddtb.upper"));
+        assert!(u - l >= 0.99 * MIN_BOUND && ((l + u) / 2.0 - 0.45).abs() < 1e-6, "{l} {u}");
+        assert_eq!((get("fine.lower"), get("fine.upper")), (-0.3, 1.2));
+        // The quantizers accept what is left.
+        let x = Tensor::new(&[-1f32, 0.3, 2.0], &dev).unwrap();
+        compress_core::quant::symmetric_fake_quant(&x, &Tensor::new(get("pams.alpha"), &dev).unwrap(), 2).unwrap();
+        let (lt, ut) = (Tensor::new(l, &dev).unwrap(), Tensor::new(u, &dev).unwrap());
+        compress_core::quant::affine_fake_quant(&x, &lt, &ut, 2).unwrap();
+        // A second pass changes nothing.
+        assert!(keep_bounds_valid(&vars).unwrap().is_empty());
+    }
 }
