@@ -95,6 +95,13 @@ impl<A: Architecture> Model for Network<A> {
     }
 }
 
+/// A zoo network is a candle `ModuleT`, so candle code can run it (`x.apply_t(&net, train)`).
+impl<A: Architecture> candle_core::ModuleT for Network<A> {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        Network::forward_t(self, xs, train).map_err(candle_core::Error::wrap)
+    }
+}
+
 /// Replaces widths in `base` with `new`, rejecting unknown names and zero widths.
 pub fn replace_widths(base: &Widths, new: Widths) -> Result<Widths> {
     let mut out = base.clone();

@@ -49,3 +49,16 @@ fn bad_configs_and_kept_sets_are_errors() {
     assert!(net.prune(&kept("layer1.0.inner", vec![16])).is_err());
     assert!(net.prune(&kept("nope", vec![0])).is_err());
 }
+
+#[test]
+fn a_zoo_network_runs_as_a_candle_module_t() {
+    // candle code that takes any `ModuleT` (`x.apply_t(&net, train)`) runs a zoo network and
+    // gets exactly its own forward.
+    let cfg = ResNetCifarConfig::new(8, 10).expect("cfg").input(1, 12);
+    let net = compress_nn::Network::<ResNetCifar>::new(cfg.clone(), 2, &candle_core::Device::Cpu).expect("net");
+    let x = common::input(&cfg, 2, 5);
+    let via_candle = x.apply_t(&net, false).expect("apply_t");
+    let own = net.forward_t(&x, false).expect("forward");
+    let d = (via_candle - own).expect("d").abs().expect("a").max_all().expect("m").to_scalar::<f32>().expect("s");
+    assert_eq!(d, 0.0);
+}
