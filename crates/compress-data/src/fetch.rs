@@ -311,12 +311,15 @@ fn finish(part: &Path, dest: &Path, expected: Option<&str>) -> Result<()> {
     std::fs::rename(part, dest).map_err(|e| DataError::io(dest, e))
 }
 
-/// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
+/// Writes `bytes` to `path` atomically and durably ([`compress_core::atomic`]: a temporary of
+/// this writer's own, synced, then renamed; not the download's shared `.part` name).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = part_path(path);
-    let mut f = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| DataError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+    compress_core::atomic::write_with(path, |tmp| {
+        let mut f = std::fs::File::create(tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })
+    .map_err(|e| DataError::io(path, e))
 }
 
 /// Unpacks `archive` into `into` once: a marker `.<archive>.extracted` records completion; the

@@ -101,17 +101,20 @@ fn classifier_config(profile: Profile, epochs: Option<usize>, train_len: usize, 
     }
 }
 
-/// The training configuration of classifier baseline `recipe` at `profile`.
-fn classify_config(profile: Profile, epochs: Option<usize>, recipe: Recipe) -> Result<TrainConfig> {
+/// The training configuration of classifier baseline `recipe` at `profile`, at its own length
+/// (what a cache lookup needs).
+fn classify_config(profile: Profile, recipe: Recipe) -> Result<TrainConfig> {
     let train = mnist(profile, true)?;
-    Ok(classifier_config(profile, epochs, compress_data::batch::Dataset::len(&train), recipe))
+    Ok(classifier_config(profile, None, compress_data::batch::Dataset::len(&train), recipe))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn classify_run<A: Architecture>(
     name: &str,
     config: A::Config,
-    cfg: TrainConfig,
+    recipe: Recipe,
     profile: Profile,
+    epochs: Option<usize>,
     runs: &Path,
     resume: bool,
     quiet: bool,
@@ -120,6 +123,8 @@ where
     A::Config: serde::Serialize,
 {
     let (train, test) = (mnist(profile, true)?, mnist(profile, false)?);
+    let cfg = classifier_config(profile, epochs, compress_data::batch::Dataset::len(&train), recipe);
+    cfg.validate()?;
     let device = Device::Cpu;
     let run_name = format!("train/{name}");
     let resolved = Resolved { train: &cfg, model: &config };
@@ -275,16 +280,26 @@ pub fn train(
     quiet: bool,
 ) -> Result<Outcome> {
     match name {
-        "resnet20-mnist" => {
-            let cfg = classify_config(profile, epochs, RESNET20)?;
-            cfg.validate()?;
-            classify_run::<compress_nn::zoo::ResNetCifar>(name, resnet20()?, cfg, profile, runs, resume, quiet)
-        }
-        "mobilenetv2-mnist" => {
-            let cfg = classify_config(profile, epochs, MOBILENETV2)?;
-            cfg.validate()?;
-            classify_run::<compress_nn::zoo::MobileNetV2>(name, mobilenetv2()?, cfg, profile, runs, resume, quiet)
-        }
+        "resnet20-mnist" => classify_run::<compress_nn::zoo::ResNetCifar>(
+            name,
+            resnet20()?,
+            RESNET20,
+            profile,
+            epochs,
+            runs,
+            resume,
+            quiet,
+        ),
+        "mobilenetv2-mnist" => classify_run::<compress_nn::zoo::MobileNetV2>(
+            name,
+            mobilenetv2()?,
+            MOBILENETV2,
+            profile,
+            epochs,
+            runs,
+            resume,
+            quiet,
+        ),
         "edsr-mini-photos" => edsr_run(profile, epochs, runs, resume, quiet),
         _ => Err(unknown(name)),
     }
@@ -297,11 +312,11 @@ pub fn cached(name: &str, profile: Profile, runs: &Path) -> Result<Option<PathBu
     let run_name = format!("train/{name}");
     match name {
         "resnet20-mnist" => {
-            let cfg = classify_config(profile, None, RESNET20)?;
+            let cfg = classify_config(profile, RESNET20)?;
             finished(runs, &run_name, &Resolved { train: &cfg, model: &resnet20()? })
         }
         "mobilenetv2-mnist" => {
-            let cfg = classify_config(profile, None, MOBILENETV2)?;
+            let cfg = classify_config(profile, MOBILENETV2)?;
             finished(runs, &run_name, &Resolved { train: &cfg, model: &mobilenetv2()? })
         }
         "edsr-mini-photos" => {
