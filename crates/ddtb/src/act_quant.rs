@@ -289,6 +289,13 @@ mod tests {
         // Through forward_t's dynamic branch: the gate's own logits reach `quantize_gated`.
         let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
         let q = q.with_gate(DynamicGate::new(1, 32, false, vb.pp("gate")).unwrap()).unwrap();
+        // Fixed gate weights (the initialisation draws from candle's unseeded generator): W1 all
+        // +1, W2 rows +1 and -1, so two different positive sample means give non-zero logits.
+        let w2: Vec<f32> = (0..64).map(|i| if i < 32 { 1.0 } else { -1.0 }).collect();
+        let vars = map.data().lock().unwrap();
+        vars["gate.w1"].set(&Tensor::ones((32, 1), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        vars["gate.w2"].set(&Tensor::from_vec(w2, (2, 32), &Device::Cpu).unwrap()).unwrap();
+        drop(vars);
         q.set_phase(Phase::Dynamic).unwrap();
         // A constant gate input (both samples alike, one channel) quantizes instead of failing.
         q.forward_t(&x, false).expect("a constant gate input");
