@@ -5,7 +5,7 @@ use anyhow::Result;
 use candle_core::Device;
 use compress_core::cost::Cost;
 use compress_nn::zoo::*;
-use compress_nn::{ArchConfig, Architecture, Network};
+use compress_nn::{AnalyticCost, Architecture, Network};
 
 struct Row {
     model: &'static str,
@@ -21,7 +21,10 @@ fn row<A: Architecture>(
     cfg: A::Config,
     published: &'static str,
     count: bool,
-) -> Result<Row> {
+) -> Result<Row>
+where
+    A::Config: AnalyticCost,
+{
     let counted = if count { Some(Network::<A>::new(cfg.clone(), 0, &Device::Cpu)?.counted_cost()?) } else { None };
     Ok(Row { model, setting, analytic: cfg.cost(), counted, published })
 }

@@ -46,12 +46,15 @@ impl FakeQuant {
 }
 
 /// How many quantization sites one scope saw.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sites {
     /// Activation outputs quantized (ReLU / ReLU6 of the toolkit's layers).
     pub activations: usize,
     /// Weights quantized (the toolkit's `Conv2d` and `Linear`).
     pub weights: usize,
+    /// The ids of the weight tensors quantized: a model's weight that is not among them ran
+    /// through a layer that is not the toolkit's (and stayed in full precision).
+    pub weight_ids: std::collections::HashSet<candle_core::TensorId>,
 }
 
 thread_local! {
@@ -71,11 +74,12 @@ pub fn with_sites<R>(q: &Arc<FakeQuant>, f: impl FnOnce() -> R) -> (R, Sites) {
     (r, mine.map(|(_, s)| s).unwrap_or_default())
 }
 
-/// The scope's quantizers, counting one weight site.
-fn current_weight_site() -> Option<Arc<FakeQuant>> {
+/// The scope's quantizers, counting one weight site for `w`.
+fn current_weight_site(w: &Tensor) -> Option<Arc<FakeQuant>> {
     SCOPE.with(|s| {
         s.borrow_mut().as_mut().map(|(q, sites)| {
             sites.weights += 1;
+            sites.weight_ids.insert(w.id());
             q.clone()
         })
     })
@@ -88,7 +92,7 @@ fn poisoned<T>(_: T) -> candle_core::Error {
 /// The weight a layer computes with: itself outside a scope, its per-output-channel fake
 /// quantization inside one.
 pub(crate) fn weight(w: &Tensor) -> Result<Tensor> {
-    match current_weight_site() {
+    match current_weight_site(w) {
         None => Ok(w.clone()),
         Some(q) => {
             let (lo, hi) = per_channel_minmax(w).map_err(candle_core::Error::wrap)?;
@@ -260,7 +264,8 @@ mod tests {
         let fc = Linear::new(4, 3, true, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu).pp("fc")).unwrap();
         let fq = FakeQuant::new(4, 4, RangeRule::Legacy).unwrap();
         let (y, sites) = with_sites(&fq, || Activation::Relu.apply(&fc.forward(&x).unwrap()).unwrap());
-        assert_eq!(sites, Sites { activations: 1, weights: 1 });
+        let id = fc.weight().id();
+        assert_eq!(sites, Sites { activations: 1, weights: 1, weight_ids: [id].into() });
         assert_eq!(y.dims(), &[2, 3]);
     }
 }

@@ -16,11 +16,13 @@ pub mod pretrained;
 pub mod probe;
 pub mod pytorchcv;
 mod scope;
+pub mod stack;
 pub mod structure;
 pub mod weights;
 pub mod zoo;
 
 pub use error::{NnError, Result};
 pub use network::{
-    ArchConfig, Architecture, Model, Network, is_buffer, is_running_statistic, model_tensors, trainable_vars,
+    AnalyticCost, ArchConfig, Architecture, Model, Network, is_buffer, is_running_statistic, model_tensors,
+    trainable_vars,
 };

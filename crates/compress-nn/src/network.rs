@@ -19,6 +19,11 @@ pub trait ArchConfig: Clone + std::fmt::Debug {
     fn groups(&self) -> Vec<ChannelGroup>;
     /// `[C, H, W]` of one input sample.
     fn input_shape(&self) -> [usize; 3];
+}
+
+/// A config whose cost has a closed form (the zoo's). Any model's cost can be measured by a
+/// counting forward pass ([`Network::counted_cost`]); the zoo's tests check the two agree.
+pub trait AnalyticCost: ArchConfig {
     /// Analytic cost of one forward pass on one sample.
     fn cost(&self) -> Cost;
 }
@@ -144,7 +149,20 @@ impl<A: Architecture> Network<A> {
     pub fn new(config: A::Config, seed: u64, device: &Device) -> Result<Self> {
         let varmap = VarMap::new();
         let model = A::build(&config, seeded_builder(&varmap, seed, DType::F32, device))?;
-        Ok(Self { config, varmap, model, device: device.clone() })
+        let net = Self { config, varmap, model, device: device.clone() };
+        net.check_declaration()?;
+        Ok(net)
+    }
+
+    /// Checks the config's channel groups against the built variables
+    /// ([`crate::structure::check_groups`]): a wrong declaration is an error naming the entry,
+    /// found when the model is built rather than as a shape error in the middle of a surgery.
+    pub fn check_declaration(&self) -> Result<()> {
+        let shapes: BTreeMap<String, Vec<usize>> = {
+            let data = self.varmap.data().lock().map_err(|_| config_err("VarMap lock poisoned"))?;
+            data.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect()
+        };
+        crate::structure::check_groups(&self.config.groups(), &shapes).map_err(config_err)
     }
 
     /// A model whose variables are exactly `tensors` (every tensor the model needs must be
@@ -171,6 +189,7 @@ impl<A: Architecture> Network<A> {
             let missing = need.iter().find(|k| !tensors.contains_key(*k)).cloned().unwrap_or_default();
             return Err(NnError::MissingTensor { name: missing, context: None });
         }
+        built.check_declaration()?;
         Ok(built)
     }
 
@@ -317,6 +336,29 @@ impl<A: Architecture> Network<A> {
             tensors.insert(m.tensor.clone(), permuted);
         }
         Self::from_tensors(self.config.clone(), &tensors, &self.device)
+    }
+
+    /// Checks the channel groups against the forward pass itself: every prunable group keeps a
+    /// seeded random half of its channels, and the masked model ([`Network::masked`]) and the
+    /// pruned one ([`Network::prune`]) run on `x` in eval mode. Returns the largest difference
+    /// relative to the output's magnitude: about 1e-6 when the declaration is right; a missed
+    /// residual join or consumer leaves the two models computing different functions.
+    pub fn check_surgery(&self, x: &Tensor, seed: u64) -> Result<f32> {
+        use rand::seq::SliceRandom;
+        let mut rng = compress_core::rng::SeededRng::new(seed).stream("check_surgery", 0);
+        let mut kept = BTreeMap::new();
+        for g in self.config.groups().into_iter().filter(|g| g.prunable && g.width > 1) {
+            let mut idx: Vec<usize> = (0..g.width).collect();
+            idx.shuffle(&mut rng);
+            idx.truncate(g.width.div_ceil(2));
+            idx.sort_unstable();
+            kept.insert(g.name, idx);
+        }
+        let masked = self.masked(&kept)?.forward_t(x, false)?;
+        let pruned = self.prune(&kept)?.forward_t(x, false)?;
+        let diff = (&masked - &pruned)?.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let scale = masked.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?.max(1e-6);
+        Ok(diff / scale)
     }
 
     /// Saves every variable to a safetensors file, atomically (temporary file, then rename).

@@ -157,3 +157,42 @@ impl ChannelGroup {
         self
     }
 }
+
+/// Checks a declaration against a model's tensor shapes (`name -> dims`): every member's tensor
+/// exists and has the member's axis; the group's channels fit on that axis, and a member that is
+/// alone on its axis (no offset, one copy, no other group there) spans it exactly, so a wrong
+/// width is caught; a produced `<layer>.weight` whose `<layer>.bias` exists declares the bias in
+/// the same group. The error names the group and the entry that is wrong.
+pub fn check_groups(groups: &[ChannelGroup], shapes: &BTreeMap<String, Vec<usize>>) -> Result<(), String> {
+    let mut on_axis: BTreeMap<(&str, usize), usize> = BTreeMap::new();
+    for m in groups.iter().flat_map(|g| &g.members) {
+        *on_axis.entry((m.tensor.as_str(), m.axis)).or_default() += 1;
+    }
+    for g in groups {
+        for m in &g.members {
+            let wrong =
+                |what: String| format!("channel group {:?}, member {:?} axis {}: {what}", g.name, m.tensor, m.axis);
+            let dims = shapes.get(&m.tensor).ok_or_else(|| wrong("the model has no such tensor".into()))?;
+            let n = *dims.get(m.axis).ok_or_else(|| wrong(format!("the tensor has shape {dims:?}")))?;
+            let extent = m.extent(g.width);
+            let alone = m.offset == 0 && m.copies == 1 && on_axis[&(m.tensor.as_str(), m.axis)] == 1;
+            if extent > n || (alone && extent != n) {
+                return Err(wrong(format!(
+                    "{} channels x {} indices need {extent} entries, the tensor has {n} (shape {dims:?})",
+                    g.width, m.unit
+                )));
+            }
+            if m.role == Role::Produce
+                && let Some(layer) = m.tensor.strip_suffix(".weight")
+            {
+                let bias = format!("{layer}.bias");
+                let has_bias = shapes.get(&bias).is_some_and(|d| d.len() == 1);
+                let is_norm = g.members.iter().any(|o| o.tensor == format!("{layer}.running_mean"));
+                if has_bias && !is_norm && !g.members.iter().any(|o| o.tensor == bias) {
+                    return Err(wrong(format!("{bias} exists but is not declared in the group")));
+                }
+            }
+        }
+    }
+    Ok(())
+}

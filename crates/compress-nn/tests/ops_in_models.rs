@@ -4,8 +4,9 @@
 mod common;
 
 use candle_core::Device;
+use compress_nn::AnalyticCost;
 use compress_nn::zoo::{MobileNetV2, MobileNetV2Config, ResNetCifar, ResNetCifarConfig};
-use compress_nn::{ArchConfig, Architecture, Network};
+use compress_nn::{Architecture, Network};
 
 /// The gradient of `mean(y^2)` for every variable, in f64 (the network's variables and input
 /// converted), with the toolkit's ops or with stock candle's.

@@ -1,7 +1,7 @@
 //! EDSR, SRResNet and RDN: published parameter counts, masked == pruned, a training step.
 mod common;
 
-use compress_nn::ArchConfig;
+use compress_nn::AnalyticCost;
 use compress_nn::zoo::*;
 
 fn close(got: u64, published: f64, tol: f64) -> bool {

@@ -4,6 +4,7 @@
 use crate::error::{Result, config_err};
 use crate::rates::kept_filters;
 use compress_nn::ArchConfig;
+use compress_nn::stack::StackConfig;
 use compress_nn::structure::Widths;
 use compress_nn::zoo::{BlockKind, ResNetCifarConfig, ResNetConfig, VggConfig};
 
@@ -71,6 +72,14 @@ impl LayerwiseRates for ResNetConfig {
             }
         }
         v
+    }
+}
+
+impl LayerwiseRates for StackConfig {
+    /// Every declared conv and hidden linear layer in forward order; a residual block's last
+    /// layer produces its input's group (so its rate must equal that group's other producers').
+    fn prunable_convs(&self) -> Vec<PrunableConv> {
+        self.producers().into_iter().map(|(conv, group)| PrunableConv::new(conv, group)).collect()
     }
 }
 

@@ -16,7 +16,7 @@ use candle_core::Device;
 use compress_data::batch::{Augment, ImageDataset};
 use compress_data::{embedded, mnist};
 use compress_nn::zoo::{EdsrConfig, MobileNetV2Config, ResNetCifarConfig};
-use compress_nn::{ArchConfig, Architecture, Network};
+use compress_nn::{Architecture, Network};
 use std::path::{Path, PathBuf};
 
 /// The baselines, by name.
@@ -144,7 +144,7 @@ where
     };
     run.plot("loss.svg", &format!("{name}: training loss"), "epoch", &[("train loss", series("loss"))])?;
     run.plot("accuracy.svg", &format!("{name}: test top-1 (%)"), "epoch", &[("top-1", series("top1"))])?;
-    let cost = net.config.cost();
+    let cost = net.counted_cost()?;
     let title = format!("{name}: dense baseline ({} MACs, {} params)", cost.macs, cost.params);
     let command = format!("cargo xtask train {}", name.split('-').next().unwrap_or(name));
     let report = Report::new(title, command, profile.name(), &[cfg.seed]).rows(vec![

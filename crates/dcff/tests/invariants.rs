@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // helpers of tests, not library code
 
 use candle_core::{DType, Device, Tensor, Var};
+use compress_nn::AnalyticCost;
 use compress_nn::zoo::{ResNet, ResNetCifar, ResNetCifarConfig, ResNetConfig, Vgg, VggConfig};
 use compress_nn::{ArchConfig, Architecture, Model};
 use compress_prune::{LayerwiseRates, compact_config, expand_resnet50, parse_cprate, top_k};

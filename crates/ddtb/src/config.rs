@@ -51,6 +51,12 @@ pub struct ArchDefaults {
 
 impl ArchDefaults {
     /// EDSR 0.3 / 99 / p1-p99, RDN 0.5 / 95 / min-max, SRResNet 0.1 / 99 / p1-p99.
+    /// EDSR's choices.
+    pub fn edsr() -> Self {
+        Self { dynamic_ratio: 0.3, act_percentile: 99.0, weight: WeightQuantizer::Percentile { lo: 1.0, hi: 99.0 } }
+    }
+
+    /// The choices for one of the paper's architectures.
     pub fn of(arch: &SrArch) -> Self {
         let p1p99 = WeightQuantizer::Percentile { lo: 1.0, hi: 99.0 };
         match arch {
@@ -61,13 +67,10 @@ impl ArchDefaults {
     }
 }
 
-/// Everything a run is configured by (written to its `config.toml`).
+/// What DDTB itself needs to know (spec sections 2.1-2.5 and 3): the quantizers, the dynamic
+/// layers and their gates. Apart from the training recipe ([`SrRecipe`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DdtbConfig {
-    /// The network.
-    pub arch: SrArch,
-    /// DDTB or a baseline.
-    pub arm: Arm,
+pub struct DdtbSettings {
     /// Bits of weights and activations.
     pub bits: u32,
     /// Fraction `r` of the called activation quantizers made dynamic.
@@ -82,6 +85,44 @@ pub struct DdtbConfig {
     pub gate_hidden: usize,
     /// Let gradients reach the gate's first layer (the official code's A2 blocks them).
     pub train_gate_first_layer: bool,
+}
+
+impl DdtbSettings {
+    /// The paper's settings at `bits` for a network like EDSR (dynamic ratio 0.3, 2-bit bounds
+    /// from the 99th activation percentile, p1-p99 weights); [`ArchDefaults`] has RDN's and
+    /// SRResNet's.
+    pub fn paper(bits: u32) -> Self {
+        Self::with_defaults(bits, &ArchDefaults::edsr())
+    }
+
+    /// The settings at `bits` with one architecture's choices.
+    pub fn with_defaults(bits: u32, d: &ArchDefaults) -> Self {
+        Self {
+            bits,
+            dynamic_ratio: d.dynamic_ratio,
+            bound_init: BoundInit::PercentileIf2Bit { percentile: d.act_percentile },
+            weight: d.weight,
+            weights_in_calibration: matches!(d.weight, WeightQuantizer::MinMax),
+            gate_hidden: 32,
+            train_gate_first_layer: false,
+        }
+    }
+
+    /// DDTB's quantization scheme: dual trainable bounds, the body-weight quantizer.
+    pub fn scheme(&self) -> QuantScheme {
+        QuantScheme {
+            bits: self.bits,
+            act: ActScheme::Ddtb(self.bound_init),
+            weight: Some(self.weight),
+            weights_in_calibration: self.weights_in_calibration,
+        }
+    }
+}
+
+/// The training recipe of spec 2.7: calibration, the two stages, Adam with two learning rates
+/// and the official StepLR, the loss weights.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SrRecipe {
     /// Calibration batches (official: the whole first epoch, 1000).
     pub calibration_batches: usize,
     /// Training iterations after calibration (official: 59 epochs x 1000).
@@ -112,26 +153,10 @@ pub struct DdtbConfig {
     pub seed: u64,
 }
 
-impl DdtbConfig {
-    /// The official recipe (spec sections 2.7 and 3) for `arch` at `bits` (W = A = bits).
-    pub fn paper(arch: SrArch, arm: Arm, bits: u32) -> Self {
-        let d = ArchDefaults::of(&arch);
-        let scale = arch.setting().scale;
-        let lr_patch = match (&arch, scale) {
-            (SrArch::Rdn(_), 4) => 24,
-            (SrArch::Rdn(_), _) => 32,
-            _ => 48,
-        };
+impl SrRecipe {
+    /// The official recipe with LR patches of `lr_patch` pixels.
+    pub fn paper(lr_patch: usize) -> Self {
         Self {
-            arch,
-            arm,
-            bits,
-            dynamic_ratio: d.dynamic_ratio,
-            bound_init: BoundInit::PercentileIf2Bit { percentile: d.act_percentile },
-            weight: d.weight,
-            weights_in_calibration: matches!(d.weight, WeightQuantizer::MinMax),
-            gate_hidden: 32,
-            train_gate_first_layer: false,
             calibration_batches: 1000,
             iterations: 59_000,
             stage1_iterations: 4_000,
@@ -149,13 +174,9 @@ impl DdtbConfig {
         }
     }
 
-    /// Checks the configuration.
+    /// Checks the recipe.
     pub fn validate(&self) -> Result<()> {
-        self.scheme().validate()?;
         let bad = |m: &str| Err(DdtbError::Config(m.into()));
-        if !(0.0..=1.0).contains(&self.dynamic_ratio) {
-            return bad("the dynamic ratio must be in [0, 1]");
-        }
         if self.iterations == 0 || self.rounds == 0 || self.batch == 0 || self.lr_patch == 0 {
             return bad("iterations, rounds, batch and patch must be at least 1");
         }
@@ -165,20 +186,7 @@ impl DdtbConfig {
         if !(self.lr > 0.0 && self.bound_lr > 0.0) {
             return bad("learning rates must be positive");
         }
-        if self.gate_hidden == 0 {
-            return bad("the gate needs at least one hidden unit");
-        }
         Ok(())
-    }
-
-    /// The student's quantization scheme for this arm.
-    pub fn scheme(&self) -> QuantScheme {
-        let (act, weight) = match self.arm {
-            Arm::Pams => (ActScheme::Pams, WeightQuantizer::SymMaxAbs),
-            Arm::PamsDdtbWeights => (ActScheme::Pams, self.weight),
-            Arm::Ddtb | Arm::DdtbNoGates => (ActScheme::Ddtb(self.bound_init), self.weight),
-        };
-        QuantScheme { bits: self.bits, act, weight: Some(weight), weights_in_calibration: self.weights_in_calibration }
     }
 
     /// StepLR milestones in optimizer steps: `lr_e = lr_0 gamma^floor((e - 1) / 10)` with epoch
@@ -186,6 +194,64 @@ impl DdtbConfig {
     pub fn lr_milestones(&self) -> Vec<u64> {
         let period = self.lr_step_epochs * self.epoch_iterations;
         (1..).map(|k| k * period - self.epoch_iterations).take_while(|m| *m < self.iterations).collect()
+    }
+}
+
+/// An experiment's run (written to its `config.toml`, flat): the network, the arm, DDTB's
+/// settings and the recipe.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DdtbConfig {
+    /// The network.
+    pub arch: SrArch,
+    /// DDTB or a baseline.
+    pub arm: Arm,
+    /// The method's settings (the baselines use their bits; PAMS its own quantizers).
+    #[serde(flatten)]
+    pub method: DdtbSettings,
+    /// The training recipe.
+    #[serde(flatten)]
+    pub recipe: SrRecipe,
+}
+
+impl DdtbConfig {
+    /// The official recipe (spec sections 2.7 and 3) for `arch` at `bits` (W = A = bits).
+    pub fn paper(arch: SrArch, arm: Arm, bits: u32) -> Self {
+        let d = ArchDefaults::of(&arch);
+        let scale = arch.setting().scale;
+        let lr_patch = match (&arch, scale) {
+            (SrArch::Rdn(_), 4) => 24,
+            (SrArch::Rdn(_), _) => 32,
+            _ => 48,
+        };
+        Self { arch, arm, method: DdtbSettings::with_defaults(bits, &d), recipe: SrRecipe::paper(lr_patch) }
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<()> {
+        self.scheme().validate()?;
+        self.recipe.validate()?;
+        if !(0.0..=1.0).contains(&self.method.dynamic_ratio) {
+            return Err(DdtbError::Config("the dynamic ratio must be in [0, 1]".into()));
+        }
+        if self.method.gate_hidden == 0 {
+            return Err(DdtbError::Config("the gate needs at least one hidden unit".into()));
+        }
+        Ok(())
+    }
+
+    /// The student's quantization scheme for this arm.
+    pub fn scheme(&self) -> QuantScheme {
+        let m = &self.method;
+        match self.arm {
+            Arm::Pams => QuantScheme { act: ActScheme::Pams, weight: Some(WeightQuantizer::SymMaxAbs), ..m.scheme() },
+            Arm::PamsDdtbWeights => QuantScheme { act: ActScheme::Pams, ..m.scheme() },
+            Arm::Ddtb | Arm::DdtbNoGates => m.scheme(),
+        }
+    }
+
+    /// StepLR milestones in optimizer steps ([`SrRecipe::lr_milestones`]).
+    pub fn lr_milestones(&self) -> Vec<u64> {
+        self.recipe.lr_milestones()
     }
 }
 
@@ -359,7 +425,7 @@ mod tests {
     #[test]
     fn the_engine_schedule_is_the_official_step_lr() {
         let cfg = DdtbConfig::paper(edsr(4), Arm::Ddtb, 2);
-        let schedule = crate::trainer::engine_config(&cfg).schedule;
+        let schedule = crate::trainer::engine_config(&cfg.recipe).schedule;
         // Training epoch e (1-based, e >= 2; epoch 1 calibrates) covers steps (e - 2) .. (e - 1) x 1000.
         for e in 2..=60usize {
             for step in [(e as u64 - 2) * 1000, (e as u64 - 1) * 1000 - 1] {
@@ -372,7 +438,7 @@ mod tests {
             }
         }
         assert_eq!(cfg.lr_milestones(), vec![9_000, 19_000, 29_000, 39_000, 49_000]);
-        assert_eq!(cfg.bound_lr / cfg.lr, 100.0);
+        assert_eq!(cfg.recipe.bound_lr / cfg.recipe.lr, 100.0);
     }
 
     #[test]
@@ -380,14 +446,23 @@ mod tests {
         let ok = DdtbConfig::paper(edsr(2), Arm::Ddtb, 2);
         ok.validate().unwrap();
         let bad = [
-            DdtbConfig { bits: 0, ..ok.clone() },
-            DdtbConfig { bits: 9, ..ok.clone() },
-            DdtbConfig { dynamic_ratio: 1.5, ..ok.clone() },
-            DdtbConfig { stage1_iterations: ok.iterations + 1, ..ok.clone() },
-            DdtbConfig { iterations: 0, ..ok.clone() },
-            DdtbConfig { bound_lr: 0.0, ..ok.clone() },
-            DdtbConfig { weight: WeightQuantizer::Percentile { lo: 1.0, hi: 101.0 }, ..ok.clone() },
-            DdtbConfig { arm: Arm::Pams, bits: 1, ..ok.clone() },
+            DdtbConfig { method: DdtbSettings { bits: 0, ..ok.method.clone() }, ..ok.clone() },
+            DdtbConfig { method: DdtbSettings { bits: 9, ..ok.method.clone() }, ..ok.clone() },
+            DdtbConfig { method: DdtbSettings { dynamic_ratio: 1.5, ..ok.method.clone() }, ..ok.clone() },
+            DdtbConfig {
+                recipe: SrRecipe { stage1_iterations: ok.recipe.iterations + 1, ..ok.recipe.clone() },
+                ..ok.clone()
+            },
+            DdtbConfig { recipe: SrRecipe { iterations: 0, ..ok.recipe.clone() }, ..ok.clone() },
+            DdtbConfig { recipe: SrRecipe { bound_lr: 0.0, ..ok.recipe.clone() }, ..ok.clone() },
+            DdtbConfig {
+                method: DdtbSettings {
+                    weight: WeightQuantizer::Percentile { lo: 1.0, hi: 101.0 },
+                    ..ok.method.clone()
+                },
+                ..ok.clone()
+            },
+            DdtbConfig { arm: Arm::Pams, method: DdtbSettings { bits: 1, ..ok.method.clone() }, ..ok.clone() },
         ];
         for c in bad {
             assert!(c.validate().is_err(), "{c:?}");
@@ -403,9 +478,9 @@ mod tests {
                 "rdn" => (0.5, 95.0),
                 _ => (0.1, 99.0),
             };
-            assert_eq!(c.dynamic_ratio, ratio);
-            assert_eq!(c.bound_init, BoundInit::PercentileIf2Bit { percentile: m });
-            assert_eq!(c.weight == WeightQuantizer::MinMax, r.model == "rdn");
+            assert_eq!(c.method.dynamic_ratio, ratio);
+            assert_eq!(c.method.bound_init, BoundInit::PercentileIf2Bit { percentile: m });
+            assert_eq!(c.method.weight == WeightQuantizer::MinMax, r.model == "rdn");
             assert_eq!(c.arch.setting().scale, r.scale);
         }
     }

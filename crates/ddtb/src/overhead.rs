@@ -36,30 +36,31 @@ impl StepTimes {
 pub fn step_times(cfg: &DdtbConfig, fp: &HashMap<String, Tensor>, train: &SrPairs, seconds: f64) -> Result<StepTimes> {
     let device = Device::Cpu;
     let rgb = f64::from(cfg.arch.setting().rgb_range);
-    let rng = SeededRng::new(cfg.seed);
-    let b = train.patch_batch(&mut rng.stream("bench", 0), cfg.batch, cfg.lr_patch, &device)?;
+    let rng = SeededRng::new(cfg.recipe.seed);
+    let b = train.patch_batch(&mut rng.stream("bench", 0), cfg.recipe.batch, cfg.recipe.lr_patch, &device)?;
     let (lr, hr) = ((b.lr * rgb)?, (b.hr * rgb)?);
 
-    let (fp_model, fp_vars) = student(&cfg.arch, &QuantScheme::full_precision(), fp, cfg.seed, &device)?;
+    let (fp_model, fp_vars) = student(&cfg.arch, &QuantScheme::full_precision(), fp, cfg.recipe.seed, &device)?;
     let mut fp_opt = Optimizer::new(OptimizerKind::adam(), all_params(&fp_vars, 0.0)?)?;
     let fp_step = || -> candle_core::Result<()> {
         let out = fp_model.forward_t(&lr, true).map_err(to_candle)?;
         let g = l1(&out.sr, &hr).map_err(candle_core::Error::wrap)?.backward()?;
-        fp_opt.step(&g, cfg.lr).map_err(candle_core::Error::wrap)
+        fp_opt.step(&g, cfg.recipe.lr).map_err(candle_core::Error::wrap)
     };
     let fp_s = median_seconds(2, 5, seconds, fp_step)?;
 
     let t = teacher(&cfg.arch, fp, &device)?;
-    let (model, vars) = student(&cfg.arch, &cfg.scheme(), fp, cfg.seed, &device)?;
-    let cal = calibrate(model.as_ref(), cfg, train, &device)?;
+    let (model, vars) = student(&cfg.arch, &cfg.scheme(), fp, cfg.recipe.seed, &device)?;
+    let cal =
+        calibrate(model.as_ref(), cfg.method.dynamic_ratio, &cfg.recipe, cfg.arch.setting().rgb_range, train, &device)?;
     if cfg.arm.gated() {
-        attach_gates(model.as_ref(), &vars, cfg, &cal)?;
+        attach_gates(model.as_ref(), &vars, &cfg.method, cfg.recipe.seed, &cal)?;
     }
     model.set_phase(Phase::Dynamic)?;
-    let mut opt = Optimizer::new(OptimizerKind::adam(), param_groups(&vars, cfg)?)?;
+    let mut opt = Optimizer::new(OptimizerKind::adam(), param_groups(&vars, &cfg.recipe)?)?;
     let q_step = || -> candle_core::Result<()> {
-        let loss = step_loss(cfg, t.as_ref(), model.as_ref(), &lr, &hr, false).map_err(to_candle)?;
-        opt.step(&loss.backward()?, cfg.lr).map_err(candle_core::Error::wrap)
+        let loss = step_loss(&cfg.recipe, t.as_ref(), model.as_ref(), &lr, &hr, false).map_err(to_candle)?;
+        opt.step(&loss.backward()?, cfg.recipe.lr).map_err(candle_core::Error::wrap)
     };
     let q_s = median_seconds(2, 5, seconds, q_step)?;
     Ok(StepTimes { fp: fp_s, quantized: q_s })

@@ -89,18 +89,18 @@ impl MiniSettings {
     pub fn config(&self, arm: Arm, seed: u64) -> Result<DdtbConfig> {
         let arch = SrArch::Edsr(EdsrConfig::new(2, 4, 32, 1.0)?);
         let mut c = DdtbConfig::paper(arch, arm, 2);
-        c.seed = seed;
-        c.iterations = self.iterations;
-        c.stage1_iterations = (self.stage1_fraction * self.iterations as f64).round() as u64;
+        c.recipe.seed = seed;
+        c.recipe.iterations = self.iterations;
+        c.recipe.stage1_iterations = (self.stage1_fraction * self.iterations as f64).round() as u64;
         // The official 60 epochs (the first is calibration) shortened to the run's length.
-        c.epoch_iterations = self.iterations.div_ceil(59).max(1);
-        c.calibration_batches = self.calibration_batches;
-        c.lr = self.lr;
-        c.bound_lr = self.bound_lr;
-        c.batch = self.batch;
-        c.lr_patch = self.lr_patch;
-        c.rounds = self.rounds;
-        c.weights_in_calibration = false;
+        c.recipe.epoch_iterations = self.iterations.div_ceil(59).max(1);
+        c.recipe.calibration_batches = self.calibration_batches;
+        c.recipe.lr = self.lr;
+        c.recipe.bound_lr = self.bound_lr;
+        c.recipe.batch = self.batch;
+        c.recipe.lr_patch = self.lr_patch;
+        c.recipe.rounds = self.rounds;
+        c.method.weights_in_calibration = false;
         Ok(c)
     }
 }
@@ -141,7 +141,7 @@ pub fn mini(s: &MiniSettings, ctx: &RunContext) -> Result<RunOutcome> {
     let jobs: Vec<(u64, Arm)> = s.seeds.iter().flat_map(|&seed| s.arms.iter().map(move |&arm| (seed, arm))).collect();
     let one = |&(seed, arm): &(u64, Arm), sub: &RunContext| -> Result<ArmResult> {
         let cfg = s.config(arm, seed)?;
-        let (mut run, resuming) = sub.arm(&format!("{}-seed{seed}", arm.key()), &engine_config(&cfg))?;
+        let (mut run, resuming) = sub.arm(&format!("{}-seed{seed}", arm.key()), &engine_config(&cfg.recipe))?;
         let (outcome, _) = trainer::train(&cfg, &fp, &train, &test, &mut run, resuming, device)?;
         let seconds_per_step = mean(outcome.history.iter().filter_map(|h| h["seconds_per_step"].as_f64()));
         if !ctx.is_quiet() {
@@ -322,7 +322,7 @@ pub fn placement(cfg: &DdtbConfig) -> Result<Placement> {
     Ok(Placement {
         quantized_convs: m.body_convs().iter().filter(|c| c.is_quantized()).count(),
         act_quants,
-        dynamic: (cfg.dynamic_ratio * act_quants as f64).floor() as usize,
+        dynamic: (cfg.method.dynamic_ratio * act_quants as f64).floor() as usize,
     })
 }
 
@@ -372,7 +372,7 @@ fn paper(ctx: &RunContext) -> Result<RunOutcome> {
             let train = SrPairs::load_dir(&image_dir("div2k", "DIV2K_train_HR"), r.scale)?;
             let set14 = SrPairs::load_dir(&image_dir("set14", "Set14_HR"), r.scale)?;
             let name = format!("{}-x{}-w{}", r.model, r.scale, r.bits);
-            let (mut arm_run, resuming) = ctx.arm(&name, &engine_config(&cfg))?;
+            let (mut arm_run, resuming) = ctx.arm(&name, &engine_config(&cfg.recipe))?;
             let (_, model) = trainer::train(&cfg, &fp, &train, &set14, &mut arm_run, resuming, device)?;
             for (k, (bname, sub)) in benches.iter().enumerate() {
                 let pairs = SrPairs::load_dir(&image_dir(bname, sub), r.scale)?;

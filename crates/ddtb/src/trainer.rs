@@ -6,11 +6,11 @@
 //! rates (bounds and the rest) and the official StepLR.
 
 use crate::act_quant::Phase;
-use crate::config::DdtbConfig;
+use crate::config::{DdtbConfig, DdtbSettings, SrRecipe};
 use crate::error::{DdtbError, Result};
 use crate::gate::DynamicGate;
 use crate::intensity::{dynamic_intensity, select_dynamic};
-use crate::models::{QuantSr, SrArch};
+use crate::models::{QuantSr, SrNet};
 use crate::scheme::QuantScheme;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -26,23 +26,24 @@ use serde_json::json;
 use std::collections::HashMap;
 
 /// The full-precision teacher: the same network code, no quantizers, frozen tensors.
-pub fn teacher(arch: &SrArch, fp: &HashMap<String, Tensor>, device: &Device) -> Result<Box<dyn QuantSr>> {
+pub fn teacher(net: &dyn SrNet, fp: &HashMap<String, Tensor>, device: &Device) -> Result<Box<dyn QuantSr>> {
     let vb = VarBuilder::from_tensors(fp.clone(), DType::F32, device);
-    arch.build(&QuantScheme::full_precision(), vb)
+    net.build(&QuantScheme::full_precision(), vb)
 }
 
 /// The student: `scheme`'s quantizers over a copy of the full-precision weights. Every tensor
 /// of `fp` must be a variable of the student (a mismatched checkpoint is an error); the
 /// quantizers' own variables start as their initialisation says.
 pub fn student(
-    arch: &SrArch,
+    net: &dyn SrNet,
     scheme: &QuantScheme,
     fp: &HashMap<String, Tensor>,
     seed: u64,
     device: &Device,
 ) -> Result<(Box<dyn QuantSr>, VarMap)> {
     let vars = VarMap::new();
-    let model = arch.build(scheme, compress_nn::init::seeded_builder(&vars, seed, DType::F32, device))?;
+    scheme.validate()?;
+    let model = net.build(scheme, compress_nn::init::seeded_builder(&vars, seed, DType::F32, device))?;
     let data = vars.data().lock().map_err(|_| DdtbError::Config("VarMap lock poisoned".into()))?;
     for (name, t) in fp {
         let v = data
@@ -68,16 +69,24 @@ pub struct Calibration {
     pub dynamic: Vec<String>,
 }
 
-/// Runs `batches` full-precision batches (eval mode, no gradients) through `model`, recording
-/// each quantizer's range (spec 2.4), and selects the `floor(r K)` most intense ones.
-pub fn calibrate(model: &dyn QuantSr, cfg: &DdtbConfig, train: &SrPairs, device: &Device) -> Result<Calibration> {
-    let rng = SeededRng::new(cfg.seed);
-    let rgb = f64::from(cfg.arch.setting().rgb_range);
-    let batches = (0..cfg.calibration_batches).map(|t| -> Result<Tensor> {
-        let b = train.patch_batch(&mut rng.stream("calibration", t as u64), cfg.batch, cfg.lr_patch, device)?;
+/// Runs the recipe's calibration batches (full precision, eval mode, no gradients, pixels at
+/// `rgb_range`) through `model`, recording each quantizer's range (spec 2.4), and selects the
+/// `floor(r K)` most intense ones.
+pub fn calibrate(
+    model: &dyn QuantSr,
+    ratio: f64,
+    recipe: &SrRecipe,
+    rgb_range: f32,
+    train: &SrPairs,
+    device: &Device,
+) -> Result<Calibration> {
+    let rng = SeededRng::new(recipe.seed);
+    let rgb = f64::from(rgb_range);
+    let batches = (0..recipe.calibration_batches).map(|t| -> Result<Tensor> {
+        let b = train.patch_batch(&mut rng.stream("calibration", t as u64), recipe.batch, recipe.lr_patch, device)?;
         Ok((b.lr * rgb)?)
     });
-    calibrate_on(model, cfg.dynamic_ratio, batches)
+    calibrate_on(model, ratio, batches)
 }
 
 /// [`calibrate`] on given LR batches (already at the model's pixel range).
@@ -104,8 +113,9 @@ pub fn calibrate_on(
 }
 
 /// Gives every selected quantizer a gate (variables `<site>.gate.*` in `vars`).
-pub fn attach_gates(model: &dyn QuantSr, vars: &VarMap, cfg: &DdtbConfig, cal: &Calibration) -> Result<()> {
-    let vb = compress_nn::init::seeded_builder(vars, cfg.seed, DType::F32, &device_of(vars)?);
+/// Gate weights are drawn from `seed`.
+pub fn attach_gates(model: &dyn QuantSr, vars: &VarMap, m: &DdtbSettings, seed: u64, cal: &Calibration) -> Result<()> {
+    let vb = compress_nn::init::seeded_builder(vars, seed, DType::F32, &device_of(vars)?);
     for q in model.act_quants() {
         if !cal.dynamic.contains(&q.name) {
             continue;
@@ -116,8 +126,8 @@ pub fn attach_gates(model: &dyn QuantSr, vars: &VarMap, cfg: &DdtbConfig, cal: &
             .ok_or_else(|| DdtbError::Config(format!("{}: no calibrated DDTB quantizer to gate", q.name)))?;
         q.attach_gate(DynamicGate::new(
             c,
-            cfg.gate_hidden,
-            cfg.train_gate_first_layer,
+            m.gate_hidden,
+            m.train_gate_first_layer,
             vb.pp(format!("{}.gate", q.name)),
         )?)?;
     }
@@ -175,10 +185,10 @@ pub fn keep_bounds_valid(vars: &VarMap) -> Result<Vec<String>> {
 }
 
 /// Two Adam groups: the bounds at `bound_lr`, everything else at `lr` (no weight decay).
-pub fn param_groups(vars: &VarMap, cfg: &DdtbConfig) -> Result<Vec<ParamGroup>> {
+pub fn param_groups(vars: &VarMap, recipe: &SrRecipe) -> Result<Vec<ParamGroup>> {
     let (bounds, rest): (Vec<_>, Vec<_>) = trainable(vars)?.into_iter().partition(|(n, _)| is_bound(n));
     Ok(vec![
-        ParamGroup { name: "bounds".into(), vars: bounds, lr_scale: cfg.bound_lr / cfg.lr, weight_decay: 0.0 },
+        ParamGroup { name: "bounds".into(), vars: bounds, lr_scale: recipe.bound_lr / recipe.lr, weight_decay: 0.0 },
         ParamGroup { name: "weights".into(), vars: rest, lr_scale: 1.0, weight_decay: 0.0 },
     ])
 }
@@ -212,7 +222,7 @@ pub fn evaluate(model: &dyn QuantSr, pairs: &SrPairs, rgb_range: f32, device: &D
 /// The loss of one training batch (spec 2.6): `w_l1 |SR - HR| + w_at AT(F_s, F_t)`, plus
 /// `R_gate` in stage 1; the teacher runs in eval mode and its feature carries no gradient.
 pub fn step_loss(
-    cfg: &DdtbConfig,
+    recipe: &SrRecipe,
     teacher: &dyn QuantSr,
     model: &dyn QuantSr,
     lr: &Tensor,
@@ -221,8 +231,8 @@ pub fn step_loss(
 ) -> Result<Tensor> {
     let target = teacher.forward_t(lr, false)?.feature.detach();
     let out = model.forward_t(lr, true)?;
-    let mut loss = (l1(&out.sr, hr)? * cfg.w_l1)?;
-    loss = (loss + (attention_transfer(&out.feature, &target)? * cfg.w_at)?)?;
+    let mut loss = (l1(&out.sr, hr)? * recipe.w_l1)?;
+    loss = (loss + (attention_transfer(&out.feature, &target)? * recipe.w_at)?)?;
     if stage1 && let Some(r) = gate_regulariser(model)? {
         loss = (loss + r)?;
     }
@@ -230,22 +240,22 @@ pub fn step_loss(
 }
 
 /// The training configuration the engine runs (rounds of evaluation, Adam, StepLR).
-pub fn engine_config(cfg: &DdtbConfig) -> TrainConfig {
+pub fn engine_config(recipe: &SrRecipe) -> TrainConfig {
     TrainConfig {
-        epochs: cfg.rounds,
-        batch_size: cfg.batch,
+        epochs: recipe.rounds,
+        batch_size: recipe.batch,
         accumulate: 1,
         optimizer: OptimizerKind::adam(),
         weight_decay: 0.0,
         no_decay_on_norm_and_bias: false,
         schedule: Schedule {
-            base_lr: cfg.lr,
-            decay: Decay::MultiStep { milestones: cfg.lr_milestones(), gamma: cfg.lr_gamma },
+            base_lr: recipe.lr,
+            decay: Decay::MultiStep { milestones: recipe.lr_milestones(), gamma: recipe.lr_gamma },
             warmup_steps: 0,
             warmup_start: 1.0,
         },
         label_smoothing: 0.0,
-        seed: cfg.seed,
+        seed: recipe.seed,
         checkpoint_every: 0,
         log_every: 50,
         stop_after_steps: None,
@@ -266,8 +276,9 @@ pub struct Outcome {
 }
 
 /// Trains `cfg`'s student from the full-precision weights `fp` on `train`, scoring `test` after
-/// each round; returns the outcome and the trained student. With `resume`, continues from the run's newest checkpoint (calibration is
-/// deterministic and repeated; bounds come from the checkpoint).
+/// each round; returns the outcome and the trained student. With `resume`, continues from the
+/// run's newest checkpoint (calibration is deterministic and repeated; bounds come from the
+/// checkpoint).
 pub fn train(
     cfg: &DdtbConfig,
     fp: &HashMap<String, Tensor>,
@@ -278,78 +289,169 @@ pub fn train(
     device: &Device,
 ) -> Result<(Outcome, Box<dyn QuantSr>)> {
     cfg.validate()?;
-    if train.scale != cfg.arch.setting().scale || test.scale != train.scale {
-        return Err(DdtbError::Config("the data's scale is not the model's".into()));
+    let job = Job {
+        net: &cfg.arch,
+        scheme: cfg.scheme(),
+        settings: &cfg.method,
+        gated: cfg.arm.gated(),
+        recipe: &cfg.recipe,
+        label: cfg.arm.key(),
+    };
+    job.run(fp, train, test, run, resume, device)
+}
+
+/// DDTB on any SR network (the paper's, or a user's [`SrNet`]): the student, built with DDTB's
+/// quantizers over a copy of the full-precision weights `fp`, is calibrated, gated, and trained
+/// by the recipe against the full-precision teacher on `train`'s patches, scored on `test` after
+/// each round. Returns the outcome and the trained student.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize(
+    net: &dyn SrNet,
+    settings: &DdtbSettings,
+    recipe: &SrRecipe,
+    fp: &HashMap<String, Tensor>,
+    train: &SrPairs,
+    test: &SrPairs,
+    run: &mut Run,
+    device: &Device,
+) -> Result<(Outcome, Box<dyn QuantSr>)> {
+    if !(0.0..=1.0).contains(&settings.dynamic_ratio) || settings.gate_hidden == 0 {
+        return Err(DdtbError::Config("the dynamic ratio must be in [0, 1] and the gate at least 1 wide".into()));
     }
-    let teacher = teacher(&cfg.arch, fp, device)?;
-    let (model, vars) = student(&cfg.arch, &cfg.scheme(), fp, cfg.seed, device)?;
-    let calibration = calibrate(model.as_ref(), cfg, train, device)?;
-    if cfg.arm.gated() {
-        attach_gates(model.as_ref(), &vars, cfg, &calibration)?;
-    }
-    let tc = engine_config(cfg);
-    let mut e = Engine::with_groups(&vars, param_groups(&vars, cfg)?, &tc, run, resume, device)?;
-    if e.state.step > 0 {
-        for q in model.act_quants() {
-            q.mark_initialised()?;
+    let job = Job { net, scheme: settings.scheme(), settings, gated: true, recipe, label: "ddtb" };
+    job.run(fp, train, test, run, false, device)
+}
+
+/// One quantization-aware training of a network: what is quantized and how, and the recipe.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    /// The network (its code and its pixel setting).
+    pub net: &'a dyn SrNet,
+    /// The student's quantizers (DDTB's, or a baseline's).
+    pub scheme: QuantScheme,
+    /// DDTB's settings (dynamic ratio, gate shape).
+    pub settings: &'a DdtbSettings,
+    /// Whether the dynamic layers get gates.
+    pub gated: bool,
+    /// The training recipe.
+    pub recipe: &'a SrRecipe,
+    /// Progress label.
+    pub label: &'a str,
+}
+
+impl Job<'_> {
+    /// Runs the training (see [`train`]).
+    pub fn run(
+        &self,
+        fp: &HashMap<String, Tensor>,
+        train: &SrPairs,
+        test: &SrPairs,
+        run: &mut Run,
+        resume: bool,
+        device: &Device,
+    ) -> Result<(Outcome, Box<dyn QuantSr>)> {
+        let (recipe, setting) = (self.recipe, self.net.setting());
+        recipe.validate()?;
+        if train.scale != setting.scale || test.scale != train.scale {
+            return Err(DdtbError::Config(format!(
+                "the data's scale is x{} (train) and x{} (test), the network's x{}",
+                train.scale, test.scale, setting.scale
+            )));
         }
+        let teacher = teacher(self.net, fp, device)?;
+        let (model, vars) = student(self.net, &self.scheme, fp, recipe.seed, device)?;
+        let ratio = self.settings.dynamic_ratio;
+        let calibration = calibrate(model.as_ref(), ratio, recipe, setting.rgb_range, train, device)?;
+        if self.gated {
+            attach_gates(model.as_ref(), &vars, self.settings, recipe.seed, &calibration)?;
+        }
+        self.fit(teacher.as_ref(), model, &vars, calibration, train, test, run, resume, device)
     }
-    let rgb = f64::from(cfg.arch.setting().rgb_range);
-    let per_round = cfg.iterations.div_ceil(cfg.rounds as u64) as usize;
-    let rng = SeededRng::new(cfg.seed);
-    while e.state.epoch < cfg.rounds {
-        let round = e.state.epoch;
-        let start = std::time::Instant::now();
-        let steps = per_round.min((cfg.iterations as usize).saturating_sub(round * per_round));
-        let pb = progress(run.quiet, steps as u64, &format!("{} round {}/{}", cfg.arm.key(), round + 1, cfg.rounds));
-        pb.set_position(e.state.next_batch as u64);
-        while e.state.next_batch < steps {
-            let stage1 = e.state.step < cfg.stage1_iterations;
-            model.set_phase(if stage1 { Phase::GateWarmup } else { Phase::Dynamic })?;
-            let b = train.patch_batch(&mut rng.stream("patches", e.state.step), cfg.batch, cfg.lr_patch, device)?;
-            let loss = step_loss(cfg, teacher.as_ref(), model.as_ref(), &(b.lr * rgb)?, &(b.hr * rgb)?, stage1)?;
-            e.state.loss_sum += f64::from(loss.to_scalar::<f32>()?);
-            e.state.loss_count += 1;
-            if e.micro_batch(&loss, run)? {
-                let fixed = keep_bounds_valid(&vars)?;
-                if !fixed.is_empty() {
-                    run.log(&json!({"step": e.state.step, "bounds_kept_valid": fixed}))?;
+
+    #[allow(clippy::too_many_arguments)]
+    fn fit(
+        &self,
+        teacher: &dyn QuantSr,
+        model: Box<dyn QuantSr>,
+        vars: &VarMap,
+        calibration: Calibration,
+        train: &SrPairs,
+        test: &SrPairs,
+        run: &mut Run,
+        resume: bool,
+        device: &Device,
+    ) -> Result<(Outcome, Box<dyn QuantSr>)> {
+        let (recipe, setting) = (self.recipe, self.net.setting());
+        let tc = engine_config(recipe);
+        let mut e = Engine::with_groups(vars, param_groups(vars, recipe)?, &tc, run, resume, device)?;
+        if e.state.step > 0 {
+            for q in model.act_quants() {
+                q.mark_initialised()?;
+            }
+        }
+        let rgb = f64::from(setting.rgb_range);
+        let per_round = recipe.iterations.div_ceil(recipe.rounds as u64) as usize;
+        let rng = SeededRng::new(recipe.seed);
+        while e.state.epoch < recipe.rounds {
+            let round = e.state.epoch;
+            let start = std::time::Instant::now();
+            let steps = per_round.min((recipe.iterations as usize).saturating_sub(round * per_round));
+            let pb =
+                progress(run.quiet, steps as u64, &format!("{} round {}/{}", self.label, round + 1, recipe.rounds));
+            pb.set_position(e.state.next_batch as u64);
+            while e.state.next_batch < steps {
+                let stage1 = e.state.step < recipe.stage1_iterations;
+                model.set_phase(if stage1 { Phase::GateWarmup } else { Phase::Dynamic })?;
+                let b = train.patch_batch(
+                    &mut rng.stream("patches", e.state.step),
+                    recipe.batch,
+                    recipe.lr_patch,
+                    device,
+                )?;
+                let loss = step_loss(recipe, teacher, model.as_ref(), &(b.lr * rgb)?, &(b.hr * rgb)?, stage1)?;
+                e.state.loss_sum += f64::from(loss.to_scalar::<f32>()?);
+                e.state.loss_count += 1;
+                if e.micro_batch(&loss, run)? {
+                    let fixed = keep_bounds_valid(vars)?;
+                    if !fixed.is_empty() {
+                        run.log(&json!({"step": e.state.step, "bounds_kept_valid": fixed}))?;
+                    }
                 }
+                e.state.next_batch += 1;
+                pb.inc(1);
+                if tc.log_every > 0 && e.state.step.is_multiple_of(tc.log_every) {
+                    run.log(&json!({"round": round, "step": e.state.step, "loss": e.epoch_loss(), "lr": e.lr()}))?;
+                }
+                e.after_step(run)?;
             }
-            e.state.next_batch += 1;
-            pb.inc(1);
-            if tc.log_every > 0 && e.state.step.is_multiple_of(tc.log_every) {
-                run.log(&json!({"round": round, "step": e.state.step, "loss": e.epoch_loss(), "lr": e.lr()}))?;
+            pb.finish_and_clear();
+            let train_seconds = start.elapsed().as_secs_f64();
+            let sc = evaluate(model.as_ref(), test, setting.rgb_range, device)?;
+            let rec = json!({
+                "epoch": round, "step": e.state.step, "loss": e.epoch_loss(), "psnr_y": sc.psnr, "ssim_y": sc.ssim,
+                "lr": e.lr(), "seconds": train_seconds, "seconds_per_step": train_seconds / steps.max(1) as f64,
+            });
+            e.end_epoch(rec, run)?;
+        }
+        let score = evaluate(model.as_ref(), test, setting.rgb_range, device)?;
+        let mut bounds = Vec::new();
+        let data = vars.data().lock().map_err(|_| DdtbError::Config("VarMap lock poisoned".into()))?;
+        let scalar = |k: &str| data.get(k).and_then(|v| v.as_tensor().to_scalar::<f32>().ok()).map(f64::from);
+        for q in model.act_quants() {
+            let (l, u, a) = (
+                scalar(&format!("{}.lower", q.name)),
+                scalar(&format!("{}.upper", q.name)),
+                scalar(&format!("{}.alpha", q.name)),
+            );
+            match (l, u, a) {
+                (Some(l), Some(u), _) => bounds.push((q.name.clone(), l, u)),
+                (_, _, Some(a)) => bounds.push((q.name.clone(), -a, a)),
+                _ => {}
             }
-            e.after_step(run)?;
         }
-        pb.finish_and_clear();
-        let train_seconds = start.elapsed().as_secs_f64();
-        let sc = evaluate(model.as_ref(), test, cfg.arch.setting().rgb_range, device)?;
-        let rec = json!({
-            "epoch": round, "step": e.state.step, "loss": e.epoch_loss(), "psnr_y": sc.psnr, "ssim_y": sc.ssim,
-            "lr": e.lr(), "seconds": train_seconds, "seconds_per_step": train_seconds / steps.max(1) as f64,
-        });
-        e.end_epoch(rec, run)?;
+        drop(data);
+        Ok((Outcome { score, history: e.state.history.clone(), calibration, bounds }, model))
     }
-    let score = evaluate(model.as_ref(), test, cfg.arch.setting().rgb_range, device)?;
-    let mut bounds = Vec::new();
-    let data = vars.data().lock().map_err(|_| DdtbError::Config("VarMap lock poisoned".into()))?;
-    let scalar = |k: &str| data.get(k).and_then(|v| v.as_tensor().to_scalar::<f32>().ok()).map(f64::from);
-    for q in model.act_quants() {
-        let (l, u, a) = (
-            scalar(&format!("{}.lower", q.name)),
-            scalar(&format!("{}.upper", q.name)),
-            scalar(&format!("{}.alpha", q.name)),
-        );
-        match (l, u, a) {
-            (Some(l), Some(u), _) => bounds.push((q.name.clone(), l, u)),
-            (_, _, Some(a)) => bounds.push((q.name.clone(), -a, a)),
-            _ => {}
-        }
-    }
-    drop(data);
-    Ok((Outcome { score, history: e.state.history.clone(), calibration, bounds }, model))
 }
 
 #[cfg(test)]

@@ -29,9 +29,9 @@ fn table5_configs_place_the_spec_quantizers() {
             _ => (32, 32, 3),
         };
         assert_eq!((p.quantized_convs, p.act_quants, p.dynamic), want, "{} x{} W{}", r.model, r.scale, r.bits);
-        assert_eq!(cfg.bits, r.bits);
-        assert_eq!((cfg.iterations, cfg.stage1_iterations, cfg.batch), (59_000, 4_000, 16));
-        assert_eq!((cfg.lr, cfg.bound_lr, cfg.w_at), (1e-4, 1e-2, 1000.0));
+        assert_eq!(cfg.method.bits, r.bits);
+        assert_eq!((cfg.recipe.iterations, cfg.recipe.stage1_iterations, cfg.recipe.batch), (59_000, 4_000, 16));
+        assert_eq!((cfg.recipe.lr, cfg.recipe.bound_lr, cfg.recipe.w_at), (1e-4, 1e-2, 1000.0));
         assert_eq!(cfg.arch.setting().rgb_range, 255.0);
     }
 }
@@ -48,24 +48,24 @@ fn fp_weights(arch: &SrArch) -> HashMap<String, Tensor> {
 fn one_step(model: &str, scale: usize, bits: u32) {
     let row = PAPER_TABLE.iter().find(|r| r.model == model && r.scale == scale && r.bits == bits).unwrap();
     let mut cfg: DdtbConfig = row.config().unwrap();
-    cfg.batch = 2;
-    cfg.lr_patch = 8;
+    cfg.recipe.batch = 2;
+    cfg.recipe.lr_patch = 8;
     let dev = Device::Cpu;
     let fp = fp_weights(&cfg.arch);
     let t = teacher(&cfg.arch, &fp, &dev).unwrap();
-    let (s, vars) = student(&cfg.arch, &cfg.scheme(), &fp, cfg.seed, &dev).unwrap();
+    let (s, vars) = student(&cfg.arch, &cfg.scheme(), &fp, cfg.recipe.seed, &dev).unwrap();
     let lr = (Tensor::rand(0f32, 1.0, (2, 3, 8, 8), &dev).unwrap() * 255.0).unwrap();
     let hr = (Tensor::rand(0f32, 1.0, (2, 3, 8 * scale, 8 * scale), &dev).unwrap() * 255.0).unwrap();
-    let cal = calibrate_on(s.as_ref(), cfg.dynamic_ratio, [Ok(lr.clone()), Ok((&lr * 0.5).unwrap())]).unwrap();
+    let cal = calibrate_on(s.as_ref(), cfg.method.dynamic_ratio, [Ok(lr.clone()), Ok((&lr * 0.5).unwrap())]).unwrap();
     assert_eq!(cal.dynamic.len(), placement(&cfg).unwrap().dynamic, "{model}: every site is called");
-    attach_gates(s.as_ref(), &vars, &cfg, &cal).unwrap();
-    let groups = param_groups(&vars, &cfg).unwrap();
+    attach_gates(s.as_ref(), &vars, &cfg.method, cfg.recipe.seed, &cal).unwrap();
+    let groups = param_groups(&vars, &cfg.recipe).unwrap();
     assert!(groups[0].vars.iter().all(|(n, _)| n.ends_with(".lower") || n.ends_with(".upper")));
     assert_eq!(groups[0].lr_scale, 100.0);
     let mut opt = compress_train::optim::Optimizer::new(compress_train::optim::OptimizerKind::adam(), groups).unwrap();
     for (stage1, phase) in [(true, Phase::GateWarmup), (false, Phase::Dynamic)] {
         s.set_phase(phase).unwrap();
-        let loss = step_loss(&cfg, t.as_ref(), s.as_ref(), &lr, &hr, stage1).unwrap();
+        let loss = step_loss(&cfg.recipe, t.as_ref(), s.as_ref(), &lr, &hr, stage1).unwrap();
         let v = loss.to_scalar::<f32>().unwrap();
         assert!(v.is_finite() && v > 0.0, "{model}: loss {v}");
         let g = loss.backward().unwrap();
@@ -90,7 +90,7 @@ fn one_step(model: &str, scale: usize, bits: u32) {
             let w2 = norm(g.get(gate_w2.as_tensor()));
             assert!(w2 > 0.0 && w2.is_finite(), "{model}: an applied gate's W2 gets gradient norm {w2}");
         }
-        opt.step(&g, cfg.lr).unwrap();
+        opt.step(&g, cfg.recipe.lr).unwrap();
     }
 }
 

@@ -42,10 +42,16 @@ pub trait TokenBackbone: Send + Sync {
     fn logits(&self, z: &Tensor, stage: Stage) -> Result<Tensor>;
     /// MACs of embedding a `g x g` patch grid (one image).
     fn embed_macs(&self, g: usize) -> u64;
-    /// MACs of all blocks on `t` tokens (section 2.9: `L (4 T D^2 + 2 T^2 D + 2 r T D^2)`).
-    fn blocks_macs(&self, t: usize) -> u64;
-    /// MACs of the classifier on a sequence of `t` tokens.
-    fn head_macs(&self, t: usize) -> u64;
+    /// MACs of all blocks on `t` tokens (section 2.9: `L (4 T D^2 + 2 T^2 D + 2 r T D^2)`); the
+    /// default counts standard blocks with an MLP ratio `r = 4` (override it otherwise).
+    fn blocks_macs(&self, t: usize) -> u64 {
+        vit_macs(t, self.dim(), self.depth(), 4 * self.dim())
+    }
+    /// MACs of the classifier on a sequence of `t` tokens; the default: one linear layer on
+    /// the class token, `D K`.
+    fn head_macs(&self, _t: usize) -> u64 {
+        (self.dim() * self.num_classes()) as u64
+    }
 }
 
 /// Section 2.9's block cost: `depth (4 T D^2 + 2 T^2 D + 2 r T D^2)` with `r = mlp / D`

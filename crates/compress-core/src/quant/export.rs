@@ -77,6 +77,49 @@ impl QuantizedTensor {
         Ok(Self { shape: dims, bits, codes: pack(&codes, bits), scale, zero_point })
     }
 
+    /// Exports `x` quantized by the asymmetric quantizer of GDFQ / IntraQ
+    /// ([`super::asym::asym_fake_quant`], one `lo <= hi` per tensor or per channel of axis 0):
+    /// code `q + 2^(b-1)`, zero point `2^(b-1) - z`, scale `s`, in the quantizer's own f32
+    /// arithmetic, so [`QuantizedTensor::dequantize`] gives its values bit for bit.
+    pub fn asym(x: &Tensor, lo: &Tensor, hi: &Tensor, bits: u32) -> Result<Self> {
+        check_bits(bits)?;
+        let dims = x.dims().to_vec();
+        let l: Vec<f32> = lo.detach().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let u: Vec<f32> = hi.detach().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let channels = l.len();
+        if channels == 0 || u.len() != channels || (channels != 1 && dims.first() != Some(&channels)) {
+            return Err(QuantError::Malformed(format!("{channels} / {} range ends for shape {dims:?}", u.len())));
+        }
+        if let Some((a, b)) = l.iter().zip(&u).find(|(a, b)| !(a.is_finite() && b.is_finite() && a <= b)) {
+            return Err(QuantError::Bounds { lower: f64::from(*a), upper: f64::from(*b) });
+        }
+        let v: Vec<f32> = x.detach().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let (n, half) = (((1u32 << bits) - 1) as f32, (1u32 << (bits - 1)) as f32);
+        let params: Vec<(f32, f32)> = l
+            .iter()
+            .zip(&u)
+            .map(|(&l, &u)| {
+                let s = n / (u - l).max(1e-8);
+                (s, (s * l).round_ties_even() + half)
+            })
+            .collect();
+        let per = v.len() / channels;
+        let codes: Vec<u8> = v
+            .iter()
+            .enumerate()
+            .map(|(i, &xi)| {
+                let (s, z) = params[if channels == 1 { 0 } else { i / per.max(1) }];
+                ((s * xi - z).round_ties_even().clamp(-half, half - 1.0) + half) as u8
+            })
+            .collect();
+        let zero_point: Vec<i32> = params.iter().map(|&(_, z)| half as i32 - z as i32).collect();
+        if let Some(z) = zero_point.iter().find(|z| z.unsigned_abs() > MAX_ZERO_POINT) {
+            return Err(QuantError::Malformed(format!("zero point {z} is beyond +-2^24 (not exact in f32)")));
+        }
+        let scale = params.iter().map(|&(s, _)| s).collect();
+        Ok(Self { shape: dims, bits, codes: pack(&codes, bits), scale, zero_point })
+    }
+
     /// Checks sizes and code ranges (data read from a file must pass before use).
     pub fn validate(&self) -> Result<()> {
         check_bits(self.bits)?;
@@ -191,6 +234,27 @@ mod tests {
     fn data(n: usize) -> Tensor {
         let v: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.4) * 3.0).collect();
         Tensor::from_vec(v, (4, n / 4), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn asym_export_dequantizes_to_the_asym_quantizer_bit_for_bit() {
+        let x = data(400);
+        let (lo, hi) = crate::quant::asym::per_channel_minmax(&x).unwrap();
+        let (lo_t, hi_t) = (Tensor::new(-0.7f32, &Device::Cpu).unwrap(), Tensor::new(1.9f32, &Device::Cpu).unwrap());
+        for bits in 1..=8 {
+            for (l, u) in [(&lo, &hi), (&lo_t, &hi_t)] {
+                let want = crate::quant::asym::asym_fake_quant(&x, l, u, bits).unwrap();
+                let q = QuantizedTensor::asym(&x, l, u, bits).unwrap();
+                let q = QuantizedTensor::from_bytes(&q.to_bytes().unwrap()).unwrap();
+                let got = q.dequantize(&Device::Cpu).unwrap();
+                let (a, b): (Vec<f32>, Vec<f32>) =
+                    (want.flatten_all().unwrap().to_vec1().unwrap(), got.flatten_all().unwrap().to_vec1().unwrap());
+                assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "bits {bits}");
+                assert!(q.unpacked().unwrap().iter().all(|&c| u32::from(c) < 1 << bits));
+            }
+        }
+        let bad = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        assert!(QuantizedTensor::asym(&x, &bad, &bad, 4).is_err(), "2 ranges for 4 channels");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::error::{Result, config_err};
 use crate::layers::{Activation, Linear};
-use crate::network::{ArchConfig, Architecture, replace_widths};
+use crate::network::{AnalyticCost, ArchConfig, Architecture, replace_widths};
 use crate::structure::{ChannelGroup, Widths};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;
@@ -76,7 +76,9 @@ impl ArchConfig for MlpConfig {
     fn input_shape(&self) -> [usize; 3] {
         self.input
     }
+}
 
+impl AnalyticCost for MlpConfig {
     fn cost(&self) -> Cost {
         self.layers().iter().fold(Cost::default(), |c, &(fin, fout)| {
             c + cost::linear(fin, fout, 1, true) + cost::elementwise(fout as u64)

@@ -7,7 +7,7 @@
 
 use crate::error::{Result, config_err};
 use crate::layers::{Activation, ConvBn, ConvSpec, Linear, WeightInit, global_avg_pool, max_pool2d};
-use crate::network::{ArchConfig, Architecture, replace_widths};
+use crate::network::{AnalyticCost, ArchConfig, Architecture, replace_widths};
 use crate::structure::{ChannelGroup, Widths};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;
@@ -185,7 +185,9 @@ impl ArchConfig for ResNetConfig {
     fn input_shape(&self) -> [usize; 3] {
         [self.in_channels, self.image_size, self.image_size]
     }
+}
 
+impl AnalyticCost for ResNetConfig {
     fn cost(&self) -> Cost {
         let (a, mut side) = self.stem_sides();
         let mut c = cost::conv2d(self.in_channels, self.stem(), 7, 1, a, a, false) + cost::norm(self.stem());

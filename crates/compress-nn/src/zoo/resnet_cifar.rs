@@ -7,7 +7,7 @@
 
 use crate::error::{Result, config_err};
 use crate::layers::{Activation, BatchNorm2d, Conv2d, ConvBn, ConvSpec, Linear, WeightInit, global_avg_pool};
-use crate::network::{ArchConfig, Architecture, replace_widths};
+use crate::network::{AnalyticCost, ArchConfig, Architecture, replace_widths};
 use crate::structure::{ChannelGroup, Widths};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;
@@ -155,7 +155,9 @@ impl ArchConfig for ResNetCifarConfig {
     fn input_shape(&self) -> [usize; 3] {
         [self.in_channels, self.image_size, self.image_size]
     }
+}
 
+impl AnalyticCost for ResNetCifarConfig {
     fn cost(&self) -> Cost {
         let s1 = self.side(1);
         let mut c = cost::conv2d(self.in_channels, self.stage(1), 3, 1, s1, s1, false) + cost::norm(self.stage(1));

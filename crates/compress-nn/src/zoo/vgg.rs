@@ -7,7 +7,7 @@
 
 use crate::error::{Result, config_err};
 use crate::layers::{Activation, BatchNorm2d, ConvBn, ConvSpec, Linear, max_pool2d};
-use crate::network::{ArchConfig, Architecture, replace_widths};
+use crate::network::{AnalyticCost, ArchConfig, Architecture, replace_widths};
 use crate::structure::{ChannelGroup, Member, Widths};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;
@@ -152,7 +152,9 @@ impl ArchConfig for VggConfig {
     fn input_shape(&self) -> [usize; 3] {
         [self.in_channels, self.image_size, self.image_size]
     }
+}
 
+impl AnalyticCost for VggConfig {
     fn cost(&self) -> Cost {
         let mut c = Cost::default();
         let mut cin = self.in_channels;

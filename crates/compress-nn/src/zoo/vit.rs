@@ -11,7 +11,7 @@
 use crate::count::record;
 use crate::error::{Result, config_err};
 use crate::layers::{Conv2d, ConvSpec, LayerNorm, Linear};
-use crate::network::{ArchConfig, Architecture, replace_widths};
+use crate::network::{AnalyticCost, ArchConfig, Architecture, replace_widths};
 use crate::structure::{ChannelGroup, Member, Widths};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;
@@ -156,7 +156,9 @@ impl ArchConfig for VitConfig {
     fn input_shape(&self) -> [usize; 3] {
         [self.in_channels, self.image_size, self.image_size]
     }
+}
 
+impl AnalyticCost for VitConfig {
     fn cost(&self) -> Cost {
         let (d, t, g) = (self.embed(), self.tokens(), self.grid());
         let mut c = cost::conv2d(self.in_channels, d, self.patch, 1, g, g, true);

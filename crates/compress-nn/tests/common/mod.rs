@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use compress_core::rng::SeededRng;
-use compress_nn::network::{ArchConfig, Architecture, Network};
+use compress_nn::network::{AnalyticCost, ArchConfig, Architecture, Network};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
@@ -69,7 +69,10 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 /// Masked model == physically pruned model, for several random kept sets, in eval and train mode.
-pub fn masked_equals_pruned<A: Architecture>(cfg: A::Config, trials: u64) {
+pub fn masked_equals_pruned<A: Architecture>(cfg: A::Config, trials: u64)
+where
+    A::Config: AnalyticCost,
+{
     for t in 0..trials {
         let net = Network::<A>::new(cfg.clone(), t, &Device::Cpu).expect("build");
         randomise(&net, 100 + t);
@@ -98,7 +101,10 @@ pub fn masked_equals_pruned<A: Architecture>(cfg: A::Config, trials: u64) {
 }
 
 /// Analytic cost == counting forward pass == parameter count of the variables.
-pub fn cost_is_consistent<A: Architecture>(cfg: A::Config) -> compress_core::cost::Cost {
+pub fn cost_is_consistent<A: Architecture>(cfg: A::Config) -> compress_core::cost::Cost
+where
+    A::Config: AnalyticCost,
+{
     let net = Network::<A>::new(cfg.clone(), 0, &Device::Cpu).expect("build");
     let counted = net.counted_cost().expect("count");
     let analytic = cfg.cost();

@@ -53,6 +53,28 @@ pub trait QuantSr: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A super-resolution network DDTB can quantize: code that builds it for a [`QuantScheme`]
+/// (an [`ActQuant`] at each activation site, a [`QuantConv2d`] for each body conv; with
+/// [`QuantScheme::full_precision`] it is the plain network, which is how the teacher is built)
+/// and its pixel setting. The paper's networks are the [`SrArch`] variants; a user's own network
+/// implements this trait (see `crates/ddtb/examples/tiny_sr.rs`).
+pub trait SrNet: std::fmt::Debug {
+    /// Builds the network under `vb`: the same variable names at every scheme, so full-precision
+    /// weights load into the quantized student.
+    fn build(&self, scheme: &QuantScheme, vb: VarBuilder) -> Result<Box<dyn QuantSr>>;
+    /// Scale, colours and pixel range (`rgb_range`: the network sees pixels in `[0, rgb_range]`).
+    fn setting(&self) -> SrSetting;
+}
+
+impl SrNet for SrArch {
+    fn build(&self, scheme: &QuantScheme, vb: VarBuilder) -> Result<Box<dyn QuantSr>> {
+        SrArch::build(self, scheme, vb)
+    }
+    fn setting(&self) -> SrSetting {
+        SrArch::setting(self)
+    }
+}
+
 /// The architectures DDTB quantizes.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SrArch {

@@ -16,7 +16,7 @@ pub use v2::{MobileNetV2, MobileNetV2Config};
 
 use crate::error::{Result, config_err};
 use crate::layers::{Activation, ConvBn, ConvSpec, Linear, WeightInit, global_avg_pool};
-use crate::network::{ArchConfig, Architecture, replace_widths};
+use crate::network::{AnalyticCost, ArchConfig, Architecture, replace_widths};
 use crate::structure::{ChannelGroup, Widths};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;

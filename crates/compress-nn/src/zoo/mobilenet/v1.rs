@@ -107,7 +107,9 @@ impl ArchConfig for MobileNetV1Config {
     fn input_shape(&self) -> [usize; 3] {
         [self.in_channels, self.image_size, self.image_size]
     }
+}
 
+impl AnalyticCost for MobileNetV1Config {
     fn cost(&self) -> Cost {
         let mut side = side_after(self.image_size, 2);
         let mut c = cost::conv2d(self.in_channels, self.w(None), 3, 1, side, side, false) + cost::norm(self.w(None));

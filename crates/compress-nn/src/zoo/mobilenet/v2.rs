@@ -191,7 +191,9 @@ impl ArchConfig for MobileNetV2Config {
     fn input_shape(&self) -> [usize; 3] {
         [self.in_channels, self.image_size, self.image_size]
     }
+}
 
+impl AnalyticCost for MobileNetV2Config {
     fn cost(&self) -> Cost {
         let stem = self.widths["stem"];
         let mut side = side_after(self.image_size, self.stem_stride);

@@ -81,7 +81,9 @@ impl ArchConfig for EdsrConfig {
     fn input_shape(&self) -> [usize; 3] {
         [self.setting.n_colors, self.setting.lr_size, self.setting.lr_size]
     }
+}
 
+impl AnalyticCost for EdsrConfig {
     fn cost(&self) -> Cost {
         let (s, f, nc) = (self.setting.lr_size, self.widths["features"], self.setting.n_colors);
         let mut c = cost::conv2d(nc, f, 3, 1, s, s, true);

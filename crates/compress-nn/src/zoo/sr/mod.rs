@@ -17,7 +17,7 @@ pub use srresnet::{SrResNet, SrResNetConfig};
 
 use crate::error::{Result, config_err};
 use crate::layers::{Activation, Conv2d, ConvBn, ConvSpec, PRelu, pixel_shuffle};
-use crate::network::{ArchConfig, Architecture, replace_widths};
+use crate::network::{AnalyticCost, ArchConfig, Architecture, replace_widths};
 use crate::structure::{ChannelGroup, Member, Widths};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;

@@ -108,7 +108,9 @@ impl ArchConfig for RdnConfig {
     fn input_shape(&self) -> [usize; 3] {
         [self.setting.n_colors, self.setting.lr_size, self.setting.lr_size]
     }
+}
 
+impl AnalyticCost for RdnConfig {
     fn cost(&self) -> Cost {
         let s = self.setting.lr_size;
         let (nc, g0, sfe, gff) =

@@ -72,7 +72,9 @@ impl ArchConfig for SrResNetConfig {
     fn input_shape(&self) -> [usize; 3] {
         [self.setting.n_colors, self.setting.lr_size, self.setting.lr_size]
     }
+}
 
+impl AnalyticCost for SrResNetConfig {
     fn cost(&self) -> Cost {
         let (s, f, nc) = (self.setting.lr_size, self.widths["features"], self.setting.n_colors);
         let mut c = cost::conv2d(nc, f, 9, 1, s, s, true) + Cost { macs: 0, params: 1, elementwise: 0 };

@@ -1,0 +1,1 @@
+//! Examples of the toolkit on models outside its zoo (see `examples/examples/`).
