@@ -33,4 +33,4 @@ pub use engine::{Hooks, NoHooks, TrainConfig};
 pub use error::{Result, TrainError};
 pub use harness::{Info, Outcome, Reproduction, RunContext};
 pub use record::Run;
-pub use report::{Report, ReportRow, Rule, Verdict};
+pub use report::{Report, ReportRow, Rule, Spread, Verdict};

@@ -14,6 +14,33 @@ pub enum Verdict {
     Info,
     /// The claim could not be judged here: a figure it needs was not measured.
     Missing,
+    /// The means over seeds point the claim's way, but the two arms' seed ranges overlap: the
+    /// margin is inside the spread, so the claim is not supported (it does not count as held).
+    WithinNoise,
+}
+
+/// One arm's figure over seeds: minimum, mean, maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// Smallest.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Largest.
+    pub max: f64,
+    /// Seeds.
+    pub n: usize,
+}
+
+impl Spread {
+    /// The spread of `values` (`None` for none).
+    pub fn of(values: &[f64]) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        Some(Self { min, mean: values.iter().sum::<f64>() / values.len() as f64, max, n: values.len() })
+    }
 }
 
 /// How a claim row's verdict follows from its figures. `b`, `m`, `p` are the row's baseline,
@@ -49,6 +76,38 @@ impl Rule {
             _ => Verdict::Missing,
         }
     }
+
+    /// The verdict on two arms' figures over seeds: the rule on the means, and for a claim that
+    /// one arm beats the other ([`Rule::Above`], or [`Rule::AtLeast`] with a margin >= 0) the
+    /// margin must also clear the spread: every seed of the method beats every seed of the
+    /// baseline (`min m > max b + margin`), else [`Verdict::WithinNoise`]. A non-inferiority
+    /// claim (`AtLeast` with a negative margin: "at most this much worse") and the other rules
+    /// judge the means.
+    pub fn judge_seeds(self, baseline: Option<Spread>, method: Option<Spread>) -> Verdict {
+        let v = self.judge(baseline.map(|b| b.mean), method.map(|m| m.mean), None);
+        match (self, baseline, method) {
+            (Rule::Above(x), Some(b), Some(m)) if v == Verdict::Holds && m.min <= b.max + x => Verdict::WithinNoise,
+            (Rule::AtLeast(x), Some(b), Some(m)) if x >= 0.0 && v == Verdict::Holds && m.min < b.max + x => {
+                Verdict::WithinNoise
+            }
+            _ => v,
+        }
+    }
+
+    /// The verdict that `arms` (figures per seed) are in descending order: each adjacent pair by
+    /// [`Rule::Above`]`(0)` over seeds; any pair that fails fails the order, else any pair
+    /// within noise makes it [`Verdict::WithinNoise`].
+    pub fn order_seeds(arms: &[&[f64]]) -> Verdict {
+        let pairs: Vec<Verdict> =
+            arms.windows(2).map(|w| Rule::Above(0.0).judge_seeds(Spread::of(w[1]), Spread::of(w[0]))).collect();
+        if pairs.iter().any(|v| *v == Verdict::Fails || *v == Verdict::Missing) {
+            Verdict::Fails
+        } else if pairs.contains(&Verdict::WithinNoise) {
+            Verdict::WithinNoise
+        } else {
+            Verdict::Holds
+        }
+    }
 }
 
 /// How a row's figures print.
@@ -79,6 +138,12 @@ pub struct ReportRow {
     /// How the figures print.
     #[serde(default)]
     pub format: Format,
+    /// The baseline's spread over seeds (its figure is the mean).
+    #[serde(default)]
+    pub baseline_spread: Option<Spread>,
+    /// The method's spread over seeds.
+    #[serde(default)]
+    pub method_spread: Option<Spread>,
 }
 
 impl ReportRow {
@@ -97,6 +162,32 @@ impl ReportRow {
             claim: note.into(),
             verdict: Verdict::Info,
             format: Format::Decimal,
+            baseline_spread: None,
+            method_spread: None,
+        }
+    }
+
+    /// A recorded figure per seed of each arm: the means, with their spreads.
+    pub fn info_seeds(setting: impl Into<String>, baseline: &[f64], method: &[f64], note: impl Into<String>) -> Self {
+        let (b, m) = (Spread::of(baseline), Spread::of(method));
+        Self { baseline_spread: b, method_spread: m, ..Self::info(setting, b.map(|x| x.mean), m.map(|x| x.mean), note) }
+    }
+
+    /// A claim on two arms' figures per seed ([`Rule::judge_seeds`]): the means print, with
+    /// their spreads, and a margin inside the spread is [`Verdict::WithinNoise`].
+    pub fn claim_seeds(
+        setting: impl Into<String>,
+        baseline: &[f64],
+        method: &[f64],
+        claim: impl Into<String>,
+        rule: Rule,
+    ) -> Self {
+        let (b, m) = (Spread::of(baseline), Spread::of(method));
+        Self {
+            verdict: rule.judge_seeds(b, m),
+            baseline_spread: b,
+            method_spread: m,
+            ..Self::claim(setting, b.map(|x| x.mean), m.map(|x| x.mean), claim, rule)
         }
     }
 
@@ -116,6 +207,8 @@ impl ReportRow {
             claim: claim.into(),
             verdict: rule.judge(baseline, method, None),
             format: Format::Decimal,
+            baseline_spread: None,
+            method_spread: None,
         }
     }
 
@@ -126,6 +219,13 @@ impl ReportRow {
         if let Some(rule) = rule {
             self.verdict = rule.judge(self.baseline, self.method, paper);
         }
+        self
+    }
+
+    /// The same row with the verdict `v` (computed from more than its two figures, e.g.
+    /// [`Rule::order_seeds`]).
+    pub fn with_verdict(mut self, v: Verdict) -> Self {
+        self.verdict = v;
         self
     }
 
@@ -260,15 +360,26 @@ impl Report {
         s += "\n\n| setting | baseline | method | paper | delta | claim | verdict |\n| --- | --- | --- | --- | --- | --- | --- |\n";
         for r in &self.rows {
             let f = |v: Option<f64>| v.map(|x| r.figure(x, d, false)).unwrap_or_else(|| "-".into());
+            // A figure over several seeds prints as `mean (min-max)`.
+            let g = |v: Option<f64>, sp: Option<Spread>| match sp {
+                Some(sp) if sp.n > 1 => {
+                    format!("{} ({}-{})", f(v), r.figure(sp.min, d, false), r.figure(sp.max, d, false))
+                }
+                _ => f(v),
+            };
+            let verdict = match r.verdict {
+                Verdict::WithinNoise => "Within noise".to_string(),
+                v => format!("{v:?}"),
+            };
             s += &format!(
-                "| {} | {} | {} | {} | {} | {} | {:?} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
                 r.setting,
-                f(r.baseline),
-                f(r.method),
+                g(r.baseline, r.baseline_spread),
+                g(r.method, r.method_spread),
                 f(r.paper),
                 r.delta(d),
                 r.claim,
-                r.verdict
+                verdict
             );
         }
         s + &self.notes
@@ -291,6 +402,39 @@ mod tests {
         assert_eq!(Rule::Above(0.0).judge(None, Some(1.0), None), Verdict::Missing);
         assert_eq!(Rule::PaperWithin(1.0).judge(Some(1.0), None, Some(1.0)), Verdict::Missing);
         assert_eq!(Rule::Holds(false).judge(None, None, None), Verdict::Fails);
+    }
+
+    #[test]
+    fn a_margin_inside_the_seed_spread_is_within_noise() {
+        let b = [89.0, 91.0, 93.0];
+        // Means 91 vs 94: holds on the means, but seed 0 of the method (92) is below seed 2 of
+        // the baseline (93).
+        let r = ReportRow::claim_seeds("top-1", &b, &[92.0, 95.0, 95.0], "m beats b", Rule::Above(0.0));
+        assert_eq!((r.baseline, r.method, r.verdict), (Some(91.0), Some(94.0), Verdict::WithinNoise));
+        let r = ReportRow::claim_seeds("top-1", &b, &[93.5, 95.0, 96.0], "m beats b", Rule::Above(0.0));
+        assert_eq!(r.verdict, Verdict::Holds);
+        let r = ReportRow::claim_seeds("top-1", &b, &[93.5, 95.0, 96.0], "by 1 pp", Rule::Above(1.0));
+        assert_eq!(r.verdict, Verdict::WithinNoise, "93.5 does not clear 93 + 1");
+        assert_eq!(ReportRow::claim_seeds("t", &b, &[80.0, 85.0, 90.0], "c", Rule::Above(0.0)).verdict, Verdict::Fails);
+        assert_eq!(Rule::AtLeast(0.0).judge_seeds(Spread::of(&[1.0, 2.0]), Spread::of(&[2.0, 3.0])), Verdict::Holds);
+        // Non-inferiority and equality claims judge the means.
+        assert_eq!(Rule::AtLeast(-0.5).judge_seeds(Spread::of(&[1.0, 3.0]), Spread::of(&[1.0, 2.4])), Verdict::Holds);
+        assert_eq!(Rule::order_seeds(&[&[3.0, 4.0], &[2.0, 2.5], &[1.0, 1.5]]), Verdict::Holds);
+        assert_eq!(Rule::order_seeds(&[&[3.0, 4.0], &[2.0, 3.5], &[1.0, 1.5]]), Verdict::WithinNoise);
+        assert_eq!(Rule::order_seeds(&[&[3.0, 4.0], &[1.0, 1.5], &[2.0, 2.5]]), Verdict::Fails);
+        assert_eq!(
+            ReportRow::claim_seeds("t", &b, &[90.0, 91.5, 92.0], "c", Rule::Within(1.0)).verdict,
+            Verdict::Holds
+        );
+        assert_eq!(ReportRow::claim_seeds("t", &[], &[1.0], "c", Rule::Above(0.0)).verdict, Verdict::Missing);
+        let md = Report::new("t", "c", "mini", &[0, 1, 2]).rows(vec![r]).markdown();
+        assert!(md.contains("| top-1 | 91.00 (89.00-93.00) | 94.83 (93.50-96.00) |"), "{md}");
+        let r2 = ReportRow::claim_seeds("x", &b, &[92.0, 95.0, 95.0], "c", Rule::Above(0.0));
+        let rep = Report::new("t", "c", "mini", &[0]).rows(vec![r2]);
+        assert!(rep.markdown().contains("| Within noise |"));
+        assert_eq!(rep.claims(), (0, 1));
+        let one = ReportRow::info_seeds("y", &[1.0], &[2.0], "-");
+        assert!(Report::new("t", "c", "m", &[0]).rows(vec![one]).markdown().contains("| y | 1.00 | 2.00 |"));
     }
 
     #[test]

@@ -19,7 +19,20 @@ fn smoke_reproduction_writes_a_report_whose_structural_claims_hold() {
     assert!(dir.join("report.md").is_file() && dir.join("accuracy_vs_flops.svg").is_file());
     assert_eq!((report.profile.as_str(), report.seeds.as_slice()), ("smoke", &[0u64][..]));
     assert!(report.title.starts_with("DCFF smoke:"), "a smoke report titled {:?}", report.title);
-    assert_eq!(report.rows.len(), 7);
+    assert_eq!(report.rows.len(), 9);
+    // Every arm's learning rate is the grid's best on the held-out training digits.
+    let arms: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("arms.json")).unwrap()).unwrap();
+    let table = arms["validation"].as_array().unwrap();
+    assert_eq!(table.len(), 2, "the smoke grid has two rates");
+    for (k, arm) in ["dcff", "scratch", "magnitude", "dense"].iter().enumerate() {
+        let best = table
+            .iter()
+            .map(|row| (row[0].as_f64().unwrap(), row[1][k].as_f64().unwrap()))
+            .fold((f64::NAN, f64::NEG_INFINITY), |b, (lr, v)| if v > b.1 { (lr, v) } else { b });
+        assert_eq!(arms["lrs"][arm].as_f64().unwrap(), best.0, "{arm}: {table:?}");
+    }
+    assert!(report.notes.contains("Chosen: (a) DCFF"), "{}", report.notes);
     // Claims (3) and (4) do not depend on the training budget: the official KL rule freezes the
     // selection from epoch 1, and extraction is exact.
     assert_eq!(report.rows[2].verdict, Verdict::Holds, "{:?}", report.rows[2]);

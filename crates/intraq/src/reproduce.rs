@@ -310,11 +310,11 @@ fn report(s: &MiniSettings, ctx: &RunContext, results: &[ArmResult], teacher_top
         })
         .collect();
     let ratio_ok = !pairs.is_empty() && pairs.iter().all(|(_, a, b)| *b >= 1.5 * a);
-    let (da, db) = (mean(pairs.iter().map(|p| p.1)), mean(pairs.iter().map(|p| p.2)));
-    let mut rows = vec![ReportRow::claim(
-        "intra-class cosine distance of teacher features (synthetic)",
-        Some(da),
-        Some(db),
+    let (da, db): (Vec<f64>, Vec<f64>) = pairs.iter().map(|p| (p.1, p.2)).unzip();
+    let mut rows = vec![ReportRow::claim_seeds(
+        "intra-class cosine distance of teacher features (synthetic), mean (min-max)",
+        &da,
+        &db,
         format!(
             "(1) IntraQ's images are more diverse: B >= 1.5x A on every seed (B/A {}); real test digits {real:.3}",
             pairs.iter().map(|(_, a, b)| format!("{:.2}", b / a)).collect::<Vec<_>>().join(", ")
@@ -324,22 +324,25 @@ fn report(s: &MiniSettings, ctx: &RunContext, results: &[ArmResult], teacher_top
     let m = |arm: Arm, bits: (u32, u32), f: fn(&QuantOutcome) -> f64| {
         mean(results.iter().filter(|r| r.arm == arm).flat_map(|r| r.quant.iter()).filter(|q| q.bits == bits).map(f))
     };
+    let per = |arm: Arm, bits: (u32, u32), f: fn(&QuantOutcome) -> f64| -> Vec<f64> {
+        results.iter().filter(|r| r.arm == arm).flat_map(|r| r.quant.iter()).filter(|q| q.bits == bits).map(f).collect()
+    };
     for &bits in &s.bits {
         let (w, a) = bits;
-        rows.push(ReportRow::info(
+        rows.push(ReportRow::info_seeds(
             format!("W{w}A{a} top-1 (%) fine-tuned, final (A vs B)"),
-            Some(m(Arm::Baseline, bits, QuantOutcome::last)),
-            Some(m(Arm::IntraQ, bits, QuantOutcome::last)),
+            &per(Arm::Baseline, bits, QuantOutcome::last),
+            &per(Arm::IntraQ, bits, QuantOutcome::last),
             format!(
                 "(2) reported: B > A (best of evaluations: A {:.1}, B {:.1})",
                 m(Arm::Baseline, bits, QuantOutcome::best),
                 m(Arm::IntraQ, bits, QuantOutcome::best)
             ),
         ));
-        rows.push(ReportRow::info(
+        rows.push(ReportRow::info_seeds(
             format!("W{w}A{a} top-1 (%) calibrated, not fine-tuned (A vs B)"),
-            Some(m(Arm::Baseline, bits, |q| q.calibrated)),
-            Some(m(Arm::IntraQ, bits, |q| q.calibrated)),
+            &per(Arm::Baseline, bits, |q| q.calibrated),
+            &per(Arm::IntraQ, bits, |q| q.calibrated),
             "reported",
         ));
     }
