@@ -1,6 +1,6 @@
 //! Why the mini's W4A4 fine-tuning swings between evaluations (issue 26): the mini's teacher and
 //! arm B's synthetic digits (seed 0), then the same calibrated W4A4 student fine-tuned under a few
-//! recipes, evaluated on the 1,000 test digits every 25 steps. Not run in CI (about 3 minutes).
+//! recipes, evaluated on the 1,000 test digits every 25 steps. Not run in CI (about 5 minutes).
 //! Run: `cargo run --release -p intraq --example finetune_stability`
 use candle_core::Device;
 use compress_nn::fake_quant::Quantized;
@@ -25,7 +25,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("lr 1e-6, alpha 20, T 20", FinetuneConfig { eval_every: 25, lr: 1e-6, ..m.clone() }),
         ("lr 1e-5, alpha 1, T 20 (KD x400)", FinetuneConfig { eval_every: 25, kd_alpha: 1.0, ..m.clone() }),
         ("lr 1e-5, alpha 20, T 4 (KD x320)", FinetuneConfig { eval_every: 25, kd_t: 4.0, ..m.clone() }),
-        ("no momentum: lr 1e-5, KD x8000", FinetuneConfig { eval_every: 25, momentum: 0.0, ..m.clone() }),
     ];
     for (name, ft) in recipes {
         let student = Quantized::new(DigitCnn::from_tensors(&teacher.tensors()?, &dev)?, 4, 4, s.range_rule)?;

@@ -268,7 +268,18 @@ impl QuantOutcome {
     pub fn best(&self) -> f64 {
         self.evals.iter().copied().fold(f64::NEG_INFINITY, f64::max)
     }
+    /// The mean of the last [`SETTLED`] evaluations (all, if fewer): what the reports judge.
+    /// At the mini's distillation temperature (T = 20) W4A4 swings by up to 57 points between
+    /// evaluations 25 steps apart, whatever the learning rate (the `finetune_stability`
+    /// example), so a single final evaluation is a draw from that swing, not a result.
+    pub fn settled(&self) -> f64 {
+        let tail = &self.evals[self.evals.len().saturating_sub(SETTLED)..];
+        if tail.is_empty() { f64::NAN } else { tail.iter().sum::<f64>() / tail.len() as f64 }
+    }
 }
+
+/// Evaluations averaged by [`QuantOutcome::settled`].
+pub const SETTLED: usize = 3;
 
 /// Stage 2 for every bit-width of one synthetic set: a fresh student per bit-width, calibrated
 /// (top-1 measured), then fine-tuned with evaluations; runs are the context's arms
@@ -311,5 +322,20 @@ impl Stage2<'_> {
             out.push(QuantOutcome { arm: self.arm, bits: (w, a), calibrated, evals });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod settled_tests {
+    use super::*;
+
+    #[test]
+    fn settled_is_the_mean_of_the_last_three_evaluations() {
+        let q = |evals: Vec<f64>| QuantOutcome { arm: Arm::IntraQ, bits: (4, 4), calibrated: 50.0, evals };
+        let swing = q(vec![66.3, 66.1, 85.1, 22.9, 77.2, 39.0]);
+        assert!((swing.settled() - (22.9 + 77.2 + 39.0) / 3.0).abs() < 1e-12);
+        assert_eq!((swing.last(), swing.best()), (39.0, 85.1));
+        assert_eq!(q(vec![10.0, 20.0]).settled(), 15.0);
+        assert!(q(vec![]).settled().is_nan());
     }
 }

@@ -2,7 +2,7 @@
 //! the validated settings, mini-long with 1,000 synthesis iterations and 5 seeds, smoke).
 
 use crate::error::{IntraqError, Result};
-use crate::finetune::{FinetuneConfig, QuantOutcome, Stage2, top1};
+use crate::finetune::{FinetuneConfig, QuantOutcome, SETTLED, Stage2, top1};
 use crate::metrics::intra_class_cosine_distance;
 use crate::net::DigitCnn;
 use crate::synthesis::IntraqTerms;
@@ -330,11 +330,13 @@ fn report(s: &MiniSettings, ctx: &RunContext, results: &[ArmResult], teacher_top
     for &bits in &s.bits {
         let (w, a) = bits;
         rows.push(ReportRow::info_seeds(
-            format!("W{w}A{a} top-1 (%) fine-tuned, final (A vs B)"),
-            &per(Arm::Baseline, bits, QuantOutcome::last),
-            &per(Arm::IntraQ, bits, QuantOutcome::last),
+            format!("W{w}A{a} top-1 (%) fine-tuned, mean of the last {SETTLED} evaluations (A vs B)"),
+            &per(Arm::Baseline, bits, QuantOutcome::settled),
+            &per(Arm::IntraQ, bits, QuantOutcome::settled),
             format!(
-                "(2) reported: B > A (best of evaluations: A {:.1}, B {:.1})",
+                "(2) reported: B > A (final evaluation: A {:.1}, B {:.1}; best: A {:.1}, B {:.1})",
+                m(Arm::Baseline, bits, QuantOutcome::last),
+                m(Arm::IntraQ, bits, QuantOutcome::last),
                 m(Arm::Baseline, bits, QuantOutcome::best),
                 m(Arm::IntraQ, bits, QuantOutcome::best)
             ),
@@ -349,9 +351,9 @@ fn report(s: &MiniSettings, ctx: &RunContext, results: &[ArmResult], teacher_top
     if s.bits.contains(&(4, 4)) {
         for arm in [Arm::Baseline, Arm::IntraQ] {
             let cal = m(arm, (4, 4), |q| q.calibrated);
-            let ft = m(arm, (4, 4), QuantOutcome::last);
+            let ft = m(arm, (4, 4), QuantOutcome::settled);
             rows.push(ReportRow::claim(
-                format!("W4A4 {}: not fine-tuned vs fine-tuned top-1 (%)", arm.key()),
+                format!("W4A4 {}: not fine-tuned vs fine-tuned top-1 (%, last {SETTLED} evaluations)", arm.key()),
                 Some(cal),
                 Some(ft),
                 "sanity: not fine-tuned >= 40 % and fine-tuning adds >= 5 points",
@@ -386,12 +388,14 @@ fn report(s: &MiniSettings, ctx: &RunContext, results: &[ArmResult], teacher_top
             r.quant
                 .iter()
                 .map(|q| format!(
-                    "W{}A{} {:.1} -> {:.1} (best {:.1})",
+                    "W{}A{} {:.1} -> {:.1} (last {SETTLED} {:.1}, best {:.1}; every evaluation {:.1?})",
                     q.bits.0,
                     q.bits.1,
                     q.calibrated,
                     q.last(),
-                    q.best()
+                    q.settled(),
+                    q.best(),
+                    q.evals
                 ))
                 .collect::<Vec<_>>()
                 .join(", "),
