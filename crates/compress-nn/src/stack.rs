@@ -43,6 +43,8 @@ enum Step {
     Output { prefix: String, outputs: usize, bias: bool },
     /// A block whose output is added to its input (an identity shortcut).
     Residual(Vec<Step>),
+    /// `bias()` after a step that is not a layer (refused by `build`).
+    MisplacedBias,
 }
 
 /// A network's layers in forward order (see the [module](self) example).
@@ -85,8 +87,7 @@ impl Stack {
     pub fn bias(mut self) -> Self {
         match self.steps.last_mut() {
             Some(Step::Layer { bias, .. } | Step::Into { bias, .. } | Step::Output { bias, .. }) => *bias = true,
-            // Caught by `build`: a bias after a non-layer step.
-            _ => self.steps.push(Step::Flatten { positions: 0 }),
+            _ => self.steps.push(Step::MisplacedBias),
         }
         self
     }
@@ -167,9 +168,8 @@ fn check(
                     return Err(config_err(format!("stack: norm {prefix:?} before any layer")));
                 }
             }
-            Step::Flatten { positions: 0 } => {
-                return Err(config_err("stack: bias() must follow a layer, and flatten(0) is empty"));
-            }
+            Step::MisplacedBias => return Err(config_err("stack: bias() must follow a layer")),
+            Step::Flatten { positions: 0 } => return Err(config_err("stack: flatten(0) is empty")),
             Step::Flatten { .. } => {}
             Step::Output { prefix, outputs: n, .. } => {
                 name(prefix)?;
@@ -298,6 +298,7 @@ fn walk(
                 let input = *current;
                 walk(inner, widths, groups, current, unit, input);
             }
+            Step::MisplacedBias => {}
         }
     }
 }
