@@ -80,7 +80,8 @@ enum Task {
     /// conv layer), `onexn` (the 1xN kernel against dense and CSR; MobileNetV2 packed), `ddtb`
     /// (a W2A2 training step of each DDTB arm against the full-precision step), `cf-vit`
     /// (early-exit throughput at batch 1 and 64 against the fine-only ViT), `synth` (IntraQ's
-    /// image synthesis on ResNet-20, 32 x 32, batch 256).
+    /// image synthesis on ResNet-20, 32 x 32, batch 256), `clr-rnf` (the compact VGG-16 /
+    /// ResNet-56 forward against the unpruned one at batch 1 and 64).
     Bench {
         /// Which bench.
         #[arg(default_value = "train-step")]
@@ -170,6 +171,8 @@ fn main() -> std::process::ExitCode {
                 cf_vit::throughput::bench(std::path::Path::new("runs"), seconds.max(1.0))
                     .map(|t| print!("{t}"))
                     .map_err(Into::into)
+            } else if what == "clr-rnf" {
+                clr_rnf::bench::run(&mut std::io::stdout(), seconds.max(0.2)).map_err(Into::into)
             } else if what == "synth" {
                 intraq::synthesis::bench(steps).map(|t| println!("{t}")).map_err(Into::into)
             } else if what == "train-step" {
@@ -177,7 +180,9 @@ fn main() -> std::process::ExitCode {
             } else if what == "conv" {
                 compress_train::bench::conv_layer(&mut std::io::stdout(), steps).map_err(Into::into)
             } else {
-                Err(anyhow::anyhow!("unknown bench {what:?}; benches: train-step, conv, onexn, ddtb, cf-vit, synth"))
+                Err(anyhow::anyhow!(
+                    "unknown bench {what:?}; benches: train-step, conv, onexn, ddtb, cf-vit, synth, clr-rnf"
+                ))
             }
         }
         Task::Report => tasks::report(),

@@ -8,13 +8,14 @@ use compress_train::{Outcome, RunContext};
 use std::path::{Path, PathBuf};
 
 /// The methods that have landed, in the order `reproduce all` runs them.
-pub fn registry() -> [&'static dyn Reproduction; 5] {
+pub fn registry() -> [&'static dyn Reproduction; 6] {
     [
         &dcff::reproduce::DcffReproduction,
         &onexn::reproduce::OnexnReproduction,
         &intraq::reproduce::IntraqReproduction,
         &cf_vit::reproduce::CfVitReproduction,
         &ddtb::reproduce::DdtbReproduction,
+        &clr_rnf::reproduce::ClrRnfReproduction,
     ]
 }
 
@@ -22,7 +23,7 @@ pub fn registry() -> [&'static dyn Reproduction; 5] {
 pub const METHODS: [(&str, &str); 10] = [
     ("ddtb", "2-4 bit quantization of super-resolution networks"),
     ("cf-vit", "coarse-to-fine vision transformer"),
-    ("clr-rnf", "filter pruning by reciprocal neighbours"),
+    ("clr-rnf", "filter pruning by cross-layer ranking and reciprocal neighbours"),
     ("dcff", "dynamic-coded filter fusion"),
     ("optg", "gradient-driven unstructured sparsity"),
     ("intraq", "zero-shot quantization from synthetic images"),
@@ -259,6 +260,6 @@ mod tests {
         }
         assert!(l.contains("`mini-long`"), "{l}");
         let names: Vec<&str> = registry().iter().map(|r| r.info().name).collect();
-        assert_eq!(names, ["dcff", "onexn", "intraq", "cf-vit", "ddtb"]);
+        assert_eq!(names, ["dcff", "onexn", "intraq", "cf-vit", "ddtb", "clr-rnf"]);
     }
 }

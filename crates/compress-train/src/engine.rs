@@ -6,7 +6,7 @@ use crate::checkpoint::{self, LoopState};
 use crate::error::{Result, TrainError};
 use crate::optim::{Optimizer, OptimizerKind, all_params, decay_and_no_decay};
 use crate::record::Run;
-use crate::schedule::Schedule;
+use crate::schedule::{Decay, Schedule};
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -44,6 +44,26 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// The small experiments' recipe: SGD with momentum 0.9 (no Nesterov), weight decay on every
+    /// parameter, `decay` from `base_lr` without warm-up, no label smoothing, no checkpoints,
+    /// a log line every 10 steps.
+    pub fn sgd(epochs: usize, batch_size: usize, base_lr: f64, decay: Decay, weight_decay: f64, seed: u64) -> Self {
+        Self {
+            epochs,
+            batch_size,
+            accumulate: 1,
+            optimizer: OptimizerKind::sgd(0.9, false),
+            weight_decay,
+            no_decay_on_norm_and_bias: false,
+            schedule: Schedule { base_lr, decay, warmup_steps: 0, warmup_start: 1.0 },
+            label_smoothing: 0.0,
+            seed,
+            checkpoint_every: 0,
+            log_every: 10,
+            stop_after_steps: None,
+        }
+    }
+
     /// Checks the configuration is possible.
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 || self.accumulate == 0 || self.epochs == 0 {

@@ -18,8 +18,7 @@ use compress_nn::{Architecture, Model, Network};
 use compress_prune::{LayerwiseRates, Reduction, compact_config, magnitude_kept, measured_cost};
 use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
-use compress_train::optim::OptimizerKind;
-use compress_train::schedule::{Decay, Schedule};
+use compress_train::schedule::Decay;
 use compress_train::{Info, NoHooks, Outcome, ReportRow, Reproduction, Rule, Run, RunContext, TrainConfig, classify};
 use serde_json::json;
 
@@ -100,25 +99,8 @@ impl MiniSettings {
     ) -> TrainConfig {
         // The decay milestone in this phase's own step count.
         let milestone = (self.epochs - self.decayed_epochs).saturating_sub(first_epoch) * steps_per_epoch;
-        TrainConfig {
-            epochs,
-            batch_size: self.batch,
-            accumulate: 1,
-            optimizer: OptimizerKind::sgd(0.9, false),
-            weight_decay: self.weight_decay,
-            no_decay_on_norm_and_bias: false,
-            schedule: Schedule {
-                base_lr: lr,
-                decay: Decay::MultiStep { milestones: vec![milestone as u64], gamma: 0.1 },
-                warmup_steps: 0,
-                warmup_start: 1.0,
-            },
-            label_smoothing: 0.0,
-            seed,
-            checkpoint_every: 0,
-            log_every: 10,
-            stop_after_steps: None,
-        }
+        let decay = Decay::MultiStep { milestones: vec![milestone as u64], gamma: 0.1 };
+        TrainConfig::sgd(epochs, self.batch, lr, decay, self.weight_decay, seed)
     }
 }
 

@@ -1,6 +1,6 @@
 //! 2-D convolution with an optional bias: `y = conv2d(x, W) + b`, on the toolkit's CPU op.
 
-use crate::count::record;
+use crate::count::record_layer;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use compress_core::cost;
@@ -79,6 +79,8 @@ pub struct Conv2d {
     bias: Option<Tensor>,
     spec: ConvSpec,
     replacement: Option<super::Replacement>,
+    /// The variable prefix (what the per-layer count names the layer by).
+    prefix: String,
 }
 
 impl Conv2d {
@@ -108,7 +110,7 @@ impl Conv2d {
         } else {
             None
         };
-        Ok(Self { weight, bias, spec, replacement: super::replace::lookup(&vb.prefix()) })
+        Ok(Self { weight, bias, spec, replacement: super::replace::lookup(&vb.prefix()), prefix: vb.prefix() })
     }
 
     /// The weight tensor.
@@ -155,7 +157,8 @@ impl Conv2d {
         let s = self.spec;
         let (_, cout, oh, ow) = y.dims4()?;
         let bias_adds = if s.bias { (cout * oh * ow) as u64 } else { 0 };
-        record(cost::conv2d(x.dim(1)?, cout, s.kernel, s.groups, oh, ow, s.bias) + cost::elementwise(bias_adds));
+        let c = cost::conv2d(x.dim(1)?, cout, s.kernel, s.groups, oh, ow, s.bias) + cost::elementwise(bias_adds);
+        record_layer(&self.prefix, c);
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! Fully connected layer `y = x W^T + b` on `[.., fin]` inputs (weight `[fout, fin]`).
 
-use crate::count::record;
+use crate::count::record_layer;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use compress_core::cost;
@@ -13,6 +13,8 @@ pub struct Linear {
     fout: usize,
     bias: bool,
     replacement: Option<super::Replacement>,
+    /// The variable prefix (what the per-layer count names the layer by).
+    prefix: String,
 }
 
 impl Linear {
@@ -52,7 +54,7 @@ impl Linear {
         let w = vb.get_with_hints((fout, fin), "weight", w_init)?;
         let bias_t = if bias { Some(vb.get_with_hints(fout, "bias", b_init)?) } else { None };
         let replacement = super::replace::lookup(&vb.prefix());
-        Ok(Self { inner: candle_nn::Linear::new(w, bias_t), fin, fout, bias, replacement })
+        Ok(Self { inner: candle_nn::Linear::new(w, bias_t), fin, fout, bias, replacement, prefix: vb.prefix() })
     }
 
     /// The weight `[fout, fin]`.
@@ -71,7 +73,7 @@ impl Linear {
         crate::probe::record_linear(x);
         let tokens = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1) / x.dim(0)?.max(1);
         let bias_adds = if self.bias { (tokens * self.fout) as u64 } else { 0 };
-        record(cost::linear(self.fin, self.fout, tokens, self.bias) + cost::elementwise(bias_adds));
+        record_layer(&self.prefix, cost::linear(self.fin, self.fout, tokens, self.bias) + cost::elementwise(bias_adds));
         // One 2-D product over all leading dimensions (candle's batched form broadcasts the
         // weight and sums its gradient over the batch with a strided reduction), then the bias
         // as one op whose backward sums rows.
