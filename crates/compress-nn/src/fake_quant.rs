@@ -9,7 +9,17 @@
 use candle_core::{Result, Tensor};
 use compress_core::quant::{RangeRule, RunningRange, asym_fake_quant, check_bits, per_channel_minmax};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+/// Sites quantized at other bits than the scope's (FDDA's F8L8: the first and last layers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BitOverrides {
+    /// Weight bits by layer variable prefix (`features.conv0`, `fc`).
+    pub weights: BTreeMap<String, u32>,
+    /// Activation bits by site index (call order).
+    pub activations: BTreeMap<usize, u32>,
+}
 
 /// Bits and the activation ranges of one quantized model.
 #[derive(Debug)]
@@ -18,6 +28,8 @@ pub struct FakeQuant {
     pub wbits: u32,
     /// Activation bits.
     pub abits: u32,
+    /// Sites at other bits.
+    pub overrides: BitOverrides,
     /// How ranges average batch extrema.
     pub rule: RangeRule,
     /// One range per activation site, in call order (created on first use, running).
@@ -27,9 +39,15 @@ pub struct FakeQuant {
 impl FakeQuant {
     /// A quantizer set at `(wbits, abits)` with no site seen yet.
     pub fn new(wbits: u32, abits: u32, rule: RangeRule) -> Result<Arc<Self>> {
-        check_bits(wbits).map_err(candle_core::Error::wrap)?;
-        check_bits(abits).map_err(candle_core::Error::wrap)?;
-        Ok(Arc::new(Self { wbits, abits, rule, ranges: Mutex::new(Vec::new()) }))
+        Self::with_overrides(wbits, abits, BitOverrides::default(), rule)
+    }
+
+    /// A quantizer set at `(wbits, abits)` except the sites of `overrides`.
+    pub fn with_overrides(wbits: u32, abits: u32, overrides: BitOverrides, rule: RangeRule) -> Result<Arc<Self>> {
+        for b in [wbits, abits].iter().chain(overrides.weights.values()).chain(overrides.activations.values()) {
+            check_bits(*b).map_err(candle_core::Error::wrap)?;
+        }
+        Ok(Arc::new(Self { wbits, abits, overrides, rule, ranges: Mutex::new(Vec::new()) }))
     }
 
     /// Freezes (`false`) or releases (`true`) every range.
@@ -55,6 +73,10 @@ pub struct Sites {
     /// The ids of the weight tensors quantized: a model's weight that is not among them ran
     /// through a layer that is not the toolkit's (and stayed in full precision).
     pub weight_ids: std::collections::HashSet<candle_core::TensorId>,
+    /// Every weight site in call order: the layer's variable prefix and its bits.
+    pub weight_bits: Vec<(String, u32)>,
+    /// Every activation site's bits, in call order.
+    pub activation_bits: Vec<u32>,
 }
 
 thread_local! {
@@ -74,13 +96,15 @@ pub fn with_sites<R>(q: &Arc<FakeQuant>, f: impl FnOnce() -> R) -> (R, Sites) {
     (r, mine.map(|(_, s)| s).unwrap_or_default())
 }
 
-/// The scope's quantizers, counting one weight site for `w`.
-fn current_weight_site(w: &Tensor) -> Option<Arc<FakeQuant>> {
+/// The scope's quantizers and the bits of layer `prefix`, counting one weight site for `w`.
+fn current_weight_site(w: &Tensor, prefix: &str) -> Option<(Arc<FakeQuant>, u32)> {
     SCOPE.with(|s| {
         s.borrow_mut().as_mut().map(|(q, sites)| {
+            let bits = q.overrides.weights.get(prefix).copied().unwrap_or(q.wbits);
             sites.weights += 1;
             sites.weight_ids.insert(w.id());
-            q.clone()
+            sites.weight_bits.push((prefix.to_string(), bits));
+            (q.clone(), bits)
         })
     })
 }
@@ -89,14 +113,14 @@ fn poisoned<T>(_: T) -> candle_core::Error {
     candle_core::Error::Msg("fake-quant range lock poisoned".into())
 }
 
-/// The weight a layer computes with: itself outside a scope, its per-output-channel fake
+/// The weight layer `prefix` computes with: itself outside a scope, its per-output-channel fake
 /// quantization inside one.
-pub(crate) fn weight(w: &Tensor) -> Result<Tensor> {
-    match current_weight_site(w) {
+pub(crate) fn weight(w: &Tensor, prefix: &str) -> Result<Tensor> {
+    match current_weight_site(w, prefix) {
         None => Ok(w.clone()),
-        Some(q) => {
+        Some((_, bits)) => {
             let (lo, hi) = per_channel_minmax(w).map_err(candle_core::Error::wrap)?;
-            asym_fake_quant(w, &lo, &hi, q.wbits).map_err(candle_core::Error::wrap)
+            asym_fake_quant(w, &lo, &hi, bits).map_err(candle_core::Error::wrap)
         }
     }
 }
@@ -104,11 +128,14 @@ pub(crate) fn weight(w: &Tensor) -> Result<Tensor> {
 /// A ReLU / ReLU6 output: itself outside a scope, quantized per tensor by the next site's range
 /// inside one (the range moves first while running).
 pub(crate) fn activation(x: &Tensor) -> Result<Tensor> {
-    let Some((q, site)) = SCOPE.with(|s| {
+    let Some((q, site, bits)) = SCOPE.with(|s| {
         let mut s = s.borrow_mut();
         s.as_mut().map(|(q, sites)| {
+            let site = sites.activations;
+            let bits = q.overrides.activations.get(&site).copied().unwrap_or(q.abits);
             sites.activations += 1;
-            (q.clone(), sites.activations - 1)
+            sites.activation_bits.push(bits);
+            (q.clone(), site, bits)
         })
     }) else {
         return Ok(x.clone());
@@ -130,7 +157,7 @@ pub(crate) fn activation(x: &Tensor) -> Result<Tensor> {
     let dev = x.device();
     let lo_t = Tensor::new(lo as f32, dev)?.to_dtype(x.dtype())?;
     let hi_t = Tensor::new(hi.max(lo) as f32, dev)?.to_dtype(x.dtype())?;
-    asym_fake_quant(x, &lo_t, &hi_t, q.abits).map_err(candle_core::Error::wrap)
+    asym_fake_quant(x, &lo_t, &hi_t, bits).map_err(candle_core::Error::wrap)
 }
 
 /// A model whose every forward runs under its [`FakeQuant`] scope: the quantized student of a
@@ -232,6 +259,39 @@ mod tests {
         assert!(FakeQuant::new(0, 4, RangeRule::Legacy).is_err());
     }
 
+    #[test]
+    fn overridden_sites_use_their_own_bits() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let conv = Conv2d::new(2, 4, ConvSpec::same(3), vb.pp("c")).unwrap();
+        let fc = Linear::new(4, 3, true, vb.pp("fc")).unwrap();
+        let x = Tensor::arange(0f32, 100.0, &dev).unwrap().reshape((2, 2, 5, 5)).unwrap().sin().unwrap();
+        let overrides = BitOverrides { weights: [("fc".to_string(), 8)].into(), activations: [(1, 8)].into() };
+        let q = FakeQuant::with_overrides(2, 2, overrides, RangeRule::BiasCorrected).unwrap();
+        let ((levels_a0, levels_a1), sites) = with_sites(&q, || {
+            let a0 = Activation::Relu.apply(&conv.forward(&x).unwrap()).unwrap();
+            let a1 = Activation::Relu.apply(&(conv.forward(&x).unwrap() * 0.5).unwrap()).unwrap();
+            fc.forward(&a1.mean((2, 3)).unwrap()).unwrap();
+            let count = |t: &Tensor| {
+                let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                v.sort_by(f32::total_cmp);
+                v.dedup();
+                v.len()
+            };
+            (count(&a0), count(&a1))
+        });
+        assert_eq!(
+            sites.weight_bits,
+            [("c".to_string(), 2), ("c".to_string(), 2), ("fc".to_string(), 8)],
+            "every call"
+        );
+        assert_eq!(sites.activation_bits, [2, 8]);
+        assert!(levels_a0 <= 4 && levels_a1 > 4, "{levels_a0} / {levels_a1}");
+        let wrong = BitOverrides { weights: [("fc".to_string(), 0)].into(), ..Default::default() };
+        assert!(FakeQuant::with_overrides(4, 4, wrong, RangeRule::Plain).is_err());
+    }
+
     /// A network of candle's own layers: nothing would be quantized, so the student refuses it.
     struct PlainCandle {
         vm: VarMap,
@@ -265,7 +325,14 @@ mod tests {
         let fq = FakeQuant::new(4, 4, RangeRule::Legacy).unwrap();
         let (y, sites) = with_sites(&fq, || Activation::Relu.apply(&fc.forward(&x).unwrap()).unwrap());
         let id = fc.weight().id();
-        assert_eq!(sites, Sites { activations: 1, weights: 1, weight_ids: [id].into() });
+        let expect = Sites {
+            activations: 1,
+            weights: 1,
+            weight_ids: [id].into(),
+            weight_bits: vec![("fc".to_string(), 4)],
+            activation_bits: vec![4],
+        };
+        assert_eq!(sites, expect);
         assert_eq!(y.dims(), &[2, 3]);
     }
 }

@@ -46,17 +46,41 @@ pub struct GenConfig {
     pub inner_eps: f64,
     /// Label conditioning.
     pub conditioning: Conditioning,
+    /// Channels of the first feature map and of the two inner convs' outputs (GDFQ: 128, 128,
+    /// 64; FDDA's MNIST mini: 32, 16, 8).
+    #[serde(default = "gdfq_widths")]
+    pub widths: [usize; 3],
+}
+
+fn gdfq_widths() -> [usize; 3] {
+    [128, 128, 64]
 }
 
 impl GenConfig {
     /// GDFQ's CIFAR generator (32 x 32 images).
     pub fn cifar(classes: usize) -> Self {
-        Self { latent: 100, classes, init_size: 8, channels: 3, inner_eps: 0.8, conditioning: Conditioning::EmbedMul }
+        Self {
+            latent: 100,
+            classes,
+            init_size: 8,
+            channels: 3,
+            inner_eps: 0.8,
+            conditioning: Conditioning::EmbedMul,
+            widths: gdfq_widths(),
+        }
     }
 
     /// GDFQ's ImageNet generator (224 x 224 images).
     pub fn imagenet(classes: usize) -> Self {
-        Self { latent: 100, classes, init_size: 56, channels: 3, inner_eps: 0.8, conditioning: Conditioning::CondBn }
+        Self {
+            latent: 100,
+            classes,
+            init_size: 56,
+            channels: 3,
+            inner_eps: 0.8,
+            conditioning: Conditioning::CondBn,
+            widths: gdfq_widths(),
+        }
     }
 
     /// Output image side.
@@ -65,7 +89,12 @@ impl GenConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.latent == 0 || self.classes == 0 || self.init_size == 0 || self.channels == 0 {
+        if self.latent == 0
+            || self.classes == 0
+            || self.init_size == 0
+            || self.channels == 0
+            || self.widths.contains(&0)
+        {
             return Err(SynthError::Config(format!("generator needs non-zero sizes, got {self:?}")));
         }
         if self.inner_eps.is_nan() || self.inner_eps <= 0.0 {
@@ -192,18 +221,19 @@ impl CondGenerator {
         let s = cfg.init_size;
         let bound = 1.0 / (cfg.latent as f64).sqrt();
         let u = candle_nn::Init::Uniform { lo: -bound, up: bound };
-        let l1_w = vb.get_with_hints((128 * s * s, cfg.latent), "l1.weight", u)?;
-        let l1_b = vb.get_with_hints(128 * s * s, "l1.bias", u)?;
+        let [w0, w1, w2] = cfg.widths;
+        let l1_w = vb.get_with_hints((w0 * s * s, cfg.latent), "l1.weight", u)?;
+        let l1_b = vb.get_with_hints(w0 * s * s, "l1.bias", u)?;
         let cond = Some(cfg.conditioning);
         let conv = |cin, cout, name: &str| Conv2d::new(cin, cout, ConvSpec::same(3).with_bias(), vb.pp(name));
         let (k, eps) = (cfg.classes, cfg.inner_eps);
         Ok(Self {
-            bn0: GenBn::new(128, 1e-5, cond, k, vb.pp("bn0"))?,
-            conv1: conv(128, 128, "conv1")?,
-            bn1: GenBn::new(128, eps, cond, k, vb.pp("bn1"))?,
-            conv2: conv(128, 64, "conv2")?,
-            bn2: GenBn::new(64, eps, cond, k, vb.pp("bn2"))?,
-            conv3: conv(64, cfg.channels, "conv3")?,
+            bn0: GenBn::new(w0, 1e-5, cond, k, vb.pp("bn0"))?,
+            conv1: conv(w0, w1, "conv1")?,
+            bn1: GenBn::new(w1, eps, cond, k, vb.pp("bn1"))?,
+            conv2: conv(w1, w2, "conv2")?,
+            bn2: GenBn::new(w2, eps, cond, k, vb.pp("bn2"))?,
+            conv3: conv(w2, cfg.channels, "conv3")?,
             bn_out: GenBn::new(cfg.channels, 1e-5, None, k, vb.pp("bn_out"))?,
             embed,
             l1_w,
@@ -240,7 +270,7 @@ impl CondGenerator {
             None => z.clone(),
         };
         let s = self.cfg.init_size;
-        let h = input.matmul(&self.l1_w.t()?)?.broadcast_add(&self.l1_b)?.reshape((b, 128, s, s))?;
+        let h = input.matmul(&self.l1_w.t()?)?.broadcast_add(&self.l1_b)?.reshape((b, self.cfg.widths[0], s, s))?;
         let h = upsample2(&self.bn0.forward(&h, labels)?)?;
         let h = leaky_relu(&self.bn1.forward(&self.conv1.forward(&h)?, labels)?, 0.2)?;
         let h = upsample2(&h)?;
@@ -278,6 +308,13 @@ pub fn gdfq_loss<T: Teacher + ?Sized>(teacher: &T, x: &Tensor, y: &Tensor, bns_w
     Ok(GdfqLoss { ce: scalar(&ce)?, bns: scalar(&bns)?, loss })
 }
 
+/// GDFQ's generator optimizer (IntraQ's and FDDA's too): Adam, betas 0.5 / 0.999, eps 1e-8, no
+/// weight decay, over every parameter of `generator`.
+pub fn generator_optimizer(generator: &CondGenerator) -> Result<Optimizer> {
+    let kind = OptimizerKind::Adam { beta1: 0.5, beta2: 0.999, eps: 1e-8 };
+    Ok(Optimizer::new(kind, all_params(generator.varmap(), 0.0)?)?)
+}
+
 /// GDFQ's generator training: Adam (lr 1e-3, betas 0.5 / 0.999) on `CE + bns_weight L_BNS`
 /// over random-label batches.
 pub struct GdfqTrainer {
@@ -299,8 +336,7 @@ impl std::fmt::Debug for GdfqTrainer {
 impl GdfqTrainer {
     /// Adam with GDFQ's betas over every generator parameter.
     pub fn new(generator: CondGenerator, lr: f64, bns_weight: f64) -> Result<Self> {
-        let kind = OptimizerKind::Adam { beta1: 0.5, beta2: 0.999, eps: 1e-8 };
-        let opt = Optimizer::new(kind, all_params(generator.varmap(), 0.0)?)?;
+        let opt = generator_optimizer(&generator)?;
         Ok(Self { generator, opt, lr, bns_weight })
     }
 

@@ -21,6 +21,6 @@ pub mod synth;
 pub mod teacher;
 
 pub use error::{Result, SynthError};
-pub use generator::{CondGenerator, GdfqTrainer, GenConfig};
+pub use generator::{CondGenerator, GdfqTrainer, GenConfig, generator_optimizer};
 pub use synth::{BatchContext, BatchStats, BnsOnly, SynthConfig, SynthMethod, SyntheticSet, synthesize};
 pub use teacher::{Teacher, TeacherOut};

@@ -10,7 +10,15 @@ use compress_synth::generator::{Conditioning, gdfq_loss};
 use compress_synth::{CondGenerator, GdfqTrainer, GenConfig};
 
 fn small(conditioning: Conditioning) -> GenConfig {
-    GenConfig { latent: 12, classes: 4, init_size: 4, channels: 3, inner_eps: 0.8, conditioning }
+    GenConfig {
+        latent: 12,
+        classes: 4,
+        init_size: 4,
+        channels: 3,
+        inner_eps: 0.8,
+        conditioning,
+        widths: [128, 128, 64],
+    }
 }
 
 fn inputs(g: &CondGenerator, batch: usize, seed: u64) -> (Tensor, Tensor) {

@@ -168,7 +168,7 @@ impl Module for Conv2d {
         if let Some(r) = &self.replacement {
             return r.forward(x);
         }
-        self.conv(x, &crate::fake_quant::weight(&self.weight)?)
+        self.conv(x, &crate::fake_quant::weight(&self.weight, &self.prefix)?)
     }
 }
 
@@ -273,7 +273,7 @@ impl ConvBn {
         }
         let s = self.conv.spec;
         let geo = compress_core::ops::Conv2dGeometry::new(s.stride, s.padding, s.groups);
-        let w = crate::fake_quant::weight(&self.conv.weight)?;
+        let w = crate::fake_quant::weight(&self.conv.weight, &self.conv.prefix)?;
         let (gamma, beta) = self.bn.affine();
         let (z, mean, var) =
             compress_core::ops::conv_bn_act_train(x, &w, geo, gamma, beta, residual, self.bn.eps(), act.bounds())?;

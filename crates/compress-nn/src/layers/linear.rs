@@ -98,6 +98,6 @@ impl Module for Linear {
             crate::probe::record_linear(x);
             return r.forward(x);
         }
-        self.forward_with_weight(x, &crate::fake_quant::weight(self.inner.weight())?)
+        self.forward_with_weight(x, &crate::fake_quant::weight(self.inner.weight(), &self.prefix)?)
     }
 }
