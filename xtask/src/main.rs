@@ -80,7 +80,7 @@ enum Task {
     /// conv layer), `onexn` (the 1xN kernel against dense and CSR; MobileNetV2 packed), `ddtb`
     /// (a W2A2 training step of each DDTB arm against the full-precision step), `cf-vit`
     /// (early-exit throughput at batch 1 and 64 against the fine-only ViT), `synth` (IntraQ's
-    /// image synthesis on ResNet-20, 32 x 32, batch 256), `clr-rnf` (the compact VGG-16 /
+    /// image synthesis on ResNet-20, 32 x 32, batch 256, and FDDA's generator step), `clr-rnf` (the compact VGG-16 /
     /// ResNet-56 forward against the unpruned one at batch 1 and 64).
     Bench {
         /// Which bench.
@@ -174,7 +174,10 @@ fn main() -> std::process::ExitCode {
             } else if what == "clr-rnf" {
                 clr_rnf::bench::run(&mut std::io::stdout(), seconds.max(0.2)).map_err(Into::into)
             } else if what == "synth" {
-                intraq::synthesis::bench(steps).map(|t| println!("{t}")).map_err(Into::into)
+                intraq::synthesis::bench(steps)
+                    .map(|t| println!("{t}"))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| fdda::bench::generator_step(steps).map(|t| println!("{t}")).map_err(Into::into))
             } else if what == "train-step" {
                 compress_train::bench::train_step(&mut std::io::stdout(), steps, quick, ops).map_err(Into::into)
             } else if what == "conv" {

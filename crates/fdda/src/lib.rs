@@ -18,6 +18,7 @@
 //! entry point on a user's network, the reproduction (`cargo xtask reproduce fdda`) and the paper
 //! profile.
 
+pub mod bench;
 pub mod bits;
 pub mod centres;
 pub mod error;
