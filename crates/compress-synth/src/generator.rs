@@ -248,6 +248,11 @@ impl CondGenerator {
         &self.cfg
     }
 
+    /// The device its variables live on.
+    pub fn device(&self) -> &Device {
+        self.l1_w.device()
+    }
+
     /// The trainable variables.
     pub fn varmap(&self) -> &VarMap {
         &self.varmap
@@ -349,7 +354,7 @@ impl GdfqTrainer {
         batch: usize,
         rng: &mut StdRng,
     ) -> Result<(Tensor, Tensor, GdfqLoss)> {
-        let device = self.generator.l1_w.device().clone();
+        let device = self.generator.device().clone();
         let (z, y) = self.generator.sample_inputs(batch, rng, &device)?;
         let x = self.generator.forward(&z, &y)?;
         let l = gdfq_loss(teacher, &x, &y, self.bns_weight)?;

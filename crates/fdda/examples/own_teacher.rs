@@ -5,13 +5,11 @@
 use candle_core::{Device, ModuleT, Tensor};
 use candle_nn::VarBuilder;
 use compress_core::quant::RangeRule;
-use compress_data::batch::{Batcher, Dataset};
-use compress_data::{ImageDataset, embedded::mnist_5k_digits};
+use compress_data::embedded::mnist_5k_digits;
 use compress_nn::layers::{Activation, ConvBn, ConvSpec, Linear, global_avg_pool};
 use compress_nn::stack::{Stack, StackConfig};
 use compress_nn::{Architecture, Network};
-use compress_synth::generator::Conditioning;
-use compress_synth::{CondGenerator, GenConfig};
+use compress_synth::CondGenerator;
 use compress_train::optim::OptimizerKind;
 use compress_train::schedule::Decay;
 use compress_train::{NoHooks, Run, TrainConfig, classify};
@@ -49,12 +47,6 @@ impl ModuleT for ResCnn {
     }
 }
 
-/// Every image and label of `d` as two tensors.
-fn whole(d: &ImageDataset) -> Result<(Tensor, Tensor), Box<dyn std::error::Error>> {
-    let batch = Batcher::new(d.len(), false, 0, Device::Cpu)?.epoch(d, 0, 0)?.next().ok_or("empty")??;
-    Ok((batch.images, batch.labels))
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::Cpu;
     let cfg = Stack::new([1, 28, 28])
@@ -74,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     classify::fit(&teacher, &train, &test, &recipe, &mut run, false, &mut NoHooks)?;
     let (fp, _) = classify::evaluate(&teacher, &test, 250)?;
     // One real digit per class: the calibration set and the BNS centres.
-    let (images, labels) = whole(&train)?;
+    let TestSet { images, labels } = TestSet::of(&train, &dev)?;
     let labels = labels.to_vec1::<u32>()?;
     let mut pairs = Vec::new();
     for k in 0..10u32 {
@@ -82,15 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pairs.push((images.get(i)?, k as usize));
     }
     let centres = BnsCentres::compute(&teacher, &pairs, 10)?;
-    let gen_cfg = GenConfig {
-        latent: 64,
-        classes: 10,
-        init_size: 7,
-        channels: 1,
-        inner_eps: 0.8,
-        conditioning: Conditioning::CondBn,
-        widths: [32, 16, 8],
-    };
+    let gen_cfg = fdda::net::digit_generator(64);
     let settings = GeneratorSettings { deep_start: Some(1), ..GeneratorSettings::code() };
     let mut generator = FddaGenerator::new(CondGenerator::new(gen_cfg, 0, &dev)?, centres, settings)?;
     let student = StudentSettings {
@@ -113,8 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         kd_t: 20.0,
         eval_every: 20,
     };
-    let (ti, tl) = whole(&test)?;
-    let eval = TestSet { images: ti, labels: tl };
+    let eval = TestSet::of(&test, &dev)?;
     let calib = Calibration::new(&pairs)?;
     let (_, quantizers, record) = fdda::run_student(&teacher, Some(&mut generator), &calib, &eval, &student, 0)?;
     let eights: Vec<String> = quantizers.overrides.weights.keys().cloned().collect();

@@ -5,13 +5,12 @@
 use crate::centres::BnsCentres;
 use crate::error::Result;
 use crate::generator::{FddaGenerator, GeneratorSettings};
-use crate::net::{DigitCnn, digit_cnn};
+use crate::net::{DigitCnn, digit_cnn, digit_generator};
 use candle_core::{DType, Device, Tensor};
 use compress_core::rng::SeededRng;
 use compress_core::timing::median_seconds;
 use compress_nn::zoo::{ResNet, ResNetConfig};
 use compress_nn::{Architecture, Network};
-use compress_synth::generator::Conditioning;
 use compress_synth::{CondGenerator, GenConfig};
 
 fn time_step<A: Architecture>(teacher: &Network<A>, gen_cfg: GenConfig, steps: usize) -> Result<f64> {
@@ -37,15 +36,7 @@ fn time_step<A: Architecture>(teacher: &Network<A>, gen_cfg: GenConfig, steps: u
 pub fn generator_step(steps: usize) -> Result<String> {
     let dev = Device::Cpu;
     let mini = Network::<DigitCnn>::new(digit_cnn()?, 0, &dev)?;
-    let small = GenConfig {
-        latent: 100,
-        classes: 10,
-        init_size: 7,
-        channels: 1,
-        inner_eps: 0.8,
-        conditioning: Conditioning::CondBn,
-        widths: [32, 16, 8],
-    };
+    let small = digit_generator(100);
     let a = time_step(&mini, small, steps)?;
     let r18 = Network::<ResNet>::new(ResNetConfig::resnet18(1000)?, 0, &dev)?;
     let b = time_step(&r18, GenConfig::imagenet(1000), steps.min(3))?;

@@ -145,8 +145,7 @@ impl FddaGenerator {
     ) -> Result<(Tensor, Tensor, GeneratorParts)> {
         let s = &self.settings;
         let w = s.weights;
-        let dev =
-            self.generator.varmap().all_vars().first().map(|v| v.device().clone()).unwrap_or(candle_core::Device::Cpu);
+        let dev = self.generator.device().clone();
         let scalar = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
         let (z, y) = self.generator.sample_inputs(s.batch, rng, &dev)?;
         let x = self.generator.forward(&z, &y)?;

@@ -5,6 +5,8 @@ use candle_core::{ModuleT, Tensor};
 use candle_nn::VarBuilder;
 use compress_nn::layers::{Activation, ConvBn, ConvSpec, Linear, WeightInit, global_avg_pool};
 use compress_nn::stack::{Stack, StackConfig};
+use compress_synth::GenConfig;
+use compress_synth::generator::Conditioning;
 
 /// Strides of the four convolutions.
 const STRIDES: [usize; 4] = [1, 2, 1, 2];
@@ -23,6 +25,20 @@ pub fn digit_cnn() -> compress_nn::Result<StackConfig> {
         s = s.conv(&format!("convs.{i}"), w).norm(&format!("bns.{i}"));
     }
     s.output("fc", 10).bias().build()
+}
+
+/// Section 9's generator for `28 x 28` digits: `latent -> 32 x 7 x 7`, conditional BN, convs
+/// 32 -> 16 -> 8 -> 1 (inner eps 0.8).
+pub fn digit_generator(latent: usize) -> GenConfig {
+    GenConfig {
+        latent,
+        classes: 10,
+        init_size: 7,
+        channels: 1,
+        inner_eps: 0.8,
+        conditioning: Conditioning::CondBn,
+        widths: [32, 16, 8],
+    }
 }
 
 impl compress_nn::Architecture for DigitCnn {

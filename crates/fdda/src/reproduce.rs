@@ -12,17 +12,16 @@ use crate::bits::BitPolicy;
 use crate::centres::BnsCentres;
 use crate::error::{Result, config_err};
 use crate::generator::{FddaGenerator, GeneratorSettings, LossWeights};
-use crate::net::{DigitCnn, digit_cnn};
+use crate::net::{DigitCnn, digit_cnn, digit_generator};
 use crate::student::{
     Calibration, RangeSource, StudentOutcome, StudentSettings, SynthAug, TestSet, cbns_distance, run_student,
 };
 use candle_core::Device;
 use compress_core::quant::RangeRule;
 use compress_core::rng::SeededRng;
-use compress_data::batch::{Batcher, Dataset};
+use compress_data::batch::Dataset;
 use compress_data::{ImageDataset, embedded};
 use compress_nn::Network;
-use compress_synth::generator::Conditioning;
 use compress_synth::{CondGenerator, GenConfig};
 use compress_train::harness::BoxError;
 use compress_train::optim::OptimizerKind;
@@ -81,15 +80,7 @@ impl MiniSettings {
             kd_t: 20.0,
             eval_every: 50,
         };
-        let generator = GenConfig {
-            latent: 100,
-            classes: 10,
-            init_size: 7,
-            channels: 1,
-            inner_eps: 0.8,
-            conditioning: Conditioning::CondBn,
-            widths: [32, 16, 8],
-        };
+        let generator = digit_generator(100);
         Self {
             teacher_epochs: 3,
             student,
@@ -173,15 +164,9 @@ pub struct ArmOutcome {
     pub cbns_distance: Option<f64>,
 }
 
-fn whole(d: &ImageDataset, device: &Device) -> Result<TestSet> {
-    let b = Batcher::new(d.len(), false, 0, device.clone())?;
-    let batch = b.epoch(d, 0, 0)?.next().ok_or_else(|| config_err("an empty dataset"))??;
-    Ok(TestSet { images: batch.images, labels: batch.labels })
-}
-
 /// One training digit per class: each class's digits shuffled with seed 0, the first one.
 fn calibration(train: &ImageDataset, device: &Device) -> Result<Vec<(candle_core::Tensor, usize)>> {
-    let all = whole(train, device)?;
+    let all = TestSet::of(train, device)?;
     let labels = all.labels.to_vec1::<u32>()?;
     let mut out = Vec::new();
     for k in 0..10u32 {
@@ -244,7 +229,7 @@ pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     let (mut run, resume) = ctx.arm("teacher", &tcfg)?;
     let teacher = Network::<DigitCnn>::new(digit_cnn()?, 0, &device)?;
     classify::fit(&teacher, &train, &test_set, &tcfg, &mut run, resume, &mut NoHooks)?;
-    let test = whole(&test_set, &device)?;
+    let test = TestSet::of(&test_set, &device)?;
     let teacher_top1 = classify::evaluate(&teacher, &test_set, 256)?.0;
     let pairs = calibration(&train, &device)?;
     let centres = BnsCentres::compute(&teacher, &pairs, 10)?;
@@ -255,7 +240,7 @@ pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     if s.validation == 0 || s.validation >= n {
         return Err(config_err(format!("a validation split of {} of {n} digits", s.validation)));
     }
-    let val = whole(&train.subset(&(n - s.validation..n).collect::<Vec<_>>())?, &device)?;
+    let val = TestSet::of(&train.subset(&(n - s.validation..n).collect::<Vec<_>>())?, &device)?;
     // Every run is one job; jobs run side by side, one core each.
     let jobs: Vec<(Arm, f64)> = s.lr_grid.iter().flat_map(|&lr| Arm::ALL.map(|a| (a, lr))).collect();
     let chosen = ctx.side_by_side(&jobs, 2, |&(arm, lr), _| {

@@ -157,6 +157,15 @@ pub struct TestSet {
     pub labels: Tensor,
 }
 
+impl TestSet {
+    /// Every image and label of `data` (transforms applied, in order) on `device`.
+    pub fn of(data: &impl compress_data::batch::Dataset, device: &candle_core::Device) -> Result<Self> {
+        let b = compress_data::batch::Batcher::new(data.len(), false, 0, device.clone())?;
+        let batch = b.epoch(data, 0, 0)?.next().ok_or_else(|| config_err("an empty dataset"))??;
+        Ok(Self { images: batch.images, labels: batch.labels })
+    }
+}
+
 fn evaluate<A: Architecture>(student: &Network<A>, q: &Arc<FakeQuant>, test: &TestSet) -> Result<f64> {
     let n = test.labels.dim(0)?;
     let mut correct = 0;
@@ -291,8 +300,7 @@ pub fn cbns_distance<T: Teacher + ?Sized>(
     seed: u64,
 ) -> Result<f64> {
     let rng = SeededRng::new(seed);
-    let dev =
-        generator.generator.varmap().all_vars().first().map(|v| v.device().clone()).unwrap_or(candle_core::Device::Cpu);
+    let dev = generator.generator.device().clone();
     let mut total = Vec::new();
     for (c, _) in centres.correct.iter().enumerate().filter(|(_, k)| **k) {
         let (z, _) = generator.generator.sample_inputs(batch, &mut rng.stream("fdda/distance", c as u64), &dev)?;
