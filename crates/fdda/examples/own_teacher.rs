@@ -4,7 +4,6 @@
 //! Run: `cargo run --release -p fdda --example own_teacher`
 use candle_core::{Device, ModuleT, Tensor};
 use candle_nn::VarBuilder;
-use compress_core::quant::RangeRule;
 use compress_data::embedded::mnist_5k_digits;
 use compress_nn::layers::{Activation, ConvBn, ConvSpec, Linear, global_avg_pool};
 use compress_nn::stack::{Stack, StackConfig};
@@ -13,10 +12,7 @@ use compress_synth::CondGenerator;
 use compress_train::optim::OptimizerKind;
 use compress_train::schedule::Decay;
 use compress_train::{NoHooks, Run, TrainConfig, classify};
-use fdda::{
-    BitPolicy, BnsCentres, Calibration, FddaGenerator, GeneratorSettings, RangeSource, StudentSettings, SynthAug,
-    TestSet,
-};
+use fdda::{BitPolicy, BnsCentres, Calibration, FddaGenerator, GeneratorSettings, StudentSettings, TestSet};
 
 #[derive(Debug)]
 struct ResCnn {
@@ -79,23 +75,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut generator = FddaGenerator::new(CondGenerator::new(gen_cfg, 0, &dev)?, centres, settings)?;
     let student = StudentSettings {
         policy: BitPolicy::FirstLast8 { w: 4, a: 4 },
-        rule: RangeRule::Plain,
         iters: 120,
         iters_per_epoch: 10,
         warmup_iters: 60,
         calib_iters: 20,
-        ranges: RangeSource::Calibration,
-        real_batch: 8,
-        real_crop: 0.5,
-        real_flip: false,
-        synth_aug: SynthAug::None,
-        lr: 1e-5,
         t_max: 60,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        kd_alpha: 20.0,
-        kd_t: 20.0,
         eval_every: 20,
+        ..fdda::reproduce::MiniSettings::mini().student // ranges from real digits, KD alpha = T = 20, ...
     };
     let eval = TestSet::of(&test, &dev)?;
     let calib = Calibration::new(&pairs)?;
