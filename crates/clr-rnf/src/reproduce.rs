@@ -21,9 +21,10 @@ use compress_nn::structure::Widths;
 use compress_nn::zoo::{Vgg, VggConfig};
 use compress_nn::{AnalyticCost, ArchConfig, Network};
 use compress_prune::measured_cost;
+use compress_train::choice::{chosen, first_best, rate_table};
+use compress_train::classify::top1_curve;
 use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
-use compress_train::report::{Spread, Verdict};
 use compress_train::schedule::Decay;
 use compress_train::{Info, NoHooks, Outcome, ReportRow, Reproduction, Rule, RunContext, TrainConfig, classify};
 use serde_json::json;
@@ -198,54 +199,19 @@ pub struct SeedOutcome {
     pub arms: Vec<ArmOutcome>,
 }
 
-fn top1_curve(history: &[serde_json::Value]) -> Vec<f64> {
-    history.iter().map(|h| h["top1"].as_f64().unwrap_or(f64::NAN)).collect()
-}
-
 fn flops(cfg: &VggConfig) -> Result<u64> {
     Ok(measured_cost::<Vgg>(cfg)?.pruning_flops())
 }
 
-/// The uniform structure whose FLOPs are nearest `target`: a rate `r` on a 0.005 grid, each
-/// group keeping `int(C (1 - r))` channels or, on a network of at most 4 candidate groups, one
-/// more (every per-layer ratio within one channel of the common one: with two layers of 16 and
-/// 32 filters, `int()` alone jumps by 8 % of the FLOPs). Returns the rate, widths and FLOPs.
+/// The uniform structure (CLR's candidates and followers at one rate) whose FLOPs are nearest
+/// `target` ([`compress_prune::uniform_at_flops`]). Returns the rate, widths and FLOPs.
 fn matching_uniform(net: &Network<Vgg>, target: u64) -> Result<(f64, Widths, u64)> {
-    let full = net.config.widths().clone();
-    let mut cache: std::collections::HashMap<Vec<usize>, u64> = Default::default();
-    let mut best: Option<(f64, Widths, u64)> = None;
-    for i in 0..190 {
-        let rate = i as f64 * 0.005;
-        let floor = uniform_widths(net, rate)?;
-        let names: Vec<&String> = floor.keys().collect();
-        let combos = if names.len() <= 4 { 1usize << names.len() } else { 1 };
-        for bits in 0..combos {
-            let mut w = floor.clone();
-            for (k, name) in names.iter().enumerate() {
-                let up = (bits >> k) & 1 == 1;
-                let exact = (full[*name] as f64 * (1.0 - rate)).fract() == 0.0;
-                if up && (exact || floor[*name] >= full[*name]) {
-                    continue;
-                }
-                if up {
-                    w.insert((*name).clone(), floor[*name] + 1);
-                }
-            }
-            let key: Vec<usize> = w.values().copied().collect();
-            let f = match cache.get(&key) {
-                Some(&f) => f,
-                None => {
-                    let f = flops(&net.config.with_widths(w.clone())?)?;
-                    cache.insert(key, f);
-                    f
-                }
-            };
-            if best.as_ref().is_none_or(|b| f.abs_diff(target) < b.2.abs_diff(target)) {
-                best = Some((rate, w, f));
-            }
-        }
-    }
-    best.ok_or_else(|| config_err("no uniform rate"))
+    let full = uniform_widths(net, 0.0)?;
+    let mut count = |w: &Widths| -> compress_prune::Result<u64> {
+        Ok(measured_cost::<Vgg>(&net.config.with_widths(w.clone())?)?.pruning_flops())
+    };
+    let m = compress_prune::uniform_at_flops(&full, target, &mut count)?;
+    Ok((m.rate, m.widths, m.flops))
 }
 
 /// Trains the arms in `arms` of one seed at `lrs` (pre-training, then each arm's fine-tuning
@@ -336,30 +302,24 @@ pub struct Choice {
     pub finetune_table: Vec<(f64, Vec<f64>)>,
 }
 
-/// The first best of `table` by `score` (ties keep the earlier rate; NaN never wins).
-fn best<T>(table: &[(f64, T)], score: impl Fn(&T) -> f64) -> f64 {
-    table.iter().fold((f64::NAN, f64::NEG_INFINITY), |b, (lr, v)| if score(v) > b.1 { (*lr, score(v)) } else { b }).0
-}
-
 fn choose(s: &MiniSettings, train: &ImageDataset, ctx: &RunContext) -> Result<Choice> {
-    let n = train.len();
-    if s.validation == 0 || s.validation >= n || s.pretrain_grid.is_empty() || s.finetune_grid.is_empty() {
-        return Err(config_err(format!("a validation split of {} of {n} digits and non-empty grids", s.validation)));
+    if s.pretrain_grid.is_empty() || s.finetune_grid.is_empty() {
+        return Err(config_err("empty rate grids"));
     }
-    let fit = train.subset(&(0..n - s.validation).collect::<Vec<_>>())?;
-    let val = train.subset(&(n - s.validation..n).collect::<Vec<_>>())?;
+    let (fit, val) = train.holdout(s.validation)?;
     let mut pretrain_table = Vec::new();
     for &lr in &s.pretrain_grid {
         let o = run_seed(s, lr, &|_| lr, &[], s.selection_seed, &fit, &val, &format!("select-pre{lr}-"), ctx)?;
         pretrain_table.push((lr, o.base_top1));
     }
-    let pretrain = best(&pretrain_table, |v| *v);
+    let pretrain = first_best(pretrain_table.iter().copied());
     let mut finetune_table = Vec::new();
     for &lr in &s.finetune_grid {
         let o = run_seed(s, pretrain, &|_| lr, &Arm::COMPARED, s.selection_seed, &fit, &val, "select-", ctx)?;
         finetune_table.push((lr, o.arms.iter().map(ArmOutcome::last).collect::<Vec<_>>()));
     }
-    let finetune: Vec<f64> = (0..Arm::COMPARED.len()).map(|k| best(&finetune_table, |v| v[k])).collect();
+    let finetune: Vec<f64> =
+        (0..Arm::COMPARED.len()).map(|k| first_best(finetune_table.iter().map(|(lr, v)| (*lr, v[k])))).collect();
     if pretrain.is_nan() || finetune.iter().any(|x| x.is_nan()) {
         return Err(config_err(format!("an arm learned nothing at any rate: {pretrain_table:?} {finetune_table:?}")));
     }
@@ -407,15 +367,6 @@ pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     exp.plot("accuracy.svg", "CLR-RNF mini: test top-1 (%) by fine-tuning epoch (mean of seeds)", "epoch", &series)?;
     exp.write_report(&report)?;
     Ok(Outcome::new(exp.dir(), report, vec![]))
-}
-
-/// Whether `method >= baseline` holds on every seed pair, only in the means, or not at all.
-fn direction(baseline: &[f64], method: &[f64]) -> &'static str {
-    match Rule::AtLeast(0.0).judge_seeds(Spread::of(baseline), Spread::of(method)) {
-        Verdict::Holds => "holds on every seed",
-        Verdict::WithinNoise => "within noise",
-        _ => "does not hold",
-    }
 }
 
 fn report(
@@ -482,7 +433,7 @@ fn report(
             &last(seeds, Arm::ClrRnf),
             format!(
                 "paper direction (a) >= (c): {}; reported only (the spec expects (c) may win by 1-5 pp on MNIST)",
-                direction(&last(seeds, Arm::UniformL1), &last(seeds, Arm::ClrRnf))
+                Rule::AtLeast(0.0).describe_seeds(&last(seeds, Arm::UniformL1), &last(seeds, Arm::ClrRnf))
             ),
         ),
         ReportRow::info_seeds(
@@ -491,14 +442,17 @@ fn report(
             &last(seeds, Arm::ClrRnf),
             format!(
                 "paper direction (a) >= (b): {}; reported only",
-                direction(&last(seeds, Arm::ClrRandom), &last(seeds, Arm::ClrRnf))
+                Rule::AtLeast(0.0).describe_seeds(&last(seeds, Arm::ClrRandom), &last(seeds, Arm::ClrRnf))
             ),
         ),
         ReportRow::info_seeds(
             "top-1 (%): (d) CLR + L1 vs (a) CLR + RNF",
             &last(seeds, Arm::ClrL1),
             &last(seeds, Arm::ClrRnf),
-            format!("(a) >= (d): {}", direction(&last(seeds, Arm::ClrL1), &last(seeds, Arm::ClrRnf))),
+            format!(
+                "(a) >= (d): {}",
+                Rule::AtLeast(0.0).describe_seeds(&last(seeds, Arm::ClrL1), &last(seeds, Arm::ClrRnf))
+            ),
         ),
         ReportRow::info_seeds(
             "top-1 (%): (e) CLR widths from scratch vs (a) CLR + RNF",
@@ -506,7 +460,7 @@ fn report(
             &last(seeds, Arm::ClrRnf),
             format!(
                 "the spec expects (e) >= (a) on MNIST; (a) >= (e): {}",
-                direction(&last(seeds, Arm::Scratch), &last(seeds, Arm::ClrRnf))
+                Rule::AtLeast(0.0).describe_seeds(&last(seeds, Arm::Scratch), &last(seeds, Arm::ClrRnf))
             ),
         ),
         ReportRow::info_seeds(
@@ -552,25 +506,16 @@ fn report(
     );
     let mut notes = format!(
         "\nRates chosen on the last {} training digits (trained on the others, seed {}; final top-1 %).\n\n\
-         Pre-training: {}; chosen {}.\n\n| fine-tune lr | {} |\n| --- |{}\n",
+         Pre-training: {}; chosen {}.\n\n{}",
         s.validation,
         s.selection_seed,
         choice.pretrain_table.iter().map(|(lr, v)| format!("{lr}: {v:.2}")).collect::<Vec<_>>().join(", "),
         choice.pretrain,
-        Arm::COMPARED.map(Arm::tag).join(" | "),
-        " --- |".repeat(Arm::COMPARED.len())
+        rate_table("fine-tune lr", &Arm::COMPARED.map(Arm::tag), &choice.finetune_table),
     );
-    for (lr, v) in &choice.finetune_table {
-        notes += &format!("| {lr} | {} |\n", v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" | "));
-    }
     notes += &format!(
         "\nChosen: {}.\n\nPer seed (widths conv0/conv1; top-1 % after {e} epochs):\n\n",
-        Arm::COMPARED
-            .iter()
-            .zip(&choice.finetune)
-            .map(|(a, lr)| format!("{} {lr}", a.tag()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        chosen(&Arm::COMPARED.map(Arm::tag), &choice.finetune)
     );
     for o in seeds {
         let w = |a: Arm| {

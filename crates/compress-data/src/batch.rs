@@ -136,6 +136,16 @@ impl ImageDataset {
         self.pixels.get(i * per..(i + 1) * per)
     }
 
+    /// The dataset split into its first `len - last` samples and its last `last` (a validation
+    /// split held out from training); `last` must leave both parts non-empty.
+    pub fn holdout(&self, last: usize) -> Result<(Self, Self)> {
+        let n = self.len();
+        if last == 0 || last >= n {
+            return Err(DataError::Config(format!("{}: a hold-out of {last} of {n} samples", self.name)));
+        }
+        Ok((self.subset(&(0..n - last).collect::<Vec<_>>())?, self.subset(&(n - last..n).collect::<Vec<_>>())?))
+    }
+
     /// A dataset holding only the samples at `indices` (in that order).
     pub fn subset(&self, indices: &[usize]) -> Result<Self> {
         let per = self.shape.iter().product::<usize>();

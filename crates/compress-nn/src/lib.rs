@@ -18,6 +18,7 @@ pub mod pytorchcv;
 mod scope;
 pub mod stack;
 pub mod structure;
+pub mod tap;
 pub mod weights;
 pub mod zoo;
 

@@ -12,9 +12,11 @@ pub mod layerwise;
 pub mod rates;
 pub mod reduction;
 pub mod select;
+pub mod uniform;
 
 pub use error::{PruneError, Result};
 pub use layerwise::{LayerwiseRates, PrunableConv, compact_config, expand_resnet_cifar, expand_resnet50};
 pub use rates::{kept_filters, parse_cprate, parse_cprate_at_most};
 pub use reduction::{Reduction, measured_cost};
 pub use select::{filter_l1, magnitude_kept, top_k};
+pub use uniform::{UniformMatch, uniform_at_flops};

@@ -32,7 +32,12 @@ pub fn magnitude_kept<A: Architecture>(net: &Network<A>, target: &A::Config) -> 
     let tensors = net.tensors()?;
     let mut kept = BTreeMap::new();
     for g in net.config.groups() {
-        let want = *target.widths().get(&g.name).ok_or_else(|| config_err(format!("target lacks {}", g.name)))?;
+        let want = match target.widths().get(&g.name) {
+            Some(&w) => w,
+            // A fixed group a config does not list as a width (a declared network's output).
+            None if !g.prunable => continue,
+            None => return Err(config_err(format!("target lacks {}", g.name))),
+        };
         if want == g.width {
             continue;
         }

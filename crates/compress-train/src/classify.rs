@@ -25,6 +25,11 @@ pub fn evaluate<M: Model + ?Sized, D: Dataset>(net: &M, data: &D, batch: usize) 
     Ok((100.0 * t1 as f64 / n as f64, 100.0 * t5 as f64 / n as f64))
 }
 
+/// The `top1` of every epoch record of a history (NaN where a record has none).
+pub fn top1_curve(history: &[serde_json::Value]) -> Vec<f64> {
+    history.iter().map(|h| h["top1"].as_f64().unwrap_or(f64::NAN)).collect()
+}
+
 /// What a training loop optimises and measures: a method's loss on a batch (it may depend on
 /// the epoch, e.g. a schedule of phases) and its evaluation after each epoch.
 pub trait Objective {
@@ -34,6 +39,11 @@ pub trait Objective {
     fn device(&self) -> &Device;
     /// The scalar loss of a training batch in `epoch` (0-based).
     fn loss(&self, images: &Tensor, labels: &Tensor, epoch: usize) -> Result<Tensor>;
+    /// [`Objective::loss`] told which batch of the epoch this is (0-based, the same after a
+    /// resume): a loss that draws random numbers per batch derives them from `(epoch, batch)`.
+    fn loss_at(&self, images: &Tensor, labels: &Tensor, epoch: usize, _batch: usize) -> Result<Tensor> {
+        self.loss(images, labels, epoch)
+    }
     /// Measurements after `epoch` (a JSON object merged into the epoch's record).
     fn evaluate(&self, epoch: usize) -> Result<serde_json::Value>;
 }
@@ -100,7 +110,7 @@ pub fn fit_objective<O: Objective + ?Sized, Tr: Dataset>(
         let first = e.state.next_batch;
         for (i, batch) in batcher.epoch(train, epoch as u64, first)?.enumerate() {
             let batch = batch?;
-            let loss = obj.loss(&batch.images, &batch.labels, epoch)?;
+            let loss = obj.loss_at(&batch.images, &batch.labels, epoch, first + i)?;
             let stepped = e.micro_batch(&loss, run)?;
             e.state.loss_sum += f64::from(loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?);
             e.state.loss_count += 1;

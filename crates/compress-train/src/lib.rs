@@ -15,6 +15,7 @@
 pub mod baselines;
 pub mod bench;
 pub mod checkpoint;
+pub mod choice;
 pub mod classify;
 pub mod engine;
 pub mod error;

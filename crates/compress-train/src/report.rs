@@ -94,6 +94,16 @@ impl Rule {
         }
     }
 
+    /// [`Rule::judge_seeds`] in words for a note: "holds on every seed", "within noise" or "does
+    /// not hold".
+    pub fn describe_seeds(self, baseline: &[f64], method: &[f64]) -> &'static str {
+        match self.judge_seeds(Spread::of(baseline), Spread::of(method)) {
+            Verdict::Holds => "holds on every seed",
+            Verdict::WithinNoise => "within noise",
+            _ => "does not hold",
+        }
+    }
+
     /// The verdict that `arms` (figures per seed) are in descending order: each adjacent pair by
     /// [`Rule::Above`]`(0)` over seeds; any pair that fails fails the order, else any pair
     /// within noise makes it [`Verdict::WithinNoise`].

@@ -16,6 +16,8 @@ use compress_data::embedded;
 use compress_nn::zoo::{Vgg, VggConfig};
 use compress_nn::{Architecture, Model, Network};
 use compress_prune::{LayerwiseRates, Reduction, compact_config, magnitude_kept, measured_cost};
+use compress_train::choice::first_best;
+use compress_train::classify::top1_curve;
 use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
 use compress_train::schedule::Decay;
@@ -115,10 +117,6 @@ pub struct ArmOutcome {
     pub top1: f64,
     /// Test top-1 after every epoch.
     pub curve: Vec<f64>,
-}
-
-fn top1_curve(history: &[serde_json::Value]) -> Vec<f64> {
-    history.iter().map(|h| h["top1"].as_f64().unwrap_or(f64::NAN)).collect()
 }
 
 /// What the DCFF arm adds: the refresh log and the extraction check.
@@ -284,8 +282,7 @@ fn select_lrs(
             s.lr_grid.len()
         )));
     }
-    let fit = train.subset(&(0..n - s.validation).collect::<Vec<_>>())?;
-    let val = train.subset(&(n - s.validation..n).collect::<Vec<_>>())?;
+    let (fit, val) = train.holdout(s.validation)?;
     let mut table = Vec::new();
     for &lr in &s.lr_grid {
         let lrs = ArmLrs { dcff: lr, scratch: lr, magnitude: lr, dense: lr };
@@ -295,9 +292,7 @@ fn select_lrs(
             .push((lr, [top(o.a.as_ref().map(|x| &x.0)), top(o.b.as_ref()), top(o.c.as_ref()), top(o.dense.as_ref())]));
     }
     // The first best in grid order (ties keep the larger, earlier rate); NaN never wins.
-    let best = |k: usize| {
-        table.iter().fold((f64::NAN, f64::NEG_INFINITY), |b, (lr, v)| if v[k] > b.1 { (*lr, v[k]) } else { b }).0
-    };
+    let best = |k: usize| first_best(table.iter().map(|(lr, v)| (*lr, v[k])));
     let lrs = ArmLrs { dcff: best(0), scratch: best(1), magnitude: best(2), dense: best(3) };
     if [lrs.dcff, lrs.scratch, lrs.magnitude, lrs.dense].iter().any(|x| x.is_nan()) {
         return Err(crate::DcffError::Config(format!("an arm learned nothing at any rate: {table:?}")));

@@ -19,13 +19,11 @@ use crate::student::{
 use candle_core::Device;
 use compress_core::quant::RangeRule;
 use compress_core::rng::SeededRng;
-use compress_data::batch::Dataset;
 use compress_data::{ImageDataset, embedded};
 use compress_nn::Network;
 use compress_synth::{CondGenerator, GenConfig};
 use compress_train::harness::BoxError;
 use compress_train::optim::OptimizerKind;
-use compress_train::report::{Spread, Verdict};
 use compress_train::schedule::Decay;
 use compress_train::{Info, NoHooks, Outcome, ReportRow, Reproduction, Rule, RunContext, TrainConfig, classify};
 use rand::seq::SliceRandom;
@@ -236,11 +234,7 @@ pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     let calib = Calibration::new(&pairs)?;
     exp.log(&json!({"teacher_top1": teacher_top1, "K": centres.correct}))?;
     // Each arm's rate on held-out training digits.
-    let n = train.len();
-    if s.validation == 0 || s.validation >= n {
-        return Err(config_err(format!("a validation split of {} of {n} digits", s.validation)));
-    }
-    let val = TestSet::of(&train.subset(&(n - s.validation..n).collect::<Vec<_>>())?, &device)?;
+    let val = TestSet::of(&train.holdout(s.validation)?.1, &device)?;
     // Every run is one job; jobs run side by side, one core each.
     let jobs: Vec<(Arm, f64)> = s.lr_grid.iter().flat_map(|&lr| Arm::ALL.map(|a| (a, lr))).collect();
     let chosen = ctx.side_by_side(&jobs, 2, |&(arm, lr), _| {
@@ -293,14 +287,6 @@ fn pick(v: &[ArmOutcome], arm: Arm, f: &dyn Fn(&ArmOutcome) -> f64) -> Vec<f64> 
     v.iter().filter(|o| o.arm == arm).map(f).collect()
 }
 
-fn direction(baseline: &[f64], method: &[f64]) -> &'static str {
-    match Rule::Above(0.0).judge_seeds(Spread::of(baseline), Spread::of(method)) {
-        Verdict::Holds => "above on every seed",
-        Verdict::WithinNoise => "within noise",
-        _ => "not above",
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn report(
     s: &MiniSettings,
@@ -350,7 +336,7 @@ fn report(
             "W3A3 top-1 (%): (A) vs (B)",
             &a,
             &b,
-            format!("B vs A: {} (a tie in the reference run)", direction(&a, &b)),
+            format!("B vs A: {} (a tie in the reference run)", Rule::Above(0.0).describe_seeds(&a, &b)),
         ),
         ReportRow::info_seeds(
             "W3A3 calibrated, not fine-tuned (%): (A) vs (C)",
@@ -374,13 +360,13 @@ fn report(
             "W4A4 top-1 (%): (A) vs (C)",
             &w4s(Arm::Calibration),
             &w4s(Arm::Fdda),
-            format!("C vs A: {}", direction(&w4s(Arm::Calibration), &w4s(Arm::Fdda))),
+            format!("C vs A: {}", Rule::Above(0.0).describe_seeds(&w4s(Arm::Calibration), &w4s(Arm::Fdda))),
         ),
         ReportRow::info_seeds(
             "W4A4 top-1 (%): (B) vs (C)",
             &w4s(Arm::Gdfq),
             &w4s(Arm::Fdda),
-            format!("C vs B: {}", direction(&w4s(Arm::Gdfq), &w4s(Arm::Fdda))),
+            format!("C vs B: {}", Rule::Above(0.0).describe_seeds(&w4s(Arm::Gdfq), &w4s(Arm::Fdda))),
         ),
         ReportRow::info_seeds(
             "as written (ranges from the synthetic batches), W3A3: (B) vs (C)",

@@ -157,7 +157,7 @@ pub enum Built {
     /// MobileNetV1.
     MobileNetV1(Network<MobileNetV1>),
     /// MobileNetV2.
-    MobileNetV2(Network<MobileNetV2>),
+    MobileNetV2(Box<Network<MobileNetV2>>),
 }
 
 impl Built {
@@ -167,7 +167,7 @@ impl Built {
             Built::ResNet20(m) => m,
             Built::ResNet18(m) => m,
             Built::MobileNetV1(m) => m,
-            Built::MobileNetV2(m) => m,
+            Built::MobileNetV2(m) => m.as_ref(),
         }
     }
 }
@@ -197,9 +197,11 @@ impl PaperModel {
             PaperModel::MobileNetV1 => {
                 Built::MobileNetV1(Network::new(MobileNetV1Config::new(1.0, classes)?, seed, device)?)
             }
-            PaperModel::MobileNetV2 => {
-                Built::MobileNetV2(Network::new(MobileNetV2Config::new(1.0, classes)?.pytorchcv(), seed, device)?)
-            }
+            PaperModel::MobileNetV2 => Built::MobileNetV2(Box::new(Network::new(
+                MobileNetV2Config::new(1.0, classes)?.pytorchcv(),
+                seed,
+                device,
+            )?)),
         })
     }
 
@@ -219,7 +221,7 @@ impl PaperModel {
             }
             PaperModel::MobileNetV2 => {
                 let cfg = MobileNetV2Config::new(1.0, classes)?.pytorchcv();
-                Built::MobileNetV2(pytorchcv::load(Family::MobileNetV2, path, cfg, device)?)
+                Built::MobileNetV2(Box::new(pytorchcv::load(Family::MobileNetV2, path, cfg, device)?))
             }
         })
     }

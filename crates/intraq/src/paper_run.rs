@@ -144,7 +144,7 @@ fn dispatch<D: TestSet>(r: &PaperRun, built: Built, test: &D, cx: &RunContext) -
         Built::ResNet20(n) => run_network(r, &n, test, cx),
         Built::ResNet18(n) => run_network(r, &n, test, cx),
         Built::MobileNetV1(n) => run_network(r, &n, test, cx),
-        Built::MobileNetV2(n) => run_network(r, &n, test, cx),
+        Built::MobileNetV2(n) => run_network(r, &*n, test, cx),
     }
 }
 

@@ -260,14 +260,16 @@ impl ConvBn {
 
     /// `act(BN(conv(x)) (+ residual))`: in CPU training one node for the three layers
     /// (`compress_core::ops::conv_bn_act_train`) when nothing needs the conv output on its own
-    /// (no replacement of the conv, no conv bias, no BatchNorm probe); otherwise the conv, then
+    /// (no replacement of the conv, no conv bias, no BatchNorm probe, no [`crate::tap`] at the
+    /// norm's input); otherwise the conv, then
     /// [`crate::layers::BatchNorm2d::forward_act`].
     fn forward_act(&self, x: &Tensor, residual: Option<&Tensor>, act: Activation, train: bool) -> Result<Tensor> {
         let fusable = train
             && crate::layers::BatchNorm2d::fused_on(x)
             && self.conv.replacement.is_none()
             && self.conv.bias.is_none()
-            && !crate::probe::active();
+            && !crate::probe::active()
+            && !crate::tap::wants(self.bn.prefix(), crate::tap::TapPoint::BnInput);
         if !fusable {
             return self.bn.forward_act(&self.conv.forward(x)?, residual, act, train);
         }
@@ -280,6 +282,6 @@ impl ConvBn {
         self.conv.record_cost(x, &z)?;
         self.bn.record_cost(&z, residual.is_some(), train)?;
         self.bn.update_running(&mean, &var, z.elem_count() / z.dim(1)?)?;
-        act.quantize_output(&z)
+        crate::tap::at(self.bn.prefix(), crate::tap::TapPoint::Output, act.quantize_output(&z)?)
     }
 }

@@ -19,6 +19,8 @@ pub struct BatchNorm2d {
     running_mean: candle_core::Var,
     running_var: candle_core::Var,
     c: usize,
+    /// The variable prefix (what a [`crate::tap`] scope names the layer by).
+    prefix: String,
 }
 
 const EPS: f64 = 1e-5;
@@ -35,7 +37,7 @@ impl BatchNorm2d {
         let running_mean = candle_core::Var::from_tensor(&rm)?;
         let running_var = candle_core::Var::from_tensor(&rv)?;
         let inner = candle_nn::BatchNorm::new_with_momentum(c, rm, rv, weight.clone(), bias.clone(), EPS, MOMENTUM)?;
-        Ok(Self { inner, weight, bias, running_mean, running_var, c })
+        Ok(Self { inner, weight, bias, running_mean, running_var, c, prefix: vb.prefix() })
     }
 }
 
@@ -49,7 +51,26 @@ impl BatchNorm2d {
     /// `act(BN(x) + residual)`: on the CPU one fused op (batch statistics in training, running
     /// ones in eval; one node and one pass each way instead of three), elsewhere the three ops. The activation is followed by its
     /// quantizer inside a [`crate::fake_quant`] scope, as [`crate::layers::Activation::apply`].
+    /// Inside a [`crate::tap`] scope the input and the output pass the tap.
     pub fn forward_act(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        act: crate::layers::Activation,
+        train: bool,
+    ) -> Result<Tensor> {
+        use crate::tap::TapPoint;
+        let x = &crate::tap::at(&self.prefix, TapPoint::BnInput, x.clone())?;
+        let y = self.forward_act_untapped(x, residual, act, train)?;
+        crate::tap::at(&self.prefix, TapPoint::Output, y)
+    }
+
+    /// The variable prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn forward_act_untapped(
         &self,
         x: &Tensor,
         residual: Option<&Tensor>,
