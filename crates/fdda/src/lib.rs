@@ -25,6 +25,7 @@ pub mod error;
 pub mod generator;
 pub mod losses;
 pub mod net;
+pub mod paper;
 pub mod reproduce;
 pub mod sampler;
 pub mod schedule;

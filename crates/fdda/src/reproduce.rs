@@ -411,6 +411,11 @@ const INFO: Info = Info {
     profiles: &[
         ("smoke", "40 iterations on 600 / 200 digits, one seed (what tests run)"),
         ("mini", "section 9: MNIST CNN, W3A3, arms A / B / C, seeds 0-2, student rates chosen on held-out digits"),
+        (
+            "paper",
+            "the ImageNet table: each row's BatchNorm count and F8L8 sites checked; accuracies need ImageNet, \
+             the teachers and a GPU",
+        ),
     ],
 };
 
@@ -430,6 +435,7 @@ impl Reproduction for FddaReproduction {
     fn run(&self, profile: &str, ctx: &RunContext) -> std::result::Result<Outcome, BoxError> {
         Ok(match profile {
             "smoke" => mini(&MiniSettings::smoke(), ctx)?,
+            "paper" => crate::paper::paper(ctx)?,
             _ => mini(&MiniSettings::mini(), ctx)?,
         })
     }
