@@ -230,9 +230,11 @@ pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     let test = TestSet::of(&test_set, &device)?;
     let teacher_top1 = classify::evaluate(&teacher, &test_set, 256)?.0;
     let pairs = calibration(&train, &device)?;
-    let centres = BnsCentres::compute(&teacher, &pairs, 10)?;
+    // Cached by the teacher's weights and the calibration digits.
+    let dir = ctx.root().join(ctx.name("centres"));
+    let (centres, cached) = BnsCentres::cached(&teacher, &teacher.tensors()?, &pairs, 10, &dir)?;
     let calib = Calibration::new(&pairs)?;
-    exp.log(&json!({"teacher_top1": teacher_top1, "K": centres.correct}))?;
+    exp.log(&json!({"teacher_top1": teacher_top1, "K": centres.correct, "centres_cached": cached}))?;
     // Each arm's rate on held-out training digits.
     let val = TestSet::of(&train.holdout(s.validation)?.1, &device)?;
     // Every run is one job; jobs run side by side, one core each.
