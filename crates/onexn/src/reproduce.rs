@@ -4,7 +4,9 @@
 //! by four patterns (weight, 1x4 with rearrangement, 1x4, filter), evaluated, fine-tuned under
 //! frozen masks and evaluated again, on 3 seeds. The rearranged 1x4 model is then deployed
 //! (physical permutation, packed kernels) and must match the masked model; the speed check
-//! times the 1x4 kernel against an unstructured CSR kernel and a dense GEMM.
+//! times the 1x4 kernel against an unstructured CSR kernel and a dense GEMM. The dense rate and
+//! each arm's fine-tuning rate (per pattern and sparsity) are chosen on training digits held out
+//! from training (never the test set), at a seed that is not reported.
 
 use crate::deploy::{PackedLayer, mlp_targets, pack, rearrange};
 use crate::error::{OnexnError, Result};
@@ -19,6 +21,7 @@ use compress_data::batch::Dataset;
 use compress_data::{Batcher, embedded};
 use compress_nn::zoo::{Mlp, MlpConfig};
 use compress_nn::{Model, Network};
+use compress_train::choice::{chosen, first_best, rate_table};
 use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
 use compress_train::metrics::topk_correct;
@@ -58,10 +61,18 @@ pub struct MiniSettings {
     pub finetune_epochs: usize,
     /// Batch size.
     pub batch: usize,
-    /// Dense learning rate (cosine to 0).
+    /// The spec's dense learning rate (cosine to 0).
     pub lr: f64,
-    /// Fine-tuning learning rate (cosine to 0).
+    /// The spec's fine-tuning learning rate (cosine to 0).
     pub finetune_lr: f64,
+    /// Dense rates chosen from on the validation digits.
+    pub lr_grid: Vec<f64>,
+    /// Fine-tuning rates each arm (pattern and sparsity) chooses from on the validation digits.
+    pub finetune_grid: Vec<f64>,
+    /// Training digits held out (the last ones) for the choices.
+    pub validation: usize,
+    /// Seed of the selection runs (not reported).
+    pub selection_seed: u64,
     /// Weight decay on weights (not biases).
     pub weight_decay: f64,
     /// Freeze the biases of masked layers while fine-tuning (the official code).
@@ -77,7 +88,8 @@ pub struct MiniSettings {
 impl MiniSettings {
     /// Section 9: MLP 784-64-32-10, N = 4, p in {0.5, 0.75}, 8 dense epochs (SGD 0.9, lr 0.05
     /// cosine, wd 5e-4 on weights, batch 64), 4 fine-tuning epochs at lr 0.01 cosine, seeds 0-2;
-    /// speed check on 256 -> 256 at 8 x 28 x 28.
+    /// speed check on 256 -> 256 at 8 x 28 x 28; rates chosen on 500 held-out training digits at
+    /// seed 100 from {0.1, 0.05, 0.02} (dense) and {0.02, 0.01, 0.005} (fine-tuning).
     pub fn mini() -> Self {
         Self {
             model: MlpConfig::mnist(),
@@ -88,6 +100,10 @@ impl MiniSettings {
             batch: 64,
             lr: 0.05,
             finetune_lr: 0.01,
+            lr_grid: vec![0.1, 0.05, 0.02],
+            finetune_grid: vec![0.02, 0.01, 0.005],
+            validation: 500,
+            selection_seed: 100,
             weight_decay: 5e-4,
             freeze_bias: true,
             seeds: vec![0, 1, 2],
@@ -103,6 +119,9 @@ impl MiniSettings {
             finetune_epochs: 1,
             seeds: vec![0],
             subset: Some((1024, 500)),
+            lr_grid: vec![0.05],
+            finetune_grid: vec![0.01],
+            validation: 256,
             speed: SpeedShape { channels: 64, side: 8, batch: 2, seconds: 0.01 },
             ..Self::mini()
         }
@@ -290,48 +309,136 @@ pub fn speed_check(shape: SpeedShape, n: usize, rates: &[f64], seed: u64) -> Res
     Ok(rows)
 }
 
+/// The arms of one dense network: every pattern at every rate, fine-tuned at `ft_lr(column)`
+/// (columns: rates outer, patterns inner, as [`MiniSettings::columns`]).
+struct Arms {
+    outcomes: Vec<ArmOutcome>,
+    deployments: Vec<Deployment>,
+}
+
+impl MiniSettings {
+    /// Every arm as `(pattern label, rate)`, in column order.
+    pub fn columns(&self) -> Vec<(String, f64)> {
+        self.rates.iter().flat_map(|&p| self.patterns().into_iter().map(move |x| (x.label(), p))).collect()
+    }
+}
+
+fn train_dense<D: Dataset>(
+    s: &MiniSettings,
+    lr: f64,
+    seed: u64,
+    train: &D,
+    eval: &D,
+    tag: &str,
+    ctx: &RunContext,
+) -> Result<(Network<Mlp>, f64)> {
+    let cfg = s.train_config(seed, s.dense_epochs, lr, train.len() / s.batch);
+    let (mut run, r) = ctx.arm(&format!("{tag}dense-seed{seed}"), &cfg)?;
+    let dense = Network::<Mlp>::new(s.model.clone(), seed, ctx.device())?;
+    classify::fit(&dense, train, eval, &cfg, &mut run, r, &mut NoHooks)?;
+    let top1 = classify::evaluate(&dense, eval, 1000)?.0;
+    Ok((dense, top1))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_arms<D: Dataset>(
+    s: &MiniSettings,
+    dense: &Network<Mlp>,
+    ft_lr: &dyn Fn(usize) -> f64,
+    seed: u64,
+    train: &D,
+    eval: &D,
+    tag: &str,
+    ctx: &RunContext,
+    deploy: bool,
+) -> Result<Arms> {
+    let steps = train.len() / s.batch;
+    let (mut outcomes, mut deployments) = (Vec::new(), Vec::new());
+    let patterns = s.patterns();
+    for (i, &rate) in s.rates.iter().enumerate() {
+        for (j, &pattern) in patterns.iter().enumerate() {
+            let (masks, perms) = masks_for(dense, pattern, rate)?;
+            let t = dense.tensors()?;
+            let kept: f64 = masks
+                .iter()
+                .map(|(l, m)| t.get(&format!("{l}.weight")).map_or(Ok(0.0), |w| kept_l1(w, m)))
+                .sum::<Result<f64>>()?;
+            let masked = MaskedNetwork::new(dense, &masks, s.freeze_bias)?;
+            let one_shot = classify::evaluate(&masked, eval, 1000)?.0;
+            let ft = s.train_config(seed, s.finetune_epochs, ft_lr(i * patterns.len() + j), steps);
+            let name = format!("{tag}{}-p{rate}-seed{seed}", pattern.label());
+            let (mut run, r) = ctx.arm(&name, &ft)?;
+            classify::fit(&masked, train, eval, &ft, &mut run, r, &mut NoHooks)?;
+            let fine_tuned = classify::evaluate(&masked, eval, 1000)?.0;
+            outcomes.push(ArmOutcome { arm: pattern.label(), rate, seed, one_shot, fine_tuned, kept_l1: kept });
+            if deploy && !perms.is_empty() {
+                deployments.push(deploy_check(&masked, &perms, s, eval, rate, seed, ctx.device())?);
+            }
+        }
+    }
+    Ok(Arms { outcomes, deployments })
+}
+
+/// The rates chosen on the validation digits, and what each scored there.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Choice {
+    /// The dense rate.
+    pub dense: f64,
+    /// `(rate, validation top-1 of the dense network)`.
+    pub dense_table: Vec<(f64, f64)>,
+    /// Each arm's fine-tuning rate, in [`MiniSettings::columns`] order.
+    pub finetune: Vec<f64>,
+    /// `(rate, validation top-1 of each arm after fine-tuning)`.
+    pub finetune_table: Vec<(f64, Vec<f64>)>,
+}
+
+fn choose(s: &MiniSettings, train: &compress_data::ImageDataset, ctx: &RunContext) -> Result<Choice> {
+    if s.lr_grid.is_empty() || s.finetune_grid.is_empty() {
+        return Err(OnexnError::Config("empty rate grids".into()));
+    }
+    let (fit, val) = train.holdout(s.validation)?;
+    let seed = s.selection_seed;
+    let mut dense_table = Vec::new();
+    for &lr in &s.lr_grid {
+        dense_table.push((lr, train_dense(s, lr, seed, &fit, &val, &format!("select-{lr}-"), ctx)?.1));
+    }
+    let dense = first_best(dense_table.iter().copied());
+    let (net, _) = train_dense(s, dense, seed, &fit, &val, &format!("select-{dense}-"), ctx)?;
+    let mut finetune_table = Vec::new();
+    for &lr in &s.finetune_grid {
+        let arms = run_arms(s, &net, &|_| lr, seed, &fit, &val, &format!("select-ft{lr}-"), ctx, false)?;
+        finetune_table.push((lr, arms.outcomes.iter().map(|o| o.fine_tuned).collect::<Vec<_>>()));
+    }
+    let finetune: Vec<f64> =
+        (0..s.columns().len()).map(|k| first_best(finetune_table.iter().map(|(lr, v)| (*lr, v[k])))).collect();
+    if dense.is_nan() || finetune.iter().any(|x| x.is_nan()) {
+        return Err(OnexnError::Config(format!("no rate learned: {dense_table:?} {finetune_table:?}")));
+    }
+    Ok(Choice { dense, dense_table, finetune, finetune_table })
+}
+
 /// Runs the mini (or smoke) experiment in `ctx` and returns its outcome.
 pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     let settings = &MiniSettings { seeds: ctx.seeds_or(&settings.seeds), ..settings.clone() };
     let (train, test) = embedded::mnist_5k_digits(settings.subset.map(|s| s.0), settings.subset.map(|s| s.1))?;
-    let steps = Dataset::len(&train) / settings.batch;
-    let device = ctx.device();
     let mut exp = ctx.run("", settings, 0)?;
+    let choice = choose(settings, &train, ctx)?;
+    exp.log(&json!({"choice": choice}))?;
     let (mut outcomes, mut deployments, mut dense_top1) = (Vec::new(), Vec::new(), Vec::new());
     for &seed in &settings.seeds {
-        let cfg = settings.train_config(seed, settings.dense_epochs, settings.lr, steps);
-        let (mut run, r) = ctx.arm(&format!("dense-seed{seed}"), &cfg)?;
-        let dense = Network::<Mlp>::new(settings.model.clone(), seed, device)?;
-        classify::fit(&dense, &train, &test, &cfg, &mut run, r, &mut NoHooks)?;
-        dense_top1.push(classify::evaluate(&dense, &test, 1000)?.0);
-        for &rate in &settings.rates {
-            for pattern in settings.patterns() {
-                let (masks, perms) = masks_for(&dense, pattern, rate)?;
-                let t = dense.tensors()?;
-                let kept: f64 = masks
-                    .iter()
-                    .map(|(l, m)| t.get(&format!("{l}.weight")).map_or(Ok(0.0), |w| kept_l1(w, m)))
-                    .sum::<Result<f64>>()?;
-                let masked = MaskedNetwork::new(&dense, &masks, settings.freeze_bias)?;
-                let one_shot = classify::evaluate(&masked, &test, 1000)?.0;
-                let ft = settings.train_config(seed, settings.finetune_epochs, settings.finetune_lr, steps);
-                let name = format!("{}-p{rate}-seed{seed}", pattern.label());
-                let (mut run, r) = ctx.arm(&name, &ft)?;
-                classify::fit(&masked, &train, &test, &ft, &mut run, r, &mut NoHooks)?;
-                let fine_tuned = classify::evaluate(&masked, &test, 1000)?.0;
-                let out = ArmOutcome { arm: pattern.label(), rate, seed, one_shot, fine_tuned, kept_l1: kept };
-                exp.log(&out)?;
-                outcomes.push(out);
-                if !perms.is_empty() {
-                    deployments.push(deploy_check(&masked, &perms, settings, &test, rate, seed, device)?);
-                }
-            }
+        let (dense, top1) = train_dense(settings, choice.dense, seed, &train, &test, "", ctx)?;
+        dense_top1.push(top1);
+        let arms = run_arms(settings, &dense, &|k| choice.finetune[k], seed, &train, &test, "", ctx, true)?;
+        for o in &arms.outcomes {
+            exp.log(o)?;
         }
+        outcomes.extend(arms.outcomes);
+        deployments.extend(arms.deployments);
     }
     let speed = speed_check(settings.speed, settings.n, &settings.rates, 0)?;
     exp.write_json(
         "arms.json",
-        &json!({"outcomes": outcomes, "deployments": deployments, "speed": speed, "dense_top1": dense_top1}),
+        &json!({"choice": choice, "outcomes": outcomes, "deployments": deployments, "speed": speed, "dense_top1": dense_top1}),
     )?;
     let rows = report_rows(settings, &outcomes, &deployments, &speed, mean(dense_top1.iter().copied()));
     let title = format!(
@@ -342,7 +449,25 @@ pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
         settings.finetune_epochs,
         settings.seeds.len()
     );
-    let report: Report = ctx.report(title, &settings.seeds).rows(rows);
+    let columns: Vec<String> = settings.columns().iter().map(|(a, p)| format!("{a} p{p}")).collect();
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let notes = format!(
+        "\nRates chosen on the last {} training digits (trained on the others, seed {}; top-1 %).\n\n{}\n\
+         Chosen dense rate: {} (spec: {}).\n\n{}\nChosen: {} (spec: {}).\n",
+        settings.validation,
+        settings.selection_seed,
+        rate_table(
+            "dense lr",
+            &["dense"],
+            &choice.dense_table.iter().map(|&(lr, v)| (lr, vec![v])).collect::<Vec<_>>()
+        ),
+        choice.dense,
+        settings.lr,
+        rate_table("fine-tune lr", &columns, &choice.finetune_table),
+        chosen(&columns, &choice.finetune),
+        settings.finetune_lr,
+    );
+    let report: Report = ctx.report(title, &settings.seeds).rows(rows).notes(notes);
     exp.write_report(&report)?;
     let curve = |label: &str, one_shot: bool| -> Vec<(f64, f64)> {
         settings

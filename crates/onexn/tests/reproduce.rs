@@ -22,6 +22,12 @@ fn smoke_profile_deploys_exactly_and_writes_its_report() {
     let outcomes = arms["outcomes"].as_array().unwrap();
     assert_eq!(outcomes.len(), 4 * 2, "four patterns at two rates, one seed");
     assert!(outcomes.iter().all(|o| o["fine_tuned"].as_f64().unwrap() > 30.0), "{outcomes:?}");
+    // The rates were chosen on held-out digits: one dense rate, one per arm and rate.
+    let choice = &arms["choice"];
+    assert_eq!(choice["finetune"].as_array().unwrap().len(), 4 * 2, "{choice}");
+    assert_eq!(choice["finetune_table"][0][1].as_array().unwrap().len(), 4 * 2, "{choice}");
+    assert!(choice["dense"].as_f64().unwrap() > 0.0);
+    assert!(report.notes.contains("Rates chosen on the last 256 training digits"), "{}", report.notes);
     // A resumed run finds the finished arms and reproduces the same numbers.
     let again = harness::reproduce(&OnexnReproduction, "smoke", &ctx.clone().resume(true)).unwrap();
     assert_eq!(again.dir(), run, "the resumed run is the same folder");
