@@ -247,6 +247,30 @@ mod tests {
         assert_eq!(q3.lower.as_tensor().to_scalar::<f32>().unwrap(), -10.0);
     }
 
+    /// A constant input has equal percentiles: the lower bound starts 1e-3 below the upper.
+    #[test]
+    fn a_constant_input_separates_its_bounds() {
+        let map = VarMap::new();
+        let q = quantizer(2, &map);
+        q.set_phase(Phase::Static).unwrap();
+        q.forward_t(&(Tensor::ones((1, 2, 3, 3), DType::F32, &Device::Cpu).unwrap() * 0.75).unwrap(), true).unwrap();
+        let (u, l) = (q.upper.as_tensor().to_scalar::<f32>().unwrap(), q.lower.as_tensor().to_scalar::<f32>().unwrap());
+        assert_eq!(u, 0.75);
+        assert_eq!(l, (0.75f64 - 1e-3) as f32);
+    }
+
+    /// Static until a gate is attached, dynamic after; one gate only.
+    #[test]
+    fn a_quantizer_is_dynamic_once_it_has_a_gate() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let q = quantizer(2, &map);
+        assert!(!q.is_dynamic());
+        q.attach_gate(DynamicGate::new(4, 32, false, vb.pp("g1")).unwrap()).unwrap();
+        assert!(q.is_dynamic());
+        assert!(q.attach_gate(DynamicGate::new(4, 32, false, vb.pp("g2")).unwrap()).is_err());
+    }
+
     #[test]
     fn a_gate_with_zero_logits_changes_nothing_and_warmup_does_not_apply_it() {
         let map = VarMap::new();

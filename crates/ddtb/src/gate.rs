@@ -99,4 +99,23 @@ mod tests {
         assert_eq!(grads_reach(false), (false, true));
         assert_eq!(grads_reach(true), (true, true));
     }
+
+    /// `A2` on four evenly spaced values is exact (levels at min + k span / 3); a span below
+    /// `1e-6 max(|min|, 1)` is widened to exactly that, so a 5e-7 step still maps to a level
+    /// above the minimum; the straight-through form passes the gradient unchanged.
+    #[test]
+    fn a2_levels_and_the_span_floor() {
+        let x = Tensor::new(&[1f32, 2.0, 3.0, 4.0], &Device::Cpu).unwrap();
+        assert_eq!(a2(&x, false).unwrap().to_vec1::<f32>().unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        let y = Tensor::new(&[1f32, 1.4, 2.6, 4.0], &Device::Cpu).unwrap();
+        assert_eq!(a2(&y, false).unwrap().to_vec1::<f32>().unwrap(), [1.0, 1.0, 3.0, 4.0]);
+        let tiny = Tensor::new(&[0.5f32, 0.5 + 5e-7], &Device::Cpu).unwrap();
+        let q = a2(&tiny, false).unwrap().to_vec1::<f32>().unwrap();
+        // Levels 1e-6 / 3 apart (f32 near 0.5 resolves 6e-8): the step lands on the second or
+        // third, not on the minimum's.
+        assert!((q[0] - 0.5).abs() < 2e-7 && q[1] - q[0] > 2.5e-7 && q[1] - q[0] < 8e-7, "{q:?}");
+        let v = candle_core::Var::from_tensor(&y).unwrap();
+        let g = a2(v.as_tensor(), true).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), [1.0; 4]);
+    }
 }
