@@ -115,7 +115,9 @@ mod tests {
         // third, not on the minimum's.
         assert!((q[0] - 0.5).abs() < 2e-7 && q[1] - q[0] > 2.5e-7 && q[1] - q[0] < 8e-7, "{q:?}");
         let v = candle_core::Var::from_tensor(&y).unwrap();
-        let g = a2(v.as_tensor(), true).unwrap().sum_all().unwrap().backward().unwrap();
+        let st = a2(v.as_tensor(), true).unwrap();
+        assert_eq!(st.to_vec1::<f32>().unwrap(), [1.0, 1.0, 3.0, 4.0], "the quantized values, forward");
+        let g = st.sum_all().unwrap().backward().unwrap();
         assert_eq!(g.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), [1.0; 4]);
     }
 }
