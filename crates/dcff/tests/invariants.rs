@@ -263,3 +263,34 @@ fn paper_table_sizes() {
         assert_eq!(r.verdict == compress_train::Verdict::Holds, !vgg_params, "{}: {:?}", r.setting, r.method);
     }
 }
+
+/// `selections()` reads every layer's `S` back from `Phi`; epoch 0 never counts as a change (even
+/// where its `S` differs from the initial `Phi`), a later refresh counts exactly the layers whose
+/// `S` moved.
+#[test]
+fn selections_and_changes_across_refreshes() {
+    let net = FusedNetwork::<Vgg>::new(mini_vgg(), &[0.75, 0.75], KlMode::Official, 0, &Device::Cpu).unwrap();
+    assert!(format!("{net:?}").contains("FusedNetwork"));
+    let initial = net.selections().unwrap();
+    let r0 = net.refresh(0, 1.0).unwrap();
+    let s0 = net.selections().unwrap();
+    assert!(r0.layers.iter().any(|l| initial[&l.conv] != l.selected), "epoch 0 kept the initial S: no test");
+    for l in &r0.layers {
+        assert_eq!(s0[&l.conv], l.selected);
+        assert!(!l.changed, "{}: epoch 0 is not a change", l.conv);
+    }
+    // New weights for conv0: its S moves at the next refresh, and only that counts as changed.
+    {
+        let data = net.varmap().data().lock().unwrap();
+        let w = &data["features.conv0.weight"];
+        let v: Vec<f32> = (0..w.elem_count()).map(|i| ((i * 7919 % 97) as f32 - 48.0) / 40.0).collect();
+        w.set(&Tensor::from_vec(v, w.dims(), &Device::Cpu).unwrap()).unwrap();
+    }
+    let r1 = net.refresh(1, 1.0).unwrap();
+    let s1 = net.selections().unwrap();
+    for l in &r1.layers {
+        assert_eq!(s1[&l.conv], l.selected);
+        assert_eq!(l.changed, s0[&l.conv] != l.selected, "{}", l.conv);
+    }
+    assert!(r1.layers[0].changed, "conv0's new weights move its S");
+}
