@@ -24,6 +24,8 @@ use std::sync::Arc;
 pub struct MaskedNetwork<'a, A: Architecture> {
     net: &'a Network<A>,
     slots: Vec<MaskSlot>,
+    /// Each applied slot's site -> its index (built once, shared by every forward's tap).
+    sites: Arc<HashMap<(String, TapPoint), usize>>,
     masks: Vec<ClassWiseMask>,
     vars: VarMap,
     lambda: f64,
@@ -68,7 +70,8 @@ where
             vars.data().lock().map_err(|_| config_err("variable map lock poisoned"))?.insert(mask_name(j), m.m.clone());
             masks.push(m);
         }
-        Ok(Self { net, slots, masks, vars, lambda, rng: SeededRng::new(seed) })
+        let sites = slots.iter().enumerate().filter_map(|(j, s)| s.site.clone().map(|site| (site, j))).collect();
+        Ok(Self { net, slots, sites: Arc::new(sites), masks, vars, lambda, rng: SeededRng::new(seed) })
     }
 }
 
@@ -110,7 +113,7 @@ impl<A: Architecture> MaskedNetwork<'_, A> {
         train: bool,
     ) -> Result<Tensor> {
         let tap = GateTap {
-            sites: self.slots.iter().enumerate().filter_map(|(j, s)| s.site.clone().map(|site| (site, j))).collect(),
+            sites: self.sites.clone(),
             masks: self.masks.clone(),
             labels: labels.to_vec(),
             rng: self.rng.child(&format!("whitebox/d/{epoch}/{batch}")),
@@ -121,7 +124,7 @@ impl<A: Architecture> MaskedNetwork<'_, A> {
 
 /// Gates the activations at the slots' sites.
 struct GateTap {
-    sites: HashMap<(String, TapPoint), usize>,
+    sites: Arc<HashMap<(String, TapPoint), usize>>,
     masks: Vec<ClassWiseMask>,
     labels: Vec<u32>,
     rng: SeededRng,
@@ -165,10 +168,13 @@ impl<A: Architecture> Objective for MaskedNetwork<'_, A> {
     }
 
     fn evaluate(&self, _epoch: usize) -> compress_train::Result<serde_json::Value> {
-        let mean_t: Vec<f32> =
-            self.masks.iter().flat_map(|m| crate::gate::fold_scale(m.m.as_tensor()).unwrap_or_default()).collect();
-        let avg = mean_t.iter().map(|&v| f64::from(v)).sum::<f64>() / mean_t.len().max(1) as f64;
-        let penalty = self.penalty().ok().and_then(|p| p.to_scalar::<f32>().ok()).unwrap_or(f32::NAN);
+        let wrap = |e: crate::WhiteBoxError| compress_train::TrainError::Config(e.to_string());
+        let mut t = Vec::new();
+        for m in &self.masks {
+            t.extend(crate::gate::fold_scale(m.m.as_tensor()).map_err(wrap)?);
+        }
+        let avg = t.iter().map(|&v| f64::from(v)).sum::<f64>() / t.len().max(1) as f64;
+        let penalty = self.penalty().map_err(wrap)?.to_scalar::<f32>()?;
         Ok(serde_json::json!({"mean_fold_scale": avg, "penalty": penalty}))
     }
 }
