@@ -81,7 +81,8 @@ enum Task {
     /// (a W2A2 training step of each DDTB arm against the full-precision step), `cf-vit`
     /// (early-exit throughput at batch 1 and 64 against the fine-only ViT), `synth` (IntraQ's
     /// image synthesis on ResNet-20, 32 x 32, batch 256, and FDDA's generator step), `clr-rnf` (the compact VGG-16 /
-    /// ResNet-56 forward against the unpruned one at batch 1 and 64).
+    /// ResNet-56 forward against the unpruned one at batch 1 and 64), `optg` (the CSR kernel against
+    /// the dense layers of ResNet-50, MobileNetV1 and the mini's MLP at 90-99 % sparsity).
     Bench {
         /// Which bench.
         #[arg(default_value = "train-step")]
@@ -171,6 +172,8 @@ fn main() -> std::process::ExitCode {
                 cf_vit::throughput::bench(std::path::Path::new("runs"), seconds.max(1.0))
                     .map(|t| print!("{t}"))
                     .map_err(Into::into)
+            } else if what == "optg" {
+                optg::bench::run(&mut std::io::stdout(), seconds, quick).map_err(Into::into)
             } else if what == "clr-rnf" {
                 clr_rnf::bench::run(&mut std::io::stdout(), seconds.max(0.2)).map_err(Into::into)
             } else if what == "synth" {
@@ -184,7 +187,7 @@ fn main() -> std::process::ExitCode {
                 compress_train::bench::conv_layer(&mut std::io::stdout(), steps).map_err(Into::into)
             } else {
                 Err(anyhow::anyhow!(
-                    "unknown bench {what:?}; benches: train-step, conv, onexn, ddtb, cf-vit, synth, clr-rnf"
+                    "unknown bench {what:?}; benches: train-step, conv, onexn, ddtb, cf-vit, synth, clr-rnf, optg"
                 ))
             }
         }

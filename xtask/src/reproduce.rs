@@ -8,7 +8,7 @@ use compress_train::{Outcome, RunContext};
 use std::path::{Path, PathBuf};
 
 /// The methods that have landed, in the order `reproduce all` runs them.
-pub fn registry() -> [&'static dyn Reproduction; 8] {
+pub fn registry() -> [&'static dyn Reproduction; 9] {
     [
         &dcff::reproduce::DcffReproduction,
         &onexn::reproduce::OnexnReproduction,
@@ -18,6 +18,7 @@ pub fn registry() -> [&'static dyn Reproduction; 8] {
         &clr_rnf::reproduce::ClrRnfReproduction,
         &fdda::reproduce::FddaReproduction,
         &whitebox::reproduce::WhiteBoxReproduction,
+        &optg::reproduce::OptgReproduction,
     ]
 }
 
@@ -262,6 +263,6 @@ mod tests {
         }
         assert!(l.contains("`mini-long`"), "{l}");
         let names: Vec<&str> = registry().iter().map(|r| r.info().name).collect();
-        assert_eq!(names, ["dcff", "onexn", "intraq", "cf-vit", "ddtb", "clr-rnf", "fdda", "whitebox"]);
+        assert_eq!(names, ["dcff", "onexn", "intraq", "cf-vit", "ddtb", "clr-rnf", "fdda", "whitebox", "optg"]);
     }
 }

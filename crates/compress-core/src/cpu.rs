@@ -44,6 +44,39 @@ pub(crate) unsafe fn written<U>(len: usize, fill: impl FnOnce(&mut [std::mem::Ma
     v
 }
 
+/// A new `len`-value vector computed in `chunk`-value pieces on the rayon pool: each task zeroes
+/// its piece (in cache, no separate zeroing pass over the whole output) and hands it to
+/// `f(scratch, piece index, piece)`, `scratch` made once per worker by `init`. The sparse
+/// kernels write outputs far larger than the work at high sparsity: a serial `vec![0; len]` first
+/// cost as much as the kernel.
+pub(crate) fn par_pieces<S, I, F>(len: usize, chunk: usize, init: I, f: F) -> Vec<f32>
+where
+    I: Fn() -> S + Sync + Send,
+    F: Fn(&mut S, usize, &mut [f32]) + Sync + Send,
+{
+    let chunk = chunk.max(1);
+    let run = |s: &mut S, (t, o): (usize, &mut [std::mem::MaybeUninit<f32>])| {
+        for v in o.iter_mut() {
+            v.write(0.0);
+        }
+        // SAFETY: every element of `o` was written just above, and `MaybeUninit<f32>` has the
+        // layout of `f32`.
+        let o = unsafe { &mut *(o as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+        f(s, t, o);
+    };
+    // SAFETY: the pieces cover the output and each is written whole by `run` (on the caller's
+    // thread when there is one piece: a hand-off to the pool costs microseconds).
+    unsafe {
+        written(len, |spare| {
+            if len <= chunk {
+                run(&mut init(), (0, spare));
+            } else {
+                spare.par_chunks_mut(chunk).enumerate().for_each_init(&init, run);
+            }
+        })
+    }
+}
+
 /// Applies `f` to matching `chunk`-value pieces of `out` and `inp`: on the rayon pool when there
 /// are several, on the caller's thread when there is one (a hand-off to the pool costs
 /// microseconds, more than a small op: batch-1 inference).

@@ -4,7 +4,9 @@ use crate::engine::{Engine, Hooks, TrainConfig, progress};
 use crate::error::Result;
 use crate::loss::cross_entropy;
 use crate::metrics::topk_correct;
+use crate::optim::ParamGroup;
 use crate::record::Run;
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use compress_data::batch::{Batcher, Dataset};
@@ -46,6 +48,15 @@ pub trait Objective {
     }
     /// Measurements after `epoch` (a JSON object merged into the epoch's record).
     fn evaluate(&self, epoch: usize) -> Result<serde_json::Value>;
+    /// The optimizer's parameter groups (`None`: those `cfg` implies, as for a plain network).
+    fn groups(&self, _cfg: &TrainConfig) -> Result<Option<Vec<ParamGroup>>> {
+        Ok(None)
+    }
+    /// Rewrites a batch's gradients before they accumulate and reach the optimizer (e.g. a
+    /// straight-through estimator applied outside the graph).
+    fn route_gradients(&self, _grads: &mut GradStore) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Cross-entropy training of a classifier, evaluated by top-1 / top-5 on `test`.
@@ -98,11 +109,20 @@ pub fn fit_objective<O: Objective + ?Sized, Tr: Dataset>(
     resume: bool,
     hooks: &mut dyn Hooks,
 ) -> Result<Vec<serde_json::Value>> {
-    let mut e = Engine::new(obj.varmap(), cfg, run, resume, obj.device())?;
+    let mut e = match obj.groups(cfg)? {
+        Some(groups) => Engine::with_groups(obj.varmap(), groups, cfg, run, resume, obj.device())?,
+        None => Engine::new(obj.varmap(), cfg, run, resume, obj.device())?,
+    };
     let batcher = Batcher::new(cfg.batch_size, true, cfg.seed, obj.device().clone())?.drop_last(true);
     while e.state.epoch < cfg.epochs {
         let epoch = e.state.epoch;
         hooks.on_epoch_start(epoch, obj.varmap())?;
+        let names: Vec<String> = e.opt.groups().iter().map(|g| g.name.clone()).collect();
+        for name in names {
+            if let Some(scale) = hooks.lr_scale(&name, epoch) {
+                e.opt.set_lr_scale(&name, scale)?;
+            }
+        }
         let start = std::time::Instant::now();
         let n = batcher.num_batches(train.len());
         let pb = progress(run.quiet, n as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs));
@@ -111,7 +131,7 @@ pub fn fit_objective<O: Objective + ?Sized, Tr: Dataset>(
         for (i, batch) in batcher.epoch(train, epoch as u64, first)?.enumerate() {
             let batch = batch?;
             let loss = obj.loss_at(&batch.images, &batch.labels, epoch, first + i)?;
-            let stepped = e.micro_batch(&loss, run)?;
+            let stepped = e.micro_batch_routed(&loss, run, &|g| obj.route_gradients(g))?;
             e.state.loss_sum += f64::from(loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?);
             e.state.loss_count += 1;
             pb.inc(1);

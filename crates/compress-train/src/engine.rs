@@ -90,6 +90,11 @@ pub trait Hooks {
     fn after_step(&mut self, _step: u64, _vars: &VarMap) -> Result<()> {
         Ok(())
     }
+    /// The learning-rate factor of parameter group `group` during `epoch` (`None`: unchanged),
+    /// asked after [`Hooks::on_epoch_start`]: a group whose rate follows its own schedule.
+    fn lr_scale(&self, _group: &str, _epoch: usize) -> Option<f64> {
+        None
+    }
 }
 
 /// Hooks that do nothing.
@@ -175,12 +180,25 @@ impl Engine {
     /// `accumulate` micro-batches, applies the optimizer. Returns true when a step was taken.
     /// A non-finite loss stops the run with [`TrainError::NonFinite`].
     pub fn micro_batch(&mut self, loss: &Tensor, run: &Run) -> Result<bool> {
+        self.micro_batch_routed(loss, run, &|_| Ok(()))
+    }
+
+    /// [`Engine::micro_batch`] with the gradients rewritten by `route` before they accumulate:
+    /// a method whose variables receive gradients the graph does not give them (OptG's
+    /// straight-through scores).
+    pub fn micro_batch_routed(
+        &mut self,
+        loss: &Tensor,
+        run: &Run,
+        route: &dyn Fn(&mut GradStore) -> Result<()>,
+    ) -> Result<bool> {
         let value = loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
         if !value.is_finite() {
             return Err(self.non_finite(format!("loss {value}"), run));
         }
         let scaled = if self.cfg.accumulate > 1 { (loss / self.cfg.accumulate as f64)? } else { loss.clone() };
-        let grads = scaled.backward()?;
+        let mut grads = scaled.backward()?;
+        route(&mut grads)?;
         self.pending = Some(match self.pending.take() {
             None => grads,
             Some(mut acc) => {

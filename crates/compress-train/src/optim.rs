@@ -144,6 +144,21 @@ impl Optimizer {
         &self.groups
     }
 
+    /// Sets the learning-rate factor of the group named `group` (e.g. a rate that follows a
+    /// schedule of its own, such as OptG's score rate).
+    pub fn set_lr_scale(&mut self, group: &str, scale: f64) -> Result<()> {
+        if !(scale >= 0.0 && scale.is_finite()) {
+            return Err(TrainError::Config(format!("group {group}: learning-rate factor {scale}")));
+        }
+        let g = self
+            .groups
+            .iter_mut()
+            .find(|g| g.name == group)
+            .ok_or_else(|| TrainError::Config(format!("no parameter group {group:?}")))?;
+        g.lr_scale = scale;
+        Ok(())
+    }
+
     /// Applies one update with base learning rate `lr`; variables without a gradient are left.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.steps += 1;

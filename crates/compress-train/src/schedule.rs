@@ -35,6 +35,17 @@ pub enum Decay {
         #[serde(default)]
         start: u64,
     },
+    /// Constant within an epoch `e = step / steps_per_epoch`: `base (e + 1) / warmup` while
+    /// `e < warmup`, then `base (1 + cos(pi e / epochs)) / 2`, the cosine not shifted by the
+    /// warm-up (OptG's per-epoch `adjust_learning_rate`).
+    EpochCosine {
+        /// Optimizer steps per epoch.
+        steps_per_epoch: u64,
+        /// Epochs `E` of the cosine.
+        epochs: u64,
+        /// Warm-up epochs.
+        warmup: u64,
+    },
 }
 
 /// A schedule: base learning rate, decay, and a linear warm-up from `warmup_start * base`.
@@ -82,6 +93,15 @@ impl Schedule {
                 let t = step.clamp(*start, *total).saturating_sub(*start) as f64 / span as f64;
                 min_lr + (self.base_lr - min_lr) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0
             }
+            Decay::EpochCosine { steps_per_epoch, epochs, warmup } => {
+                let e = step / (*steps_per_epoch).max(1);
+                if e < *warmup {
+                    self.base_lr * (e + 1) as f64 / *warmup as f64
+                } else {
+                    let t = e as f64 / (*epochs).max(1) as f64;
+                    self.base_lr * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0
+                }
+            }
         };
         if step < self.warmup_steps {
             let f = self.warmup_start + (1.0 - self.warmup_start) * step as f64 / self.warmup_steps as f64;
@@ -114,5 +134,15 @@ mod tests {
         assert!(late.lr(5) == 1.0 && (late.lr(60) - 0.5).abs() < 1e-12 && late.lr(110).abs() < 1e-12);
         let w = Schedule::constant(1.0).with_warmup(4, 0.2);
         assert!((w.lr(0) - 0.2).abs() < 1e-12 && (w.lr(2) - 0.6).abs() < 1e-12 && w.lr(4) == 1.0);
+        // OptG's per-epoch rule (spec section 8, eta0 0.1, E 100, 5 warm-up epochs), 7 steps an epoch.
+        let e = Schedule {
+            base_lr: 0.1,
+            decay: Decay::EpochCosine { steps_per_epoch: 7, epochs: 100, warmup: 5 },
+            warmup_steps: 0,
+            warmup_start: 1.0,
+        };
+        let at = |epoch: u64| e.lr(7 * epoch);
+        assert!((at(0) - 0.02).abs() < 1e-12 && (e.lr(6) - 0.02).abs() < 1e-12 && (at(4) - 0.1).abs() < 1e-12);
+        assert!((at(5) - 0.099384).abs() < 1e-6 && (at(50) - 0.05).abs() < 1e-12 && (at(99) - 2.467e-5).abs() < 1e-8);
     }
 }

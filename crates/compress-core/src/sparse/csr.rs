@@ -9,7 +9,6 @@
 
 use super::{Result, SparseError};
 use candle_core::{DType, Tensor};
-use rayon::prelude::*;
 
 /// A `[C_out, C_in]` matrix (a 1x1 conv or linear weight) in CSR.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,24 +92,56 @@ fn check(a: &Csr, x_len: usize, per_sample: usize) -> Result<usize> {
 /// `y = A x` for NCHW `x` of `batch x C_in x pixels` values.
 pub fn csr_conv1x1_nchw(a: &Csr, x: &[f32], pixels: usize) -> Result<Vec<f32>> {
     let batch = check(a, x.len(), a.cols * pixels)?;
-    let mut y = vec![0f32; batch * a.rows * pixels];
-    y.par_chunks_mut(pixels.max(1)).enumerate().for_each(|(task, out)| {
-        let (b, o) = (task / a.rows, task % a.rows);
-        nchw_row_best(a, o, &x[b * a.cols * pixels..(b + 1) * a.cols * pixels], pixels, out);
-    });
+    // A task per output row, or several rows where a plane has few pixels (a task per row of 49
+    // pixels costs more in hand-offs than in work).
+    let rows_per_task = (1024 / pixels).max(1);
+    let y = crate::cpu::par_pieces(
+        batch * a.rows * pixels,
+        rows_per_task * pixels,
+        || (),
+        |(), t, out| {
+            for (r, row) in out.chunks_mut(pixels).enumerate() {
+                let g = t * rows_per_task + r;
+                let (b, o) = (g / a.rows, g % a.rows);
+                nchw_row_best(a, o, &x[b * a.cols * pixels..(b + 1) * a.cols * pixels], pixels, row);
+            }
+        },
+    );
     Ok(y)
 }
 
 /// `y = A x` for NHWC `x` of `rows x C_in` values: tiles of 32 pixels transposed to
 /// channel-major order, then the NCHW row loop (as the 1xN kernel does, so that the two differ
-/// only in the sparsity pattern).
+/// only in the sparsity pattern). Fewer than 8 rows (batch-1 linear layers) take gathered dot
+/// products `y[q, o] = sum_e val[e] x[q, col[e]]`, parallel over outputs: a tile of one row
+/// would run one thread at scalar speed.
 pub fn csr_conv1x1_nhwc(a: &Csr, x: &[f32]) -> Result<Vec<f32>> {
     let rows = check(a, x.len(), a.cols)?;
     const T: usize = 32;
-    let mut y = vec![0f32; rows * a.rows];
-    y.par_chunks_mut(T * a.rows.max(1)).enumerate().for_each_init(
+    if rows < 8 {
+        // Pieces of at least ~16k multiply-adds (one piece, on the caller's thread, below that).
+        let per_output = (a.nnz() / a.rows.max(1)).max(1);
+        let chunk = (16_384 / per_output).max(16);
+        return Ok(crate::cpu::par_pieces(
+            rows * a.rows,
+            chunk,
+            || (),
+            |(), t, out| {
+                for (j, y) in out.iter_mut().enumerate() {
+                    let g = t * chunk + j;
+                    let (q, o) = (g / a.rows, g % a.rows);
+                    let xq = &x[q * a.cols..(q + 1) * a.cols];
+                    let (lo, hi) = (a.ptr[o] as usize, a.ptr[o + 1] as usize);
+                    *y = a.col[lo..hi].iter().zip(&a.val[lo..hi]).map(|(&c, &v)| v * xq[c as usize]).sum();
+                }
+            },
+        ));
+    }
+    let y = crate::cpu::par_pieces(
+        rows * a.rows,
+        T * a.rows.max(1),
         || (vec![0f32; a.cols * T], vec![0f32; T]),
-        |(xt, acc), (t, out)| {
+        |(xt, acc), t, out| {
             let start = t * T;
             let len = T.min(rows - start);
             for q in 0..len {

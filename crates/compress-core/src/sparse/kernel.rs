@@ -13,7 +13,6 @@
 
 use super::bsr::Bsr1xN;
 use super::{Result, SparseError};
-use rayon::prelude::*;
 
 /// Pixels per tile in the NCHW kernel (`N x TILE` accumulators stay in L1).
 const TILE: usize = 128;
@@ -266,11 +265,12 @@ fn check(w: &Bsr1xN, x_len: usize, per_sample: usize, bias: Option<&[f32]>) -> R
 pub fn conv1x1_nchw(w: &Bsr1xN, x: &[f32], pixels: usize, bias: Option<&[f32]>) -> Result<Vec<f32>> {
     let batch = check(w, x.len(), w.c_in * pixels, bias)?;
     let (n, groups) = (w.n, w.c_out / w.n);
-    let mut y = vec![0f32; batch * w.c_out * pixels];
     // One task per (sample, group): its N output rows are contiguous.
-    y.par_chunks_mut(n * pixels).enumerate().for_each_init(
+    let y = crate::cpu::par_pieces(
+        batch * w.c_out * pixels,
+        n * pixels,
         || vec![0f32; n * TILE],
-        |tile, (task, out)| {
+        |tile, task, out| {
             let (b, g) = (task / groups, task % groups);
             let xs = &x[b * w.c_in * pixels..(b + 1) * w.c_in * pixels];
             for start in (0..pixels).step_by(TILE) {
@@ -303,10 +303,11 @@ const NHWC_TILE: usize = 32;
 pub fn conv1x1_nhwc(w: &Bsr1xN, x: &[f32], bias: Option<&[f32]>) -> Result<Vec<f32>> {
     let rows = check(w, x.len(), w.c_in, bias)?;
     let (n, c_in, c_out) = (w.n, w.c_in, w.c_out);
-    let mut y = vec![0f32; rows * c_out];
-    y.par_chunks_mut(NHWC_TILE * c_out).enumerate().for_each_init(
+    let y = crate::cpu::par_pieces(
+        rows * c_out,
+        NHWC_TILE * c_out,
         || (vec![0f32; c_in * NHWC_TILE], vec![0f32; n * NHWC_TILE]),
-        |(xt, acc), (t, out)| {
+        |(xt, acc), t, out| {
             let start = t * NHWC_TILE;
             let len = NHWC_TILE.min(rows - start);
             for q in 0..len {
