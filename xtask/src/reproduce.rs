@@ -249,7 +249,7 @@ mod tests {
         assert!(e.to_string().contains("its profiles: smoke, mini, paper"), "{e}");
         let e = reproduce("dcff", &opts("mini-long")).expect_err("intraq only");
         assert!(e.to_string().contains("no profile \"mini-long\""), "{e}");
-        let e = reproduce("optg", &opts("mini")).expect_err("not yet");
+        let e = reproduce("pss-net", &opts("mini")).expect_err("not yet");
         assert!(e.to_string().contains("not implemented yet"), "{e}");
     }
 

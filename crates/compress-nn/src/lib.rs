@@ -16,6 +16,7 @@ pub mod pretrained;
 pub mod probe;
 pub mod pytorchcv;
 mod scope;
+pub mod slim;
 pub mod stack;
 pub mod structure;
 pub mod tap;

@@ -136,28 +136,35 @@ impl Conv2d {
         if weight.dims() != self.weight.dims() {
             candle_core::bail!("conv weight {:?} given for a layer of {:?}", weight.dims(), self.weight.dims())
         }
-        self.conv(x, weight)
+        self.conv(x, weight, self.spec.groups, self.bias.as_ref())
     }
 
-    fn conv(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    fn conv(&self, x: &Tensor, weight: &Tensor, groups: usize, bias: Option<&Tensor>) -> Result<Tensor> {
         let s = self.spec;
         // im2col + GEMM with its own backward on the CPU (candle's is ~10x slower there).
-        let geo = compress_core::ops::Conv2dGeometry::new(s.stride, s.padding, s.groups);
+        let geo = compress_core::ops::Conv2dGeometry::new(s.stride, s.padding, groups);
         let y = compress_core::ops::conv2d(x, weight, geo)?;
-        let y = match &self.bias {
+        let y = match bias {
             Some(b) => compress_core::ops::bias_add_nchw(&y, b)?,
             None => y,
         };
-        self.record_cost(x, &y)?;
+        self.record_cost(x, &y, groups)?;
         Ok(y)
     }
 
+    /// The layer as the leading slice of itself inside a [`crate::slim`] scope.
+    fn forward_slim(&self, x: &Tensor) -> Result<Tensor> {
+        let (w, groups) = crate::slim::conv_weight(&self.weight, self.spec.groups, &self.prefix, x)?;
+        let bias = self.bias.as_ref().map(|b| crate::slim::leading(b, w.dim(0)?)).transpose()?;
+        self.conv(x, &w, groups, bias.as_ref())
+    }
+
     /// Counts the layer's operations from input `x` to output `y`.
-    fn record_cost(&self, x: &Tensor, y: &Tensor) -> Result<()> {
+    fn record_cost(&self, x: &Tensor, y: &Tensor, groups: usize) -> Result<()> {
         let s = self.spec;
         let (_, cout, oh, ow) = y.dims4()?;
         let bias_adds = if s.bias { (cout * oh * ow) as u64 } else { 0 };
-        let c = cost::conv2d(x.dim(1)?, cout, s.kernel, s.groups, oh, ow, s.bias) + cost::elementwise(bias_adds);
+        let c = cost::conv2d(x.dim(1)?, cout, s.kernel, groups, oh, ow, s.bias) + cost::elementwise(bias_adds);
         record_layer(&self.prefix, c);
         Ok(())
     }
@@ -168,7 +175,10 @@ impl Module for Conv2d {
         if let Some(r) = &self.replacement {
             return r.forward(x);
         }
-        self.conv(x, &crate::fake_quant::weight(&self.weight, &self.prefix)?)
+        if crate::slim::active() {
+            return self.forward_slim(x);
+        }
+        self.conv(x, &crate::fake_quant::weight(&self.weight, &self.prefix)?, self.spec.groups, self.bias.as_ref())
     }
 }
 
@@ -260,8 +270,8 @@ impl ConvBn {
 
     /// `act(BN(conv(x)) (+ residual))`: in CPU training one node for the three layers
     /// (`compress_core::ops::conv_bn_act_train`) when nothing needs the conv output on its own
-    /// (no replacement of the conv, no conv bias, no BatchNorm probe, no [`crate::tap`] at the
-    /// norm's input); otherwise the conv, then
+    /// (no replacement of the conv, no conv bias, no BatchNorm probe, no [`crate::slim`] scope,
+    /// no [`crate::tap`] at the norm's input); otherwise the conv, then
     /// [`crate::layers::BatchNorm2d::forward_act`].
     fn forward_act(&self, x: &Tensor, residual: Option<&Tensor>, act: Activation, train: bool) -> Result<Tensor> {
         let fusable = train
@@ -269,6 +279,7 @@ impl ConvBn {
             && self.conv.replacement.is_none()
             && self.conv.bias.is_none()
             && !crate::probe::active()
+            && !crate::slim::active()
             && !crate::tap::wants(self.bn.prefix(), crate::tap::TapPoint::BnInput);
         if !fusable {
             return self.bn.forward_act(&self.conv.forward(x)?, residual, act, train);
@@ -279,7 +290,7 @@ impl ConvBn {
         let (gamma, beta) = self.bn.affine();
         let (z, mean, var) =
             compress_core::ops::conv_bn_act_train(x, &w, geo, gamma, beta, residual, self.bn.eps(), act.bounds())?;
-        self.conv.record_cost(x, &z)?;
+        self.conv.record_cost(x, &z, s.groups)?;
         self.bn.record_cost(&z, residual.is_some(), train)?;
         self.bn.update_running(&mean, &var, z.elem_count() / z.dim(1)?)?;
         crate::tap::at(self.bn.prefix(), crate::tap::TapPoint::Output, act.quantize_output(&z)?)

@@ -98,6 +98,23 @@ impl Module for Linear {
             crate::probe::record_linear(x);
             return r.forward(x);
         }
+        let fin = x.dim(candle_core::D::Minus1)?;
+        if crate::slim::active() && fin < self.fin {
+            // The leading `fin` input columns (a slimmed network's classifier).
+            let rows = x.elem_count() / fin.max(1);
+            let w = self.inner.weight().narrow(1, 0, fin)?;
+            record_layer(&self.prefix, cost::linear(fin, self.fout, 1, self.bias));
+            let y = x.reshape((rows, fin))?.matmul(&w.t()?)?;
+            let y = match self.inner.bias() {
+                Some(b) => compress_core::ops::bias_add_last(&y, b)?,
+                None => y,
+            };
+            let mut out = x.dims().to_vec();
+            if let Some(last) = out.last_mut() {
+                *last = self.fout;
+            }
+            return y.reshape(out);
+        }
         self.forward_with_weight(x, &crate::fake_quant::weight(self.inner.weight(), &self.prefix)?)
     }
 }

@@ -82,6 +82,9 @@ impl BatchNorm2d {
             crate::probe::record_bn(x, self.running_mean.as_tensor(), self.running_var.as_tensor())?;
         }
         let fused = Self::fused_on(x);
+        if crate::slim::active() {
+            return self.forward_slim(x, residual, act, train);
+        }
         if fused && !train {
             let running = (self.running_mean.as_tensor(), self.running_var.as_tensor());
             let y = compress_core::ops::batch_norm_act_eval(
@@ -106,6 +109,32 @@ impl BatchNorm2d {
         let (y, mean, var) =
             compress_core::ops::batch_norm_act_train(x, &self.weight, &self.bias, residual, EPS, act.bounds())?;
         self.update_running(&mean, &var, x.elem_count() / self.c)?;
+        act.quantize_output(&y)
+    }
+
+    /// The first `C_in` channels of the layer inside a [`crate::slim`] scope: batch statistics
+    /// in training (running statistics left as they are), the running ones' slice in eval.
+    fn forward_slim(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        act: crate::layers::Activation,
+        train: bool,
+    ) -> Result<Tensor> {
+        if !Self::fused_on(x) {
+            candle_core::bail!("BatchNorm {}: a slim scope needs the CPU kernels (f32 / f64 on the CPU)", self.prefix)
+        }
+        let c = x.dim(1)?;
+        let (w, b) = (crate::slim::leading(&self.weight, c)?, crate::slim::leading(&self.bias, c)?);
+        let y = if train {
+            compress_core::ops::batch_norm_act_train(x, &w, &b, residual, EPS, act.bounds())?.0
+        } else {
+            let running = (
+                &crate::slim::leading(self.running_mean.as_tensor(), c)?,
+                &crate::slim::leading(self.running_var.as_tensor(), c)?,
+            );
+            compress_core::ops::batch_norm_act_eval(x, &w, &b, running, residual, EPS, act.bounds())?
+        };
         act.quantize_output(&y)
     }
 

@@ -47,6 +47,20 @@ impl MobileNetV1Config {
         Ok(Self { in_channels: 3, image_size: 224, num_classes, strides, widths })
     }
 
+    /// A MobileNetV1 of another plan: a `stem`-channel 3x3 stride-2 stem, then one separable
+    /// block per `(output channels, depthwise stride)` (e.g. PSS-Net's MBV1-tiny).
+    pub fn custom(stem: usize, plan: &[(usize, usize)], num_classes: usize) -> Result<Self> {
+        if stem == 0 || num_classes == 0 || plan.iter().any(|&(c, s)| c == 0 || s == 0) {
+            return Err(config_err("MobileNetV1 needs non-zero widths, strides and classes"));
+        }
+        let mut widths = Widths::new();
+        widths.insert("stem".into(), stem);
+        for (i, (c, _)) in plan.iter().enumerate() {
+            widths.insert(format!("blocks.{i}"), *c);
+        }
+        Ok(Self { in_channels: 3, image_size: 224, num_classes, strides: plan.iter().map(|p| p.1).collect(), widths })
+    }
+
     /// The same network on `c x size x size` inputs.
     pub fn input(mut self, c: usize, size: usize) -> Self {
         self.in_channels = c;
