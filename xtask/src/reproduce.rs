@@ -8,7 +8,7 @@ use compress_train::{Outcome, RunContext};
 use std::path::{Path, PathBuf};
 
 /// The methods that have landed, in the order `reproduce all` runs them.
-pub fn registry() -> [&'static dyn Reproduction; 9] {
+pub fn registry() -> [&'static dyn Reproduction; 10] {
     [
         &dcff::reproduce::DcffReproduction,
         &onexn::reproduce::OnexnReproduction,
@@ -19,6 +19,7 @@ pub fn registry() -> [&'static dyn Reproduction; 9] {
         &fdda::reproduce::FddaReproduction,
         &whitebox::reproduce::WhiteBoxReproduction,
         &optg::reproduce::OptgReproduction,
+        &pss_net::reproduce::PssReproduction,
     ]
 }
 
@@ -249,8 +250,10 @@ mod tests {
         assert!(e.to_string().contains("its profiles: smoke, mini, paper"), "{e}");
         let e = reproduce("dcff", &opts("mini-long")).expect_err("intraq only");
         assert!(e.to_string().contains("no profile \"mini-long\""), "{e}");
-        let e = reproduce("pss-net", &opts("mini")).expect_err("not yet");
-        assert!(e.to_string().contains("not implemented yet"), "{e}");
+        // Every method of the list has landed in the registry.
+        for (m, _) in METHODS {
+            assert!(registry().iter().any(|r| r.info().name == m), "{m}");
+        }
     }
 
     #[test]
@@ -263,6 +266,9 @@ mod tests {
         }
         assert!(l.contains("`mini-long`"), "{l}");
         let names: Vec<&str> = registry().iter().map(|r| r.info().name).collect();
-        assert_eq!(names, ["dcff", "onexn", "intraq", "cf-vit", "ddtb", "clr-rnf", "fdda", "whitebox", "optg"]);
+        assert_eq!(
+            names,
+            ["dcff", "onexn", "intraq", "cf-vit", "ddtb", "clr-rnf", "fdda", "whitebox", "optg", "pss-net"]
+        );
     }
 }

@@ -49,7 +49,7 @@ pub mod model;
 pub mod paper;
 pub mod regions;
 pub mod reproduce;
-pub mod resize;
+pub use compress_nn::layers::resize;
 pub mod reuse;
 pub mod throughput;
 pub mod trainer;

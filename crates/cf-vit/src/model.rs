@@ -6,10 +6,10 @@ use crate::backbone::{Stage, TokenBackbone};
 use crate::config::CfVitConfig;
 use crate::error::{CfVitError, Result};
 use crate::regions::{ClassAttention, Selection, fine_sequence, rank_descending};
-use crate::resize::bilinear_align_corners;
 use crate::reuse::ReuseMlp;
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use compress_nn::layers::bilinear_align_corners;
 
 /// What the fine stage takes from the coarse stage.
 #[derive(Debug, Clone)]

@@ -18,6 +18,8 @@ pub struct BnInput {
     pub running_mean: Tensor,
     /// Running variance `[C]`.
     pub running_var: Tensor,
+    /// Values per channel `N H W` (the unbiased variance is `var count / (count - 1)`).
+    pub count: usize,
 }
 
 /// Everything recorded during one probed forward, in forward order.
@@ -44,7 +46,8 @@ pub(crate) fn record_bn(x: &Tensor, running_mean: &Tensor, running_var: &Tensor)
     let flat = x.transpose(0, 1)?.contiguous()?.reshape((c, ()))?;
     let mean = flat.mean(1)?;
     let var = flat.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(1)?;
-    let rec = BnInput { mean, var, running_mean: running_mean.detach(), running_var: running_var.detach() };
+    let count = x.elem_count() / c.max(1);
+    let rec = BnInput { mean, var, running_mean: running_mean.detach(), running_var: running_var.detach(), count };
     PROBE.with(|p| {
         if let Some(p) = p.borrow_mut().as_mut() {
             p.bn.push(rec);

@@ -38,6 +38,7 @@ mod tests {
             var: Tensor::new(&[2f64, 1.0], &dev).unwrap(),
             running_mean: Tensor::new(&[0f64, 0.0], &dev).unwrap(),
             running_var: Tensor::new(&[1f64, 1.0], &dev).unwrap(),
+            count: 2,
         };
         assert!((scalar(&bns_loss(&[s]).unwrap()) - 0.75).abs() < 1e-12);
     }

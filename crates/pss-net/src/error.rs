@@ -6,6 +6,12 @@ pub enum PssError {
     /// An impossible configuration or input.
     #[error("invalid PSS-Net configuration: {0}")]
     Config(String),
+    /// Model zoo.
+    #[error(transparent)]
+    Nn(#[from] compress_nn::NnError),
+    /// Data.
+    #[error(transparent)]
+    Data(#[from] compress_data::DataError),
     /// Training engine.
     #[error(transparent)]
     Train(#[from] compress_train::TrainError),

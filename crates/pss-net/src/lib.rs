@@ -15,17 +15,29 @@
 //!   costs.
 
 pub mod bucket;
+pub mod deploy;
 pub mod error;
 pub mod flops;
+pub mod latency;
+pub mod paper;
 pub mod pool;
+pub mod recalibrate;
+pub mod reproduce;
 pub mod sampler;
 pub mod schedule;
 pub mod space;
+pub mod supernet;
+pub mod trainer;
 
 pub use bucket::Bucketizer;
+pub use deploy::{Budget, Deployed, extract, select};
 pub use error::{PssError, Result};
 pub use flops::{SlimMobileNetV1, SlimMobileNetV2};
+pub use latency::{BlockKey, LatencyTable};
 pub use pool::{SubnetPool, priorities};
+pub use recalibrate::recalibrate;
 pub use sampler::ConditionalSampler;
 pub use schedule::PssSchedule;
 pub use space::{StructureSpace, SubnetConfig, make_divisible};
+pub use supernet::Supernet;
+pub use trainer::{PssSettings, PssState, Sandwich};

@@ -6,6 +6,7 @@ mod linear;
 mod norm;
 mod pool;
 pub mod replace;
+pub mod resize;
 mod shuffle;
 
 pub use conv::{Activation, Conv2d, ConvBn, ConvSpec, WeightInit};
@@ -13,4 +14,5 @@ pub use linear::Linear;
 pub use norm::{BatchNorm2d, LayerNorm};
 pub use pool::{global_avg_pool, max_pool2d};
 pub use replace::{Replacement, Replacements, build_with};
+pub use resize::bilinear_align_corners;
 pub use shuffle::{PRelu, pixel_shuffle};

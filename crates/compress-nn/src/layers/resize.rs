@@ -1,5 +1,5 @@
-//! The coarse image (section 2.1): bilinear resampling with `align_corners = true` of the
-//! (already augmented) fine image, as two matrix products `M X M^T`.
+//! Bilinear resampling with `align_corners = true` as two matrix products `M X M^T` (CF-ViT's
+//! coarse image; PSS-Net's input resolution inside the network).
 
 use candle_core::{Device, Result, Tensor};
 
