@@ -89,6 +89,42 @@ mod tests {
         (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
     }
 
+    /// Section 8 (PSS-Net): a slimmed conv with `c_out = 768` of 1024 equals the full conv's
+    /// first 768 output channels.
+    #[test]
+    fn a_slimmed_conv_is_the_full_convs_leading_channels() {
+        use crate::layers::{Conv2d, ConvSpec};
+        use candle_core::Module;
+        let dev = Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let conv = Conv2d::new(
+            16,
+            1024,
+            ConvSpec::same(3).with_bias(),
+            candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &dev).pp("c"),
+        )
+        .unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 16, 5, 5), &dev).unwrap();
+        let full = conv.forward(&x).unwrap();
+        let slim = slimmed([("c".to_string(), 768)].into(), || conv.forward(&x)).unwrap();
+        assert_eq!(slim.dims(), [2, 768, 5, 5]);
+        assert_eq!(max_diff(&slim, &full.narrow(1, 0, 768).unwrap()), 0.0);
+        // Its input slims with its input: 12 of 16 channels use the first 12 weight columns.
+        let x12 = x.narrow(1, 0, 12).unwrap();
+        let w = vm.data().lock().unwrap()["c.weight"]
+            .as_tensor()
+            .narrow(0, 0, 768)
+            .unwrap()
+            .narrow(1, 0, 12)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let b = vm.data().lock().unwrap()["c.bias"].as_tensor().narrow(0, 0, 768).unwrap();
+        let want = x12.conv2d(&w, 1, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, 768, 1, 1)).unwrap()).unwrap();
+        let got = slimmed([("c".to_string(), 768)].into(), || conv.forward(&x12)).unwrap();
+        assert!(max_diff(&got, &want) < 1e-4);
+    }
+
     /// A slimmed MobileNetV1 equals the physically narrower network built from the leading
     /// slices (eval, with those running statistics), and its gradients land on the slices.
     #[test]

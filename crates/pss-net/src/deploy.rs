@@ -4,10 +4,9 @@
 //! output equals the supernet's at that config.
 
 use crate::error::{Result, config_err};
-use crate::latency::LatencyTable;
 use crate::recalibrate::recalibrate;
 use crate::space::SubnetConfig;
-use crate::supernet::Supernet;
+use crate::supernet::{SlimArch, Supernet};
 use crate::trainer::PssState;
 use candle_core::Tensor;
 use compress_data::batch::Dataset;
@@ -18,14 +17,14 @@ use std::collections::BTreeMap;
 
 /// A deployed subnet: the narrow network and its input resolution.
 #[derive(Debug)]
-pub struct Deployed {
+pub struct Deployed<N: compress_nn::Architecture = MobileNetV1> {
     /// The network (widths of the subnet; save it with `Network::save`).
-    pub net: Network<MobileNetV1>,
+    pub net: Network<N>,
     /// The subnet's config.
     pub config: SubnetConfig,
 }
 
-impl Deployed {
+impl<N: compress_nn::Architecture> Deployed<N> {
     /// Logits of full-resolution images (resized to the subnet's `r` first).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.net.forward_t(&bilinear_align_corners(x, self.config.resolution)?, false)?)
@@ -33,39 +32,52 @@ impl Deployed {
 }
 
 /// Extracts `cfg` from the supernet (recalibrate its BatchNorms for `cfg` first).
-pub fn extract(sup: &Supernet, cfg: &SubnetConfig) -> Result<Deployed> {
+pub fn extract<A: SlimArch>(sup: &Supernet<A>, cfg: &SubnetConfig) -> Result<Deployed<A::Net>> {
     let kept: BTreeMap<String, Vec<usize>> = sup.widths(cfg).into_iter().map(|(g, w)| (g, (0..w).collect())).collect();
     Ok(Deployed { net: sup.net.prune(&kept)?, config: cfg.clone() })
 }
 
+/// A subnet's predicted latency (e.g. `|c| table.predict(&arch, c)`,
+/// [`crate::latency::LatencyTable::predict`], of a table measured here).
+pub type LatencyOf<'a> = &'a dyn Fn(&SubnetConfig) -> Result<f64>;
+
 /// A resource budget.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub enum Budget<'a> {
     /// At most this many MACs.
     Macs(u64),
-    /// At most this many microseconds by a latency table measured here.
-    Latency(f64, &'a LatencyTable),
+    /// At most this many microseconds by a latency predictor.
+    Latency(f64, LatencyOf<'a>),
+}
+
+impl std::fmt::Debug for Budget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Budget::Macs(m) => write!(f, "{m} MACs"),
+            Budget::Latency(us, _) => write!(f, "{us} us"),
+        }
+    }
 }
 
 /// The deployed subnet for `budget`: among every bucket's best pool subnet, the costliest one
 /// within the budget (the most capacity it allows), its BatchNorms recalibrated on `batches`
 /// batches of `data`, extracted as a narrow network (save it with `Network::save`).
 #[allow(clippy::too_many_arguments)]
-pub fn select<D: Dataset>(
-    sup: &Supernet,
+pub fn select<A: SlimArch, D: Dataset>(
+    sup: &Supernet<A>,
     state: &PssState,
     budget: Budget,
     data: &D,
     batches: usize,
     batch_size: usize,
     seed: u64,
-) -> Result<Deployed> {
+) -> Result<Deployed<A::Net>> {
     let mut best: Option<(f64, SubnetConfig)> = None;
     for (_, entry) in state.best() {
         let Some((cfg, _)) = entry else { continue };
         let (cost, limit) = match budget {
             Budget::Macs(m) => (sup.macs(&cfg) as f64, m as f64),
-            Budget::Latency(us, table) => (table.predict(&sup.arch, &cfg)?, us),
+            Budget::Latency(us, latency) => (latency(&cfg)?, us),
         };
         if cost <= limit && best.as_ref().is_none_or(|b| cost > b.0) {
             best = Some((cost, cfg));

@@ -1,13 +1,15 @@
 //! Latency as a resource (spec 2.2): a lookup table of per-block times, keyed by (block type,
 //! input side, `c_in`, `c_out`, `c_mid`, kernel, stride, padding), measured on **this** machine
 //! with the toolkit's own CPU kernels (the official pickles were timed on unknown hardware). A
-//! subnet's latency is the sum of its blocks' entries: the stem conv, each separable block
-//! (depthwise + pointwise, BatchNorm and activation included), and the pooled classifier.
+//! subnet's latency is the sum of its blocks' entries: the stem conv, each MobileNetV1 separable
+//! block (depthwise + pointwise) or MobileNetV2 inverted residual (expansion, depthwise,
+//! projection, the residual add), MobileNetV2's head conv, and the pooled classifier (BatchNorm
+//! and activations included). [`LatencyBlocks`] lists an architecture's blocks.
 //! Stored as JSON; [`LatencyTable::predict`] is checked against whole-subnet measurements by the
 //! reproduction.
 
 use crate::error::{Result, config_err};
-use crate::flops::SlimMobileNetV1;
+use crate::flops::{SlimMobileNetV1, SlimMobileNetV2};
 use crate::space::{SubnetConfig, make_divisible};
 use candle_core::{DType, Device, Module, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -18,7 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// One block of a subnet, as the table keys it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct BlockKey {
-    /// 0: the stem conv; 1: a separable block; 2: global pooling + the classifier.
+    /// 0: the stem conv; 1: a separable block; 2: global pooling + the classifier; 3: an inverted
+    /// residual (`c_mid` its hidden width, no expansion when `c_mid == c_in` in the first
+    /// block); 4: a 1x1 conv + BatchNorm + ReLU6 (MobileNetV2's head).
     pub kind: u8,
     /// Input side.
     pub input: usize,
@@ -45,9 +49,94 @@ impl BlockKey {
     }
 }
 
+/// The pooled classifier's key on an `h x h x c_in` input.
+fn classifier_key(h: usize, c_in: usize, classes: usize) -> BlockKey {
+    BlockKey { kind: 2, input: h, c_in, c_out: classes, c_mid: 0, kernel: 1, stride: 1, padding: 0 }
+}
+
 /// Output side of a 3x3 conv with padding 1.
 fn out_side(h: usize, stride: usize) -> usize {
     (h + 2 - 3) / stride + 1
+}
+
+/// An architecture whose subnets the latency table can price.
+pub trait LatencyBlocks {
+    /// The blocks of `cfg`, in forward order.
+    fn blocks(&self, cfg: &SubnetConfig) -> Vec<BlockKey>;
+    /// Every block key any subnet can have.
+    fn all_blocks(&self) -> Vec<BlockKey>;
+}
+
+impl LatencyBlocks for SlimMobileNetV1 {
+    fn blocks(&self, cfg: &SubnetConfig) -> Vec<BlockKey> {
+        blocks(self, cfg)
+    }
+    fn all_blocks(&self) -> Vec<BlockKey> {
+        all_blocks(self)
+    }
+}
+
+/// MobileNetV2's stages `(t, n, s)`.
+const V2: [(usize, usize, usize); 7] = [(1, 1, 1), (6, 2, 2), (6, 3, 2), (6, 4, 2), (6, 3, 1), (6, 3, 2), (6, 1, 1)];
+
+/// The blocks of a MobileNetV2 subnet with channels `c` at resolution `r` (the head keyed by its
+/// real 1280 outputs: the official tables' lookup by `m_9` is not reproduced).
+fn v2_blocks(arch: &SlimMobileNetV2, r: usize, c: &[usize]) -> Vec<BlockKey> {
+    let mut h = r;
+    let mut out =
+        vec![BlockKey { kind: 0, input: h, c_in: 3, c_out: c[0], c_mid: 0, kernel: 3, stride: 2, padding: 1 }];
+    h = out_side(h, 2);
+    let mut c_in = c[0];
+    for (k, &(t, n, st)) in V2.iter().enumerate() {
+        for b in 0..n {
+            let stride = if b == 0 { st } else { 1 };
+            let mid = if t == 1 { c_in } else { make_divisible((t * c_in) as f64, arch.space.divisor) };
+            out.push(BlockKey { kind: 3, input: h, c_in, c_out: c[k + 1], c_mid: mid, kernel: 3, stride, padding: 1 });
+            h = out_side(h, stride);
+            c_in = c[k + 1];
+        }
+    }
+    out.push(BlockKey { kind: 4, input: h, c_in, c_out: 1280, c_mid: 0, kernel: 1, stride: 1, padding: 0 });
+    out.push(classifier_key(h, 1280, arch.classes));
+    out
+}
+
+impl LatencyBlocks for SlimMobileNetV2 {
+    fn blocks(&self, cfg: &SubnetConfig) -> Vec<BlockKey> {
+        v2_blocks(self, cfg.resolution, &self.space.channels(cfg))
+    }
+    /// Every resolution with every stage's width options (a block's key depends on its own input
+    /// and output widths only).
+    fn all_blocks(&self) -> Vec<BlockKey> {
+        let sp = &self.space;
+        let (lo, hi) = ((sp.mults.0 * 1000.0).round() as u32, (sp.mults.1 * 1000.0).round() as u32);
+        let options: Vec<Vec<usize>> = sp
+            .bases
+            .iter()
+            .map(|&b| {
+                let set: BTreeSet<usize> =
+                    (lo..=hi).map(|m| make_divisible(b as f64 * f64::from(m) / 1000.0, sp.divisor)).collect();
+                set.into_iter().collect()
+            })
+            .collect();
+        let mut keys = BTreeSet::new();
+        let (rlo, rhi, step) = sp.resolutions;
+        for r in (rlo..=rhi).step_by(step) {
+            // Every (input width, output width) pair a block can see: vary one stage pair at a
+            // time over a base of all-largest widths.
+            for i in 0..options.len() - 1 {
+                for &a in &options[i] {
+                    for &b in &options[i + 1] {
+                        let mut c: Vec<usize> = options.iter().map(|o| o[o.len() - 1]).collect();
+                        c[i] = a;
+                        c[i + 1] = b;
+                        keys.extend(v2_blocks(self, r, &c));
+                    }
+                }
+            }
+        }
+        keys.into_iter().collect()
+    }
 }
 
 /// The blocks of `cfg` on `arch`, in forward order.
@@ -79,16 +168,7 @@ pub fn blocks(arch: &SlimMobileNetV1, cfg: &SubnetConfig) -> Vec<BlockKey> {
         h = out_side(h, s);
     }
     let last = c[arch.strides.len()];
-    out.push(BlockKey {
-        kind: 2,
-        input: h,
-        c_in: last,
-        c_out: arch.classes,
-        c_mid: 0,
-        kernel: 1,
-        stride: 1,
-        padding: 0,
-    });
+    out.push(classifier_key(h, last, arch.classes));
     out
 }
 
@@ -135,16 +215,7 @@ pub fn all_blocks(arch: &SlimMobileNetV1) -> Vec<BlockKey> {
             h = out_side(h, s);
         }
         for &cl in &options[arch.strides.len()] {
-            keys.insert(BlockKey {
-                kind: 2,
-                input: h,
-                c_in: cl,
-                c_out: arch.classes,
-                c_mid: 0,
-                kernel: 1,
-                stride: 1,
-                padding: 0,
-            });
+            keys.insert(classifier_key(h, cl, arch.classes));
         }
     }
     keys.into_iter().collect()
@@ -197,6 +268,27 @@ fn time_block(k: &BlockKey, batch: usize, seconds: f64) -> Result<f64> {
             let fc = Linear::new(k.c_in, k.c_out, true, vb.pp("fc"))?;
             us(&|| fc.forward(&global_avg_pool(&x)?))
         }
+        3 => {
+            let expand = (k.c_mid != k.c_in)
+                .then(|| ConvBn::new(k.c_in, k.c_mid, spec(1, 1, 1), Activation::Relu6, vb.pp("ec"), vb.pp("eb")))
+                .transpose()?;
+            let dw =
+                ConvBn::new(k.c_mid, k.c_mid, spec(3, k.stride, k.c_mid), Activation::Relu6, vb.pp("dc"), vb.pp("db"))?;
+            let pw = ConvBn::new(k.c_mid, k.c_out, spec(1, 1, 1), Activation::None, vb.pp("pc"), vb.pp("pb"))?;
+            let residual = k.stride == 1 && k.c_in == k.c_out;
+            us(&|| {
+                let h = match &expand {
+                    Some(e) => e.forward_t(&x, false)?,
+                    None => x.clone(),
+                };
+                let y = pw.forward_t(&dw.forward_t(&h, false)?, false)?;
+                if residual { y + &x } else { Ok(y) }
+            })
+        }
+        4 => {
+            let l = ConvBn::new(k.c_in, k.c_out, spec(1, 1, 1), Activation::Relu6, vb.pp("c"), vb.pp("b"))?;
+            us(&|| l.forward_t(&x, false))
+        }
         other => Err(config_err(format!("unknown block kind {other}"))),
     }
 }
@@ -225,8 +317,8 @@ impl LatencyTable {
     }
 
     /// The predicted latency (microseconds) of `cfg`: the sum of its blocks' entries.
-    pub fn predict(&self, arch: &SlimMobileNetV1, cfg: &SubnetConfig) -> Result<f64> {
-        blocks(arch, cfg)
+    pub fn predict(&self, arch: &impl LatencyBlocks, cfg: &SubnetConfig) -> Result<f64> {
+        arch.blocks(cfg)
             .iter()
             .map(|k| {
                 self.entries.get(&k.text()).copied().ok_or_else(|| config_err(format!("no latency entry {}", k.text())))
@@ -284,6 +376,18 @@ mod tests {
         let back = LatencyTable::from_json(&t.to_json().unwrap()).unwrap();
         assert_eq!(back, t);
         assert!(t.predict(&arch, &SubnetConfig::new(28, &[1.0; 5])).is_err(), "an unmeasured block is an error");
+        // MobileNetV2: stem, 17 inverted residuals (the first without expansion), head, classifier.
+        let v2 = SlimMobileNetV2::imagenet();
+        let cfg2 = SubnetConfig::new(128, &[0.8, 0.9, 0.75, 1.0, 0.85, 0.8, 0.95, 0.77, 1.0]);
+        let b2 = v2.blocks(&cfg2);
+        assert_eq!(b2.len(), 1 + 17 + 2);
+        assert_eq!((b2[1].kind, b2[1].c_in, b2[1].c_mid), (3, 24, 24), "no expansion in the first block");
+        assert_eq!((b2[2].c_in, b2[2].c_mid, b2[2].stride), (16, 96, 2));
+        let all2 = v2.all_blocks();
+        assert!(b2.iter().all(|k| all2.contains(k)), "every subnet's blocks are in the key set");
+        let mut t2 = LatencyTable::new(1, 1);
+        t2.measure(&b2[..3], 0.0).unwrap();
+        assert!(t2.entries.values().all(|v| *v > 0.0));
         let mut bad = t.clone();
         bad.entries.insert("x".into(), f64::NAN);
         assert!(LatencyTable::from_json(&bad.to_json().unwrap()).is_err());

@@ -2,17 +2,25 @@
 //! "Prioritized Subnet Sampling for Resource-Adaptive Supernet Training", IEEE TPAMI 2023,
 //! arXiv 2109.05432; official code `chenbong/PSS-Net`).
 //!
-//! **In progress** (issue 30): the structure space, channel rounding, buckets, schedules,
-//! subnet pools, the conditional sampler and the FLOPs model are here and tested against the
-//! spec's section 8; the slimmable forward pass on the zoo's networks, the sandwich trainer, BN
-//! recalibration, the latency table, deployment and the reproductions are not yet.
+//! **In progress** (issue 30): MobileNetV2's latency blocks, latency-bucketed and multi-metric
+//! runs are not built yet; everything below is, and is tested against the spec's section 8.
+//!
+//! A slimmable supernet ([`supernet`]: the zoo's MobileNetV1 / V2 or a network of your own
+//! through [`supernet::SlimArch`]) runs any subnet `(r, m)` as the leading slice of itself.
+//! Training ([`trainer`]) keeps a pool of good subnets per resource bucket ([`pool`],
+//! [`sampler`], [`bucket`]) and trains, each iteration, the max net, one subnet (new, or drawn
+//! from its bucket's pool by priority as [`schedule`]'s `p_e` falls) and the min net, the latter
+//! two by in-place distillation. Each bucket deploys its best subnet ([`deploy`]) after the
+//! BatchNorm recalibration of [`recalibrate`](mod@recalibrate).
 //!
 //! # Modules
 //!
 //! - [`space`]: `md`, subnet configs, the space and its draws; [`bucket`]: buckets;
 //! - [`schedule`]: `p_e`, `tau_e`; [`pool`]: pools with EMA scores and priorities;
 //! - [`sampler`]: the map and the conditional sampler; [`flops`]: slimmable MobileNetV1 / V2
-//!   costs.
+//!   costs; [`latency`]: the block table measured here;
+//! - [`supernet`], [`trainer`], [`recalibrate`](mod@recalibrate), [`deploy`]: the method;
+//! - [`reproduce`]: the mini; [`paper`]: the paper profile.
 
 pub mod bucket;
 pub mod deploy;

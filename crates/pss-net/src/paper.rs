@@ -160,9 +160,15 @@ pub fn paper(ctx: &RunContext) -> Result<Outcome> {
             "{}: 250 epochs on ImageNet (4 GPUs in the paper) to train the supernet and evaluate its subnets",
             p.name
         ));
+        missing.push(format!(
+            "{}: the latency scripts' buckets (GPU / CPU microseconds of the official tables, measured on unknown \
+             hardware; a table of this machine at ImageNet scale is `LatencyTable::measure(&arch.all_blocks(), ..)`, \
+             tens of thousands of blocks)",
+            p.name.replace("-F", "")
+        ));
     }
     let report = ctx
-        .report("PSS-Net paper: the FLOPs scripts (extremes, bucket sets, README subnets; training missing)", &[0])
+        .report("PSS-Net paper: the FLOPs scripts (extremes, bucket sets, README subnets; training and latency buckets missing)", &[0])
         .rows(rows)
         .notes(
             "\nSpec pitfall confirmed where the map's highest MBV1 bucket falls short of the README's top subnets: with 14 \

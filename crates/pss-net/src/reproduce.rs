@@ -38,8 +38,14 @@ pub struct MiniSettings {
     pub epochs: usize,
     /// Batch size.
     pub batch: usize,
-    /// Learning rate (SGD Nesterov 0.9, cosine per step to 0).
+    /// The spec's learning rate (SGD Nesterov 0.9, cosine per step to 0).
     pub lr: f64,
+    /// Rates each arm (PSS-Net, the baseline) chooses from on the validation digits.
+    pub lr_grid: Vec<f64>,
+    /// Training digits held out (the last ones) for the choice.
+    pub validation: usize,
+    /// Seed of the selection runs (not reported).
+    pub selection_seed: u64,
     /// Weight decay (non-depthwise conv and classifier weights).
     pub weight_decay: f64,
     /// Batches of the BatchNorm recalibration.
@@ -73,6 +79,9 @@ impl MiniSettings {
             epochs: 6,
             batch: 64,
             lr: 0.1,
+            lr_grid: vec![0.05, 0.1, 0.2],
+            validation: 500,
+            selection_seed: 100,
             weight_decay: 1e-4,
             recalibration_batches: 9,
             seeds: (0..10).collect(),
@@ -91,13 +100,15 @@ impl MiniSettings {
         s.method.min_count = 10;
         s.seeds = vec![0];
         s.subset = Some((1280, 200));
+        s.lr_grid = vec![0.1];
+        s.validation = 200;
         s.latency_seconds = 0.0;
         s
     }
 
-    fn config(&self, seed: u64, steps: usize) -> TrainConfig {
+    fn config(&self, lr: f64, seed: u64, steps: usize) -> TrainConfig {
         let decay = Decay::Cosine { total: (self.epochs * steps) as u64, min_lr: 0.0, start: 0 };
-        let mut cfg = TrainConfig::sgd(self.epochs, self.batch, self.lr, decay, self.weight_decay, seed);
+        let mut cfg = TrainConfig::sgd(self.epochs, self.batch, lr, decay, self.weight_decay, seed);
         cfg.optimizer = OptimizerKind::sgd(0.9, true);
         cfg.log_every = 0;
         cfg
@@ -178,14 +189,15 @@ fn uniform_width(sup: &Supernet, bucket: f64, unit: f64) -> SubnetConfig {
 /// Trains one supernet (PSS-Net or the baseline) on `train`.
 fn train_one(
     s: &MiniSettings,
-    random_only: bool,
+    (random_only, lr): (bool, f64),
     seed: u64,
     train: &ImageDataset,
+    prefix: &str,
     ctx: &RunContext,
 ) -> Result<(Supernet, PssState)> {
-    let cfg = s.config(seed, train.len() / s.batch);
+    let cfg = s.config(lr, seed, train.len() / s.batch);
     let tag = if random_only { "baseline" } else { "pss" };
-    let (mut run, resume) = ctx.arm(&format!("{tag}-seed{seed}"), &cfg)?;
+    let (mut run, resume) = ctx.arm(&format!("{prefix}{tag}-lr{lr}-seed{seed}"), &cfg)?;
     let sup = Supernet::new(s.arch.clone(), seed, ctx.device())?;
     let method = PssSettings { random_only, ..s.method.clone() };
     let state = PssState::new(&sup, &method, seed)?;
@@ -201,11 +213,13 @@ fn train_one(
 fn run_seed(
     s: &MiniSettings,
     seed: u64,
+    lrs: (f64, f64),
     (train, test): (&ImageDataset, &ImageDataset),
+    prefix: &str,
     ctx: &RunContext,
 ) -> Result<SeedOutcome> {
-    let (pss, pss_state) = train_one(s, false, seed, train, ctx)?;
-    let (base, base_state) = train_one(s, true, seed, train, ctx)?;
+    let (pss, pss_state) = train_one(s, (false, lrs.0), seed, train, prefix, ctx)?;
+    let (base, base_state) = train_one(s, (true, lrs.1), seed, train, prefix, ctx)?;
     let unit = s.method.unit;
     let kmacs = |sup: &Supernet, c: &SubnetConfig| sup.macs(c) as f64 / unit;
     let recal_seed = compress_core::rng::SeededRng::new(seed).child("pss-net/recalibration").seed();
@@ -268,12 +282,46 @@ fn paired(d: &[f64]) -> (f64, f64, f64, f64, Verdict) {
     (m, sd, se, t, v)
 }
 
+/// The rates chosen on the validation digits, and the bucket means each scored there.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Choice {
+    /// (PSS-Net, baseline).
+    pub lrs: (f64, f64),
+    /// `(rate, [PSS-Net, baseline] bucket-mean validation top-1)`.
+    pub table: Vec<(f64, Vec<f64>)>,
+}
+
+fn choose(s: &MiniSettings, train: &ImageDataset, ctx: &RunContext) -> Result<Choice> {
+    if s.lr_grid.is_empty() {
+        return Err(config_err("an empty rate grid"));
+    }
+    let (fit, val) = train.holdout(s.validation)?;
+    let done =
+        ctx.side_by_side(&s.lr_grid, 2, |&lr, c| run_seed(s, s.selection_seed, (lr, lr), (&fit, &val), "select-", c))?;
+    let bucket_mean =
+        |o: &SeedOutcome, f: &dyn Fn(&BucketOutcome) -> f64| mean(&o.buckets.iter().map(f).collect::<Vec<_>>());
+    let table: Vec<(f64, Vec<f64>)> = s
+        .lr_grid
+        .iter()
+        .zip(&done)
+        .map(|(&lr, o)| (lr, vec![bucket_mean(o, &|b| b.pss.2), bucket_mean(o, &|b| b.baseline.2)]))
+        .collect();
+    let pick = |k: usize| compress_train::choice::first_best(table.iter().map(|t| (t.0, t.1[k])));
+    let lrs = (pick(0), pick(1));
+    if lrs.0.is_nan() || lrs.1.is_nan() {
+        return Err(config_err(format!("an arm learned nothing at any rate: {table:?}")));
+    }
+    Ok(Choice { lrs, table })
+}
+
 /// Runs the mini (or smoke) experiment in `ctx` and returns its outcome.
 pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     let s = &MiniSettings { seeds: ctx.seeds_or(&settings.seeds), ..settings.clone() };
     let (train, test) = embedded::mnist_5k_digits(s.subset.map(|x| x.0), s.subset.map(|x| x.1))?;
     let mut exp = ctx.run("", s, 0)?;
-    let seeds = ctx.side_by_side(&s.seeds, 2, |&seed, c| run_seed(s, seed, (&train, &test), c))?;
+    let choice = choose(s, &train, ctx)?;
+    exp.log(&json!({"choice": choice}))?;
+    let seeds = ctx.side_by_side(&s.seeds, 2, |&seed, c| run_seed(s, seed, choice.lrs, (&train, &test), "", c))?;
     for o in &seeds {
         exp.log(o)?;
     }
@@ -398,6 +446,16 @@ pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     };
     let total = seeds.iter().map(|o| o.buckets.len()).max().unwrap_or(0);
     let mut notes = format!(
+        "\nRates chosen on the last {} training digits (trained on the others, seed {}; bucket-mean top-1 %).\n\n{}\n\
+         Chosen: PSS-Net {}, baseline {} (spec: {}); uniform width runs on the baseline's supernet.\n",
+        s.validation,
+        s.selection_seed,
+        compress_train::choice::rate_table("lr", &["PSS-Net", "baseline"], &choice.table),
+        choice.lrs.0,
+        choice.lrs.1,
+        s.lr
+    );
+    notes += &format!(
         "\n{nb} buckets with a pool entry on every seed ({total} on the fullest).\n\nPer bucket (kMACs), mean over {ns} seeds: deployed subnet's kMACs and test top-1 (%).\n\n\
          | bucket | PSS-Net kMACs | PSS-Net | baseline kMACs | baseline | uniform kMACs | uniform |\n| --- | --- | --- | --- | --- | --- | --- |\n"
     );
@@ -447,7 +505,7 @@ pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
         )
         .rows(rows)
         .notes(notes);
-    exp.write_json("seeds.json", &json!({"seeds": seeds}))?;
+    exp.write_json("seeds.json", &json!({"choice": choice, "seeds": seeds}))?;
     exp.write_report(&report)?;
     Ok(Outcome::new(exp.dir(), report, vec![]))
 }

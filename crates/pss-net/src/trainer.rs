@@ -18,7 +18,7 @@ use crate::pool::SubnetPool;
 use crate::sampler::ConditionalSampler;
 use crate::schedule::PssSchedule;
 use crate::space::SubnetConfig;
-use crate::supernet::Supernet;
+use crate::supernet::{SlimArch, Supernet};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use compress_core::rng::SeededRng;
@@ -71,12 +71,12 @@ pub struct PssState {
 
 impl PssState {
     /// The map of `sup`'s space (stream `pss-net/map` of `seed`) and empty pools.
-    pub fn new(sup: &Supernet, s: &PssSettings, seed: u64) -> Result<Self> {
+    pub fn new<A: SlimArch>(sup: &Supernet<A>, s: &PssSettings, seed: u64) -> Result<Self> {
         let cost = |c: &SubnetConfig| sup.macs(c) as f64 / s.unit;
         let (start, stop, step) = s.buckets;
         let mut rng = SeededRng::new(seed).stream("pss-net/map", 0);
         let sampler = ConditionalSampler::build(
-            &sup.arch.space,
+            sup.arch.space(),
             &cost,
             Bucketizer::new(start, step),
             s.n_map,
@@ -96,9 +96,9 @@ impl PssState {
 
 /// The sandwich objective of one run.
 #[derive(Debug)]
-pub struct Sandwich<'a> {
+pub struct Sandwich<'a, A: SlimArch = crate::flops::SlimMobileNetV1> {
     /// The supernet.
-    pub sup: &'a Supernet,
+    pub sup: &'a Supernet<A>,
     /// The method.
     pub settings: &'a PssSettings,
     /// The run's state.
@@ -113,7 +113,7 @@ fn err(e: impl std::fmt::Display) -> TrainError {
     TrainError::Config(e.to_string())
 }
 
-impl Sandwich<'_> {
+impl<A: SlimArch> Sandwich<'_, A> {
     /// Restores the pools saved by an earlier, interrupted run of the same folder.
     pub fn restore(&self) -> Result<()> {
         if let Some(path) = &self.pools_file
@@ -141,7 +141,7 @@ impl Sandwich<'_> {
     }
 }
 
-impl Objective for Sandwich<'_> {
+impl<A: SlimArch> Objective for Sandwich<'_, A> {
     fn varmap(&self) -> &VarMap {
         &self.sup.net.varmap
     }
@@ -152,7 +152,7 @@ impl Objective for Sandwich<'_> {
         self.loss_at(images, labels, epoch, 0)
     }
     fn loss_at(&self, images: &Tensor, labels: &Tensor, epoch: usize, batch: usize) -> compress_train::Result<Tensor> {
-        let space = &self.sup.arch.space;
+        let space = self.sup.arch.space();
         let mut rng = SeededRng::new(self.seed).stream("pss-net/iteration", ((epoch as u64) << 32) | batch as u64);
         let fwd = |c: &SubnetConfig| self.sup.forward(images, c, true).map_err(err);
         let z_max = fwd(&space.max_config())?;

@@ -94,3 +94,30 @@ fn select_deploys_the_costliest_subnet_within_a_budget() {
     let again = pss_net::Deployed { net: back, config: d.config.clone() };
     assert_eq!(max_diff(&again.forward(&x).unwrap(), &sup.forward(&x, &d.config, false).unwrap()), 0.0);
 }
+
+/// The slimmable MobileNetV2 (the zoo's, through its stage, expansion and head groups): a
+/// subnet equals its extracted narrow network, and the MACs the layers count equal the spec's
+/// formula less the global pool (the spec counts `H^2 C` for it; the layers count convs and the
+/// classifier).
+#[test]
+fn the_slimmable_mobilenet_v2_is_its_narrow_network_and_costs_the_formula() {
+    use pss_net::SlimMobileNetV2;
+    let arch = SlimMobileNetV2::imagenet();
+    let sup = Supernet::new(arch.clone(), 0, &Device::Cpu).unwrap();
+    let cfg = SubnetConfig::new(128, &[0.8, 0.9, 0.75, 1.0, 0.85, 0.8, 0.95, 0.77, 1.0]);
+    let w = sup.widths(&cfg);
+    let c = arch.space.channels(&cfg);
+    assert_eq!(c[..3], [24, 16, 24]);
+    // Block 2 opens stage 1 on stage 0's 16 channels, block 4 stage 2 on stage 1's 24.
+    assert_eq!(
+        (w["stem"], w["stage1"], w["features.2.expand"], w["features.4.expand"], w["head"]),
+        (24, 24, 96, 144, 1280)
+    );
+    // Counted at r = 128: the formula's MACs less the pool over the final 4 x 4 x 1280.
+    let side = 4;
+    assert_eq!(sup.counted_macs(&cfg).unwrap(), arch.macs(&cfg) - (side * side * 1280) as u64);
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 160, 160), &Device::Cpu).unwrap();
+    let d = extract(&sup, &cfg).unwrap();
+    assert_eq!(max_diff(&d.forward(&x).unwrap(), &sup.forward(&x, &cfg, false).unwrap()), 0.0);
+    assert_eq!(d.net.tensors().unwrap()["features.2.conv.0.0.weight"].dims(), [96, 16, 1, 1]);
+}
