@@ -2,8 +2,8 @@
 //! "Prioritized Subnet Sampling for Resource-Adaptive Supernet Training", IEEE TPAMI 2023,
 //! arXiv 2109.05432; official code `chenbong/PSS-Net`).
 //!
-//! **In progress** (issue 30): MobileNetV2's latency blocks, latency-bucketed and multi-metric
-//! runs are not built yet; everything below is, and is tested against the spec's section 8.
+//! Not run here: latency-bucketed and multi-metric training (PSS-Net_G / _M); the paper's
+//! ImageNet runs. Everything below is tested against the spec's section 8.
 //!
 //! A slimmable supernet ([`supernet`]: the zoo's MobileNetV1 / V2 or a network of your own
 //! through [`supernet::SlimArch`]) runs any subnet `(r, m)` as the leading slice of itself.

@@ -1,4 +1,4 @@
-//! `cargo xtask reproduce pss-net` (in progress): the spec's section 9 experiment on the
+//! `cargo xtask reproduce pss-net`: the spec's section 9 experiment on the
 //! embedded MNIST. MBV1-tiny supernets train with PSS-Net and with the random-sampling baseline
 //! (`p_e = 1`, pools only observed) on the same recipe; each bucket's argmax-score pool subnet,
 //! and a uniform-width subnet per bucket from the baseline's supernet, are evaluated with their
@@ -513,7 +513,7 @@ pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
 /// `cargo xtask reproduce pss-net`.
 const INFO: Info = Info {
     name: "pss-net",
-    about: "a slimmable supernet trained with prioritized subnet pools (in progress)",
+    about: "a slimmable supernet trained with prioritized subnet pools",
     profiles: &[
         ("smoke", "2 epochs on 1,280 / 200 digits, one seed (what tests run)"),
         (
