@@ -20,6 +20,8 @@ pub struct BnInput {
     pub running_var: Tensor,
     /// Values per channel `N H W` (the unbiased variance is `var count / (count - 1)`).
     pub count: usize,
+    /// The layer's variable prefix (its running statistics are `<prefix>.running_mean` / `_var`).
+    pub prefix: String,
 }
 
 /// Everything recorded during one probed forward, in forward order.
@@ -41,13 +43,20 @@ pub(crate) fn active() -> bool {
 }
 
 /// Records a BatchNorm input `[N, C, ...]` with the layer's running statistics.
-pub(crate) fn record_bn(x: &Tensor, running_mean: &Tensor, running_var: &Tensor) -> Result<()> {
+pub(crate) fn record_bn(prefix: &str, x: &Tensor, running_mean: &Tensor, running_var: &Tensor) -> Result<()> {
     let c = x.dim(1)?;
     let flat = x.transpose(0, 1)?.contiguous()?.reshape((c, ()))?;
     let mean = flat.mean(1)?;
     let var = flat.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(1)?;
     let count = x.elem_count() / c.max(1);
-    let rec = BnInput { mean, var, running_mean: running_mean.detach(), running_var: running_var.detach(), count };
+    let rec = BnInput {
+        mean,
+        var,
+        running_mean: running_mean.detach(),
+        running_var: running_var.detach(),
+        count,
+        prefix: prefix.to_string(),
+    };
     PROBE.with(|p| {
         if let Some(p) = p.borrow_mut().as_mut() {
             p.bn.push(rec);

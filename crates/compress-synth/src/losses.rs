@@ -39,6 +39,7 @@ mod tests {
             running_mean: Tensor::new(&[0f64, 0.0], &dev).unwrap(),
             running_var: Tensor::new(&[1f64, 1.0], &dev).unwrap(),
             count: 2,
+            prefix: "bn".into(),
         };
         assert!((scalar(&bns_loss(&[s]).unwrap()) - 0.75).abs() < 1e-12);
     }

@@ -127,6 +127,7 @@ mod tests {
             running_mean: t(&[0.0, 0.0]),
             running_var: t(&[1.0, 1.0]),
             count: 2,
+            prefix: "bn".into(),
         };
         let c = BnsCentres { mean: vec![vec![t(&[0.5, 2.5])]], var: vec![vec![t(&[2.0, 0.5])]], correct: vec![true] };
         (vec![s], c)

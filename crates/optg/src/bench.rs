@@ -57,7 +57,7 @@ pub fn mlp_forward_ms(layers: &[(Tensor, Tensor)], batch: usize, seconds: f64) -
     let dense: Vec<candle_nn::Linear> =
         layers.iter().map(|(w, b)| candle_nn::Linear::new(w.clone(), Some(b.clone()))).collect();
     let sparse: Vec<CsrLinear> =
-        layers.iter().map(|(w, b)| CsrLinear::from_dense(w, Some(b))).collect::<Result<_>>()?;
+        layers.iter().map(|(w, b)| CsrLinear::from_dense(w, Some(b))).collect::<compress_core::sparse::Result<_>>()?;
     let run = |m: &[&dyn Module]| -> candle_core::Result<()> {
         let mut h = x.clone();
         for (i, l) in m.iter().enumerate() {

@@ -1,139 +1,15 @@
-//! Deployment: a trained sparse model's weights in compressed sparse rows (`compress-core`'s
-//! [`Csr`], [`crate::Sparsified::export_csr`]) and [`CsrLinear`], a linear layer on the CSR
-//! kernel: `y[n, o] = sum_e val[e] x[n, col[e]] + b[o]` over row `o`'s non-zeros (NHWC tiles of
-//! 32 rows transposed to channel-major, the same kernel as 1x1 convs).
+//! Deployment: a trained sparse model's weights in compressed sparse rows
+//! ([`crate::Sparsified::export_csr`]) run on `compress-core`'s CSR layers, re-exported here:
+//! [`CsrLinear`] (gathered dot products below 8 rows, transposed 32-row tiles above) and
+//! [`CsrConv1x1`].
 
-use crate::error::{Result, config_err};
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
-use compress_core::sparse::{Csr, csr_conv1x1_nchw, csr_conv1x1_nhwc};
-
-/// The f32 values of a contiguous CPU tensor, without a copy.
-fn f32_values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("{op}: needs a contiguous f32 tensor"),
-    }
-}
-
-/// Runs `op` on the CPU kernel for contiguous f32 CPU input, else on a copy made so.
-fn apply(x: &Tensor, op: &impl CustomOp1) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        x.contiguous()?.apply_op1_no_bwd(op)
-    } else {
-        let dev = x.device().clone();
-        x.to_device(&candle_core::Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .contiguous()?
-            .apply_op1_no_bwd(op)?
-            .to_device(&dev)?
-            .to_dtype(x.dtype())
-    }
-}
-
-/// A linear layer `[.., C_in] -> [.., C_out]` whose weight is in CSR.
-#[derive(Debug, Clone)]
-pub struct CsrLinear {
-    a: Csr,
-    bias: Option<Vec<f32>>,
-}
-
-impl CsrLinear {
-    /// The layer of `weight` (`[C_out, C_in]`, zeros dropped) and `bias` (`[C_out]`).
-    pub fn from_dense(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
-        Self::new(Csr::from_dense(weight)?, bias)
-    }
-
-    /// The layer of a CSR matrix and a bias.
-    pub fn new(a: Csr, bias: Option<&Tensor>) -> Result<Self> {
-        let bias = match bias {
-            Some(b) => {
-                let v: Vec<f32> = b.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-                if v.len() != a.rows {
-                    return Err(config_err(format!("bias of {} for {} outputs", v.len(), a.rows)));
-                }
-                Some(v)
-            }
-            None => None,
-        };
-        Ok(Self { a, bias })
-    }
-
-    /// The weight.
-    pub fn csr(&self) -> &Csr {
-        &self.a
-    }
-}
-
-impl CustomOp1 for CsrLinear {
-    fn name(&self) -> &'static str {
-        "csr-linear"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_values(s, l, self.name())?;
-        let mut y = csr_conv1x1_nhwc(&self.a, x).map_err(candle_core::Error::wrap)?;
-        if let Some(b) = &self.bias {
-            for row in y.chunks_mut(self.a.rows.max(1)) {
-                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-            }
-        }
-        let mut dims = l.shape().dims().to_vec();
-        if let Some(last) = dims.last_mut() {
-            *last = self.a.rows;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(dims)))
-    }
-}
-
-impl Module for CsrLinear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match x.dims().last() {
-            Some(&c) if c == self.a.cols => apply(x, self),
-            _ => candle_core::bail!("input {:?} does not end in the layer's {} features", x.dims(), self.a.cols),
-        }
-    }
-}
-
-/// A 1x1 convolution `[N, C_in, H, W] -> [N, C_out, H, W]` on the CSR kernel (no bias).
-#[derive(Debug, Clone)]
-pub struct CsrConv1x1 {
-    a: Csr,
-}
-
-impl CsrConv1x1 {
-    /// The layer of a `[C_out, C_in, 1, 1]` or `[C_out, C_in]` weight.
-    pub fn from_dense(weight: &Tensor) -> Result<Self> {
-        Ok(Self { a: Csr::from_dense(weight)? })
-    }
-}
-
-impl CustomOp1 for CsrConv1x1 {
-    fn name(&self) -> &'static str {
-        "csr-conv1x1"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, _, h, w) = l.shape().dims4()?;
-        let y = csr_conv1x1_nchw(&self.a, f32_values(s, l, self.name())?, h * w).map_err(candle_core::Error::wrap)?;
-        Ok((CpuStorage::F32(y), Shape::from((n, self.a.rows, h, w))))
-    }
-}
-
-impl Module for CsrConv1x1 {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (_, c, _, _) = x.dims4()?;
-        if c != self.a.cols {
-            candle_core::bail!("input has {c} channels, the layer {}", self.a.cols)
-        }
-        apply(x, self)
-    }
-}
+pub use compress_core::sparse::{CsrConv1x1, CsrLinear};
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device, Module, Tensor};
     use compress_core::sparse::weight_mask;
     use proptest::prelude::*;
 

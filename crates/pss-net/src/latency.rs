@@ -108,20 +108,9 @@ impl LatencyBlocks for SlimMobileNetV2 {
     /// Every resolution with every stage's width options (a block's key depends on its own input
     /// and output widths only).
     fn all_blocks(&self) -> Vec<BlockKey> {
-        let sp = &self.space;
-        let (lo, hi) = ((sp.mults.0 * 1000.0).round() as u32, (sp.mults.1 * 1000.0).round() as u32);
-        let options: Vec<Vec<usize>> = sp
-            .bases
-            .iter()
-            .map(|&b| {
-                let set: BTreeSet<usize> =
-                    (lo..=hi).map(|m| make_divisible(b as f64 * f64::from(m) / 1000.0, sp.divisor)).collect();
-                set.into_iter().collect()
-            })
-            .collect();
+        let options = self.space.width_options();
         let mut keys = BTreeSet::new();
-        let (rlo, rhi, step) = sp.resolutions;
-        for r in (rlo..=rhi).step_by(step) {
+        for r in self.space.resolution_grid() {
             // Every (input width, output width) pair a block can see: vary one stage pair at a
             // time over a base of all-largest widths.
             for i in 0..options.len() - 1 {
@@ -174,16 +163,9 @@ pub fn blocks(arch: &SlimMobileNetV1, cfg: &SubnetConfig) -> Vec<BlockKey> {
 
 /// Every block key any subnet of `arch`'s space can have.
 pub fn all_blocks(arch: &SlimMobileNetV1) -> Vec<BlockKey> {
-    let sp = &arch.space;
-    let (lo, hi) = ((sp.mults.0 * 1000.0).round() as u32, (sp.mults.1 * 1000.0).round() as u32);
-    let options: Vec<BTreeSet<usize>> = sp
-        .bases
-        .iter()
-        .map(|&b| (lo..=hi).map(|m| make_divisible(b as f64 * f64::from(m) / 1000.0, sp.divisor)).collect())
-        .collect();
+    let options = arch.space.width_options();
     let mut keys = BTreeSet::new();
-    let (rlo, rhi, step) = sp.resolutions;
-    for r in (rlo..=rhi).step_by(step) {
+    for r in arch.space.resolution_grid() {
         for &c0 in &options[0] {
             keys.insert(BlockKey {
                 kind: 0,

@@ -30,8 +30,8 @@ pub fn recalibrate<A: SlimArch, D: Dataset>(
     seed: u64,
 ) -> Result<usize> {
     let b = Batcher::new(batch_size, true, seed, sup.device().clone())?.drop_last(true);
-    // Per BatchNorm in forward order: the running mean and unbiased variance, its running mean.
-    let mut sums: Vec<(Tensor, Tensor, Tensor)> = Vec::new();
+    // Per BatchNorm in forward order: the running mean and unbiased variance, its prefix.
+    let mut sums: Vec<(Tensor, Tensor, String)> = Vec::new();
     let mut n = 0usize;
     for batch in b.epoch(data, 0, 0)?.take(batches) {
         let batch = batch?;
@@ -47,7 +47,7 @@ pub fn recalibrate<A: SlimArch, D: Dataset>(
             if n == 0 {
                 // Reset (mean 0, variance 1), then the first batch at momentum 1.
                 let (m0, v0) = (mean.zeros_like()?, unbiased.ones_like()?);
-                sums.push((cumulative(&m0, &mean, 0)?, cumulative(&v0, &unbiased, 0)?, s.running_mean.clone()));
+                sums.push((cumulative(&m0, &mean, 0)?, cumulative(&v0, &unbiased, 0)?, s.prefix.clone()));
             } else {
                 sums[i].0 = cumulative(&sums[i].0, &mean, n)?;
                 sums[i].1 = cumulative(&sums[i].1, &unbiased, n)?;
@@ -59,15 +59,9 @@ pub fn recalibrate<A: SlimArch, D: Dataset>(
         return Err(config_err("no batch to recalibrate BatchNorm on"));
     }
     let data = sup.net.varmap.data().lock().map_err(|_| config_err("VarMap lock poisoned"))?;
-    for (mean, var, running_mean) in &sums {
-        // The BatchNorm is found by its running mean's storage: the probe saw its (detached) view.
-        let (rm_name, _) = data
-            .iter()
-            .find(|(k, v)| k.ends_with("running_mean") && same_storage(v.as_tensor(), running_mean))
-            .ok_or_else(|| config_err("a probed BatchNorm is not in the supernet's variables"))?;
-        let rv_name = rm_name.replace("running_mean", "running_var");
+    for (mean, var, prefix) in &sums {
         let c = mean.dim(0)?;
-        for (name, value) in [(rm_name.clone(), mean), (rv_name, var)] {
+        for (name, value) in [(format!("{prefix}.running_mean"), mean), (format!("{prefix}.running_var"), var)] {
             let v = data.get(&name).ok_or_else(|| config_err(format!("no {name}")))?;
             let full = v.as_tensor();
             let head = value.to_dtype(full.dtype())?;
@@ -77,13 +71,6 @@ pub fn recalibrate<A: SlimArch, D: Dataset>(
         }
     }
     Ok(sums.len())
-}
-
-/// Whether two tensors are views of one storage (a variable and a detached copy of it).
-fn same_storage(a: &Tensor, b: &Tensor) -> bool {
-    let (sa, _) = a.storage_and_layout();
-    let (sb, _) = b.storage_and_layout();
-    std::ptr::eq(&*sa as *const _, &*sb as *const _)
 }
 
 #[cfg(test)]

@@ -171,12 +171,10 @@ fn evaluate(
 /// The all-equal-multiplier subnet whose cost is closest to `bucket` over every resolution.
 fn uniform_width(sup: &Supernet, bucket: f64, unit: f64) -> SubnetConfig {
     let sp = &sup.arch.space;
-    let (lo, hi) = ((sp.mults.0 * 1000.0).round() as u32, (sp.mults.1 * 1000.0).round() as u32);
-    let (rlo, rhi, step) = sp.resolutions;
     let mut best = (f64::INFINITY, sp.min_config());
-    for r in (rlo..=rhi).step_by(step) {
-        for m in lo..=hi {
-            let c = SubnetConfig::uniform(r, f64::from(m) / 1000.0, sp.bases.len());
+    for r in sp.resolution_grid() {
+        for &m in &sp.mult_grid() {
+            let c = SubnetConfig::uniform(r, m, sp.bases.len());
             let d = (sup.macs(&c) as f64 / unit - bucket).abs();
             if d < best.0 {
                 best = (d, c);

@@ -76,6 +76,31 @@ impl StructureSpace {
         self.bases.iter().enumerate().map(|(i, &b)| make_divisible(b as f64 * cfg.mult(i), self.divisor)).collect()
     }
 
+    /// Every multiplier of the space's 3-decimal grid, `m_lo..=m_hi`.
+    pub fn mult_grid(&self) -> Vec<f64> {
+        let (lo, hi) = ((self.mults.0 * 1000.0).round() as u32, (self.mults.1 * 1000.0).round() as u32);
+        (lo..=hi).map(|m| f64::from(m) / 1000.0).collect()
+    }
+
+    /// Every resolution of the space, ascending.
+    pub fn resolution_grid(&self) -> Vec<usize> {
+        let (lo, hi, step) = self.resolutions;
+        (lo..=hi).step_by(step.max(1)).collect()
+    }
+
+    /// The channel counts each layer can take, ascending and distinct.
+    pub fn width_options(&self) -> Vec<Vec<usize>> {
+        let grid = self.mult_grid();
+        self.bases
+            .iter()
+            .map(|&b| {
+                let set: std::collections::BTreeSet<usize> =
+                    grid.iter().map(|&m| make_divisible(b as f64 * m, self.divisor)).collect();
+                set.into_iter().collect()
+            })
+            .collect()
+    }
+
     /// The largest subnet: `r_hi`, every multiplier `m_hi`.
     pub fn max_config(&self) -> SubnetConfig {
         SubnetConfig::uniform(self.resolutions.1, self.mults.1, self.bases.len())

@@ -12,12 +12,14 @@
 
 pub mod bsr;
 pub mod csr;
+pub mod csr_layers;
 pub mod kernel;
 pub mod mask;
 pub mod packed;
 
 pub use bsr::Bsr1xN;
 pub use csr::{Csr, csr_conv1x1_nchw, csr_conv1x1_nhwc};
+pub use csr_layers::{CsrConv1x1, CsrLinear};
 pub use kernel::{conv1x1_nchw, conv1x1_nhwc, simd_level};
 pub use mask::{BlockOrder, block_mask, block_scores, filter_l1_perm, filter_mask, n_m_mask, weight_mask};
 pub use packed::{PackedConv2d, PackedLinear};

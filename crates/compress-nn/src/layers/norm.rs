@@ -79,7 +79,7 @@ impl BatchNorm2d {
     ) -> Result<Tensor> {
         self.record_cost(x, residual.is_some(), train)?;
         if crate::probe::active() {
-            crate::probe::record_bn(x, self.running_mean.as_tensor(), self.running_var.as_tensor())?;
+            crate::probe::record_bn(&self.prefix, x, self.running_mean.as_tensor(), self.running_var.as_tensor())?;
         }
         let fused = Self::fused_on(x);
         if crate::slim::active() {
