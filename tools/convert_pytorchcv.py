@@ -3,7 +3,7 @@ safetensors in pytorchcv's own tensor names, where `compress_nn::pytorchcv::load
 pytorchcv publishes zipped PyTorch pickles on GitHub, not safetensors on the Hub.
 
     python3 -m pip install torch pytorchcv safetensors
-    python3 tools/convert_pytorchcv.py resnet20_cifar10 resnet20_cifar100 resnet18 mobilenet_w1 mobilenetv2_w1
+    python3 tools/convert_pytorchcv.py resnet20_cifar10 resnet20_cifar100 resnet18 mobilenet_w1 mobilenetv2_w1 regnetx006
 
 writes weights/intraq/<name>.safetensors (use --out for another folder).
 """

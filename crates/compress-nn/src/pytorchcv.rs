@@ -28,6 +28,8 @@ pub enum Family {
     MobileNetV1,
     /// `mobilenetv2_w*` onto the zoo's `MobileNetV2` in pytorchcv layout.
     MobileNetV2,
+    /// `regnetx*` onto the zoo's `RegNet`.
+    RegNet,
 }
 
 /// Units per stage of MobileNetV1 (after the init block) in pytorchcv.
@@ -101,6 +103,29 @@ impl Family {
                     _ => return None,
                 };
                 format!("features.{}.{kind}.{layer}", unit(i.parse().ok()?, &V1_STAGES)?)
+            }
+            (Family::RegNet, "stem.0") => "features.init_block.conv".to_string(),
+            (Family::RegNet, "stem.1") => "features.init_block.bn".to_string(),
+            (Family::RegNet, "fc") => "output".to_string(),
+            (Family::RegNet, p) => {
+                // trunk_output.block{s}.block{s}-{b}.{f.a|f.b|f.c|proj}.{0|1}
+                let rest = p.strip_prefix("trunk_output.block")?;
+                let (s, rest) = rest.split_once('.')?;
+                let rest = rest.strip_prefix(&format!("block{s}-"))?;
+                let (b, part) = rest.split_once('.')?;
+                let b: usize = b.parse().ok()?;
+                let layer = match part {
+                    "f.a.0" => "body.conv1.conv",
+                    "f.a.1" => "body.conv1.bn",
+                    "f.b.0" => "body.conv2.conv",
+                    "f.b.1" => "body.conv2.bn",
+                    "f.c.0" => "body.conv3.conv",
+                    "f.c.1" => "body.conv3.bn",
+                    "proj.0" => "identity_conv.conv",
+                    "proj.1" => "identity_conv.bn",
+                    _ => return None,
+                };
+                format!("features.stage{s}.unit{}.{layer}", b + 1)
             }
             (Family::MobileNetV2, "features.0.0") => "features.init_block.conv".to_string(),
             (Family::MobileNetV2, "features.0.1") => "features.init_block.bn".to_string(),

@@ -6,8 +6,8 @@
 use candle_core::{Device, Tensor};
 use compress_nn::pytorchcv::{Family, load};
 use compress_nn::zoo::{
-    MobileNetV1, MobileNetV1Config, MobileNetV2, MobileNetV2Config, ResNet, ResNetCifar, ResNetCifarConfig,
-    ResNetConfig, Shortcut,
+    MobileNetV1, MobileNetV1Config, MobileNetV2, MobileNetV2Config, RegNet, RegNetConfig, ResNet, ResNetCifar,
+    ResNetCifarConfig, ResNetConfig, Shortcut,
 };
 use compress_nn::{Architecture, Network, NnError};
 use std::collections::{HashMap, HashSet};
@@ -20,7 +20,7 @@ fn resnet20(classes: usize) -> ResNetCifarConfig {
 fn parameter_counts_equal_pytorchcv() {
     let d = Device::Cpu;
     // pytorchcv's model table: resnet20_cifar10 272,474; resnet20_cifar100 278,324; resnet18
-    // 11,689,512; mobilenet_w1 4,231,976; mobilenetv2_w1 3,504,960.
+    // 11,689,512; mobilenet_w1 4,231,976; mobilenetv2_w1 3,504,960; regnetx006 6,196,040.
     assert_eq!(Network::<ResNetCifar>::new(resnet20(10), 0, &d).unwrap().count_params().unwrap(), 272_474);
     assert_eq!(Network::<ResNetCifar>::new(resnet20(100), 0, &d).unwrap().count_params().unwrap(), 278_324);
     let r18 = Network::<ResNet>::new(ResNetConfig::resnet18(1000).unwrap(), 0, &d).unwrap();
@@ -30,6 +30,8 @@ fn parameter_counts_equal_pytorchcv() {
     let v2 = MobileNetV2Config::new(1.0, 1000).unwrap();
     assert_eq!(Network::<MobileNetV2>::new(v2.clone(), 0, &d).unwrap().count_params().unwrap(), 3_504_872);
     assert_eq!(Network::<MobileNetV2>::new(v2.pytorchcv(), 0, &d).unwrap().count_params().unwrap(), 3_504_960);
+    let x600 = Network::<RegNet>::new(RegNetConfig::x600mf(1000).unwrap(), 0, &d).unwrap();
+    assert_eq!(x600.count_params().unwrap(), 6_196_040);
 }
 
 #[test]
@@ -65,6 +67,13 @@ fn names_follow_pytorchcv_layout() {
         (Family::MobileNetV2, "features.17.conv.1.1.weight", "features.stage5.unit4.conv2.bn.weight"),
         (Family::MobileNetV2, "features.18.1.running_var", "features.final_block.bn.running_var"),
         (Family::MobileNetV2, "classifier.1.weight", "output.weight"),
+        (Family::RegNet, "stem.0.weight", "features.init_block.conv.weight"),
+        (Family::RegNet, "stem.1.running_mean", "features.init_block.bn.running_mean"),
+        (Family::RegNet, "trunk_output.block1.block1-0.f.a.0.weight", "features.stage1.unit1.body.conv1.conv.weight"),
+        (Family::RegNet, "trunk_output.block2.block2-2.f.b.1.bias", "features.stage2.unit3.body.conv2.bn.bias"),
+        (Family::RegNet, "trunk_output.block4.block4-6.f.c.0.weight", "features.stage4.unit7.body.conv3.conv.weight"),
+        (Family::RegNet, "trunk_output.block3.block3-0.proj.1.weight", "features.stage3.unit1.identity_conv.bn.weight"),
+        (Family::RegNet, "fc.bias", "output.bias"),
     ];
     for (family, ours, theirs) in cases {
         assert_eq!(family.name(ours), theirs, "{family:?} {ours}");
@@ -91,6 +100,7 @@ fn every_tensor_maps_one_to_one() {
         Family::MobileNetV2,
         MobileNetV2Config::new(0.25, 10).unwrap().input(3, 32).pytorchcv(),
     );
+    assert_bijective::<RegNet>(Family::RegNet, RegNetConfig::x600mf(10).unwrap().input(3, 32));
 }
 
 /// Writes `net`'s tensors in pytorchcv's names (plus `num_batches_tracked`, and the classifier
@@ -142,6 +152,7 @@ fn files_in_pytorchcv_names_load_into_the_zoo() {
         MobileNetV2Config::new(0.25, 10).unwrap().input(3, 32).pytorchcv(),
         true,
     );
+    roundtrip::<RegNet>(Family::RegNet, RegNetConfig::x600mf(10).unwrap().input(3, 32), false);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! VGG, ImageNet ResNets and MobileNets: published costs, masked == pruned, a training step.
+//! VGG, ImageNet ResNets, MobileNets and RegNetX: published costs, masked == pruned, a training step.
 mod common;
 
 use compress_nn::zoo::*;
@@ -36,6 +36,34 @@ fn published_costs() {
     // MobileNetV1 1.0: 569 M MACs, 4.2 M params (4.23 M).
     let m = common::cost_is_consistent::<MobileNetV1>(MobileNetV1Config::new(1.0, 1000).expect("cfg"));
     assert!(close(m.macs, 569e6, 0.01) && close(m.params, 4.23e6, 0.01), "{m:?}");
+    // RegNetX-600MF (pycls / torchvision: 0.60 G MACs; pytorchcv: 6,196,040 params).
+    let r = common::cost_is_consistent::<RegNet>(RegNetConfig::x600mf(1000).expect("cfg"));
+    assert!(close(r.macs, 600.9e6, 0.001) && r.params == 6_196_040, "{r:?}");
+}
+
+#[test]
+fn regnet_widths_follow_the_quantized_linear_rule() {
+    use compress_nn::zoo::regnet::stage_plan;
+    // Published stage widths / depths (pycls model zoo, torchvision): X-200MF, X-400MF,
+    // X-600MF, X-800MF, X-1.6GF.
+    let plan = |w0, wa, wm, d, g| stage_plan(w0, wa, wm, d, g).expect("plan");
+    assert_eq!(plan(24.0, 36.44, 2.49, 13, 8), (vec![24, 56, 152, 368], vec![1, 1, 4, 7], vec![8; 4]));
+    assert_eq!(plan(24.0, 24.48, 2.54, 22, 16), (vec![32, 64, 160, 384], vec![1, 2, 7, 12], vec![16; 4]));
+    assert_eq!(plan(48.0, 36.97, 2.24, 16, 24), (vec![48, 96, 240, 528], vec![1, 3, 5, 7], vec![24; 4]));
+    assert_eq!(plan(56.0, 35.73, 2.28, 16, 16), (vec![64, 128, 288, 672], vec![1, 3, 7, 5], vec![16; 4]));
+    assert_eq!(plan(80.0, 34.01, 2.25, 18, 24), (vec![72, 168, 408, 912], vec![2, 4, 10, 2], vec![24; 4]));
+    assert!(stage_plan(50.0, 36.97, 2.24, 16, 24).is_err(), "w_0 not a multiple of 8");
+    assert!(stage_plan(48.0, 36.97, 1.0, 16, 24).is_err(), "w_m must exceed 1");
+    assert!(RegNetConfig::new(&[48, 100], &[1, 2], &[24, 24], 10).is_err(), "100 is not a multiple of 24");
+    let cfg = RegNetConfig::x600mf(10).expect("cfg");
+    let mut w = compress_nn::ArchConfig::widths(&cfg).clone();
+    w.insert("trunk_output.block2.block2-1.inner".into(), 50);
+    assert!(compress_nn::ArchConfig::with_widths(&cfg, w).is_err(), "an inner width must fill its groups");
+}
+
+#[test]
+fn regnet_masked_equals_pruned() {
+    common::masked_equals_pruned::<RegNet>(RegNetConfig::x600mf(10).expect("cfg").input(3, 64), 2);
 }
 
 #[test]
@@ -66,6 +94,7 @@ fn every_cnn_trains_a_step_on_mnist_shape() {
     common::trains_a_step::<ResNet>(ResNetConfig::resnet50(10).expect("cfg").input(1, 28), t);
     common::trains_a_step::<MobileNetV1>(MobileNetV1Config::new(0.25, 10).expect("cfg").input(1, 28), t);
     common::trains_a_step::<MobileNetV2>(MobileNetV2Config::new(0.5, 10).expect("cfg").input(1, 28), t);
+    common::trains_a_step::<RegNet>(RegNetConfig::x600mf(10).expect("cfg").input(1, 28), t);
     assert!(VggConfig::vgg16(10).expect("cfg").input(1, 28).is_err(), "28 does not survive 5 pools");
 }
 
@@ -103,6 +132,7 @@ fn permutation_is_invariant<A: compress_nn::Architecture>(cfg: A::Config) {
 fn channel_permutations_leave_the_function_unchanged() {
     permutation_is_invariant::<MobileNetV2>(MobileNetV2Config::new(0.5, 10).expect("cfg").input(3, 32));
     permutation_is_invariant::<ResNet>(ResNetConfig::resnet50(10).expect("cfg").input(3, 64));
+    permutation_is_invariant::<RegNet>(RegNetConfig::x600mf(10).expect("cfg").input(3, 32));
     let net =
         compress_nn::Network::<ResNet>::new(ResNetConfig::resnet18(10).expect("cfg"), 0, &candle_core::Device::Cpu)
             .expect("net");

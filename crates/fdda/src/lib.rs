@@ -8,19 +8,20 @@
 //! statistics to its centre and D-BNS to Gaussian-perturbed centres. The quantized student is
 //! then fine-tuned on real + synthetic images by distillation.
 //!
-//! **Status: in progress (issue 29).** What exists, each with its spec-section-8 tests:
-//! [`bits`] (`F{k}L{k}` and `F8L8` students through the fake-quant scope's per-site bits),
-//! [`centres`] (BNS centres and `K`), [`losses`] (`deep_start`, C-BNS, D-BNS, the warm-up
-//! noise branch), [`sampler`] (the class sampler and the branch rule), [`generator`] (the
-//! generator step with the code's loss weights and Adam milestones), [`schedule`] (the student's
-//! cosine rate). Not yet: the student phase of
-//! the schedule (real + synthetic batches, KD with `T = 20` and the `20 x 20^2` factor), the
-//! entry point on a user's network, the reproduction (`cargo xtask reproduce fdda`) and the paper
-//! profile.
+//! Modules, one concept each, with their spec-section-8 tests: [`bits`] (`F{k}L{k}` and `F8L8`
+//! students through the fake-quant scope's per-site bits), [`centres`] (BNS centres and `K`,
+//! cached per teacher), [`losses`] (`deep_start`, C-BNS, D-BNS, the warm-up noise branch),
+//! [`sampler`] (the class sampler and the branch rule), [`generator`] (the generator step with
+//! the code's loss weights and Adam milestones), [`schedule`] (the student's cosine rate),
+//! [`student`] (the schedule of spec 2.5 on any teacher: [`run_student`]), [`reproduce`] (the
+//! section-9 mini), [`diagnose`] (why its FDDA arm settles below the calibration-only arm),
+//! [`paper`] (the ImageNet table's structure on the zoo's ResNet-18, MobileNetV1/V2 and
+//! RegNetX-600MF).
 
 pub mod bench;
 pub mod bits;
 pub mod centres;
+pub mod diagnose;
 pub mod error;
 pub mod generator;
 pub mod losses;

@@ -6,9 +6,8 @@
 //! the classifier at 8 bits, the activation quantizers after the first layer and before the pool
 //! at 8 bits, everything else at k). The table's accuracies need ImageNet (1,000 calibration
 //! images and the 50,000 validation images), the pretrained teachers (pytorchcv `resnet18`,
-//! `mobilenet_w1`, BRECQ's `mobilenetv2`, converted to safetensors), and a GPU (400 x 200
-//! generator steps plus 70,000 student steps per row); RegNetX-600MF is not in the zoo. The
-//! profile lists them as missing.
+//! `mobilenet_w1`, `regnetx006`, BRECQ's `mobilenetv2`, converted to safetensors), and a GPU (400 x 200
+//! generator steps plus 70,000 student steps per row). The profile lists them as missing.
 
 use crate::bits::{BitPolicy, student_quantizers};
 use crate::error::Result;
@@ -16,7 +15,9 @@ use crate::losses::deep_start;
 use candle_core::{DType, Device, Tensor};
 use compress_core::quant::RangeRule;
 use compress_nn::fake_quant::with_sites;
-use compress_nn::zoo::{MobileNetV1, MobileNetV1Config, MobileNetV2, MobileNetV2Config, ResNet, ResNetConfig};
+use compress_nn::zoo::{
+    MobileNetV1, MobileNetV1Config, MobileNetV2, MobileNetV2Config, RegNet, RegNetConfig, ResNet, ResNetConfig,
+};
 use compress_nn::{Architecture, Network};
 use compress_train::{Outcome, ReportRow, Rule, RunContext};
 
@@ -29,7 +30,7 @@ pub enum PaperModel {
     MobileNetV1,
     /// BRECQ's `mobilenetv2` (torchvision's layout: the first block does not expand).
     MobileNetV2,
-    /// pytorchcv `regnetx_600m` (not in the zoo).
+    /// pytorchcv `regnetx006` (the code's `regnetx_600m`).
     RegNetX600MF,
 }
 
@@ -97,10 +98,10 @@ pub fn sites<A: Architecture>(net: &Network<A>, policy: BitPolicy, side: usize) 
     })
 }
 
-/// The row's student sites on the zoo's network at `side` px (`None` for RegNetX-600MF).
-pub fn row_sites(row: &PaperRow, policy: BitPolicy, side: usize) -> Result<Option<Sites>> {
+/// The row's student sites on the zoo's network at `side` px.
+pub fn row_sites(row: &PaperRow, policy: BitPolicy, side: usize) -> Result<Sites> {
     let cpu = Device::Cpu;
-    Ok(Some(match row.model {
+    Ok(match row.model {
         PaperModel::ResNet18 => sites(&Network::<ResNet>::new(ResNetConfig::resnet18(1000)?, 0, &cpu)?, policy, side)?,
         PaperModel::MobileNetV1 => {
             sites(&Network::<MobileNetV1>::new(MobileNetV1Config::new(1.0, 1000)?, 0, &cpu)?, policy, side)?
@@ -108,8 +109,10 @@ pub fn row_sites(row: &PaperRow, policy: BitPolicy, side: usize) -> Result<Optio
         PaperModel::MobileNetV2 => {
             sites(&Network::<MobileNetV2>::new(MobileNetV2Config::new(1.0, 1000)?, 0, &cpu)?, policy, side)?
         }
-        PaperModel::RegNetX600MF => return Ok(None),
-    }))
+        PaperModel::RegNetX600MF => {
+            sites(&Network::<RegNet>::new(RegNetConfig::x600mf(1000)?, 0, &cpu)?, policy, side)?
+        }
+    })
 }
 
 /// The paper profile: the rows' structure checked, the accuracies listed as missing.
@@ -124,50 +127,35 @@ pub fn paper(ctx: &RunContext) -> Result<Outcome> {
     let rows_cfg = &config.rows;
     let mut rows = Vec::new();
     for r in rows_cfg {
-        let f8 = row_sites(r, BitPolicy::FirstLast8 { w: 4, a: 4 }, config.side)?;
-        match &f8 {
-            Some(s) => {
-                rows.push(
-                    ReportRow::claim(
-                        format!("{}: BatchNorm layers L (deep range from s = {})", r.name, deep_start(s.bn_layers)),
-                        None,
-                        Some(s.bn_layers as f64),
-                        format!("L = {} as the spec (s = {})", r.bn_layers, deep_start(r.bn_layers)),
-                        Rule::Holds(s.bn_layers == r.bn_layers),
-                    )
-                    .counts(),
-                );
-                let ok = s.eight_bit_weights.len() == 2
-                    && s.eight_bit_activations == [0, s.activations - 1]
-                    && s.activations > 2;
-                rows.push(
-                    ReportRow::claim(
-                        format!(
-                            "{}: W4A4 F8L8 sites at 8 bits of {} weights / {} activation quantizers ({})",
-                            r.name,
-                            s.weights,
-                            s.activations,
-                            s.eight_bit_weights.join(", ")
-                        ),
-                        None,
-                        Some((s.eight_bit_weights.len() + s.eight_bit_activations.len()) as f64),
-                        "first conv + classifier weights, the first and last activation quantizers",
-                        Rule::Holds(ok),
-                    )
-                    .counts(),
-                );
-            }
-            None => rows.push(
-                ReportRow::claim(
-                    format!("{}: BatchNorm layers L (not in the zoo)", r.name),
-                    None,
-                    None,
-                    "L as the spec",
-                    Rule::PaperWithin(0.0),
-                )
-                .against_paper(Some(r.bn_layers as f64), Some(Rule::PaperWithin(0.0))),
-            ),
-        }
+        let s = row_sites(r, BitPolicy::FirstLast8 { w: 4, a: 4 }, config.side)?;
+        rows.push(
+            ReportRow::claim(
+                format!("{}: BatchNorm layers L (deep range from s = {})", r.name, deep_start(s.bn_layers)),
+                None,
+                Some(s.bn_layers as f64),
+                format!("L = {} as the spec (s = {})", r.bn_layers, deep_start(r.bn_layers)),
+                Rule::Holds(s.bn_layers == r.bn_layers),
+            )
+            .counts(),
+        );
+        let ok =
+            s.eight_bit_weights.len() == 2 && s.eight_bit_activations == [0, s.activations - 1] && s.activations > 2;
+        rows.push(
+            ReportRow::claim(
+                format!(
+                    "{}: W4A4 F8L8 sites at 8 bits of {} weights / {} activation quantizers ({})",
+                    r.name,
+                    s.weights,
+                    s.activations,
+                    s.eight_bit_weights.join(", ")
+                ),
+                None,
+                Some((s.eight_bit_weights.len() + s.eight_bit_activations.len()) as f64),
+                "first conv + classifier weights, the first and last activation quantizers",
+                Rule::Holds(ok),
+            )
+            .counts(),
+        );
         for ((setting, _), v) in SETTINGS.iter().zip(r.reported) {
             rows.push(
                 ReportRow::claim(
@@ -180,16 +168,15 @@ pub fn paper(ctx: &RunContext) -> Result<Outcome> {
                 .against_paper(Some(v), Some(Rule::PaperWithin(1.0))),
             );
         }
-        exp.log(&serde_json::json!({"row": r.name, "f8l8": f8}))?;
+        exp.log(&serde_json::json!({"row": r.name, "f8l8": s}))?;
     }
     let missing = vec![
         "ImageNet: 1,000 training images (one per class) for the centres and calibration, the 50,000 validation \
          images for the table"
             .to_string(),
-        "the pretrained teachers: pytorchcv resnet18 / mobilenet_w1 (tools/convert_pytorchcv.py) and BRECQ's \
-         mobilenetv2 checkpoint, converted to safetensors"
+        "the pretrained teachers: pytorchcv resnet18 / mobilenet_w1 / regnetx006 (tools/convert_pytorchcv.py) and \
+         BRECQ's mobilenetv2 checkpoint, converted to safetensors"
             .to_string(),
-        "RegNetX-600MF: not in the zoo (pytorchcv regnetx_600m would need the architecture and a loader)".to_string(),
         "a GPU: 400 x 200 generator steps (about 33.6 s each at 224 px on this CPU, `cargo xtask bench synth`) \
          plus 70,000 student steps per row"
             .to_string(),

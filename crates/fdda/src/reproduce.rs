@@ -70,6 +70,7 @@ impl MiniSettings {
             real_crop: 0.5,
             real_flip: false,
             synth_aug: SynthAug::None,
+            synth_batch: None,
             lr: 1e-5,
             t_max: 300,
             momentum: 0.9,
@@ -177,7 +178,7 @@ fn calibration(train: &ImageDataset, device: &Device) -> Result<Vec<(candle_core
 }
 
 /// The arm's generator (none for A).
-fn generator(
+pub(crate) fn arm_generator(
     s: &MiniSettings,
     arm: Arm,
     centres: &BnsCentres,
@@ -204,7 +205,7 @@ fn run_arm(
     test: &TestSet,
     seed: u64,
 ) -> Result<ArmOutcome> {
-    let mut g = generator(s, arm, centres, seed, teacher.device())?;
+    let mut g = arm_generator(s, arm, centres, seed, teacher.device())?;
     let (_, _, out) = run_student(teacher, g.as_mut(), calib, test, student, seed)?;
     let cbns_distance = match &g {
         Some(g) => Some(cbns_distance(g, teacher, centres, 16, seed)?),
@@ -213,30 +214,51 @@ fn run_arm(
     Ok(ArmOutcome { arm, seed, student: out, cbns_distance })
 }
 
+/// What every arm shares: the trained teacher, its centres, the calibration digits, the test
+/// digits and the held-out training digits the rates are chosen on.
+pub(crate) struct Shared {
+    pub(crate) teacher: Network<DigitCnn>,
+    pub(crate) teacher_top1: f64,
+    pub(crate) centres: BnsCentres,
+    pub(crate) calib: Calibration,
+    pub(crate) test: TestSet,
+    pub(crate) val: TestSet,
+}
+
+impl Shared {
+    /// Trains (or resumes) the teacher, Adam 1e-3, batch 16, and computes (or reads) its centres.
+    pub(crate) fn build(s: &MiniSettings, ctx: &RunContext, exp: &mut compress_train::Run) -> Result<Self> {
+        let device = ctx.device().clone();
+        let (train, test_set) = embedded::mnist_5k_digits(s.subset.map(|x| x.0), s.subset.map(|x| x.1))?;
+        let tcfg = TrainConfig {
+            optimizer: OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            ..TrainConfig::sgd(s.teacher_epochs, 16, 1e-3, Decay::Constant, 0.0, 0)
+        };
+        let (mut run, resume) = ctx.arm("teacher", &tcfg)?;
+        let teacher = Network::<DigitCnn>::new(digit_cnn()?, 0, &device)?;
+        classify::fit(&teacher, &train, &test_set, &tcfg, &mut run, resume, &mut NoHooks)?;
+        let teacher_top1 = classify::evaluate(&teacher, &test_set, 256)?.0;
+        let pairs = calibration(&train, &device)?;
+        // Cached by the teacher's weights and the calibration digits.
+        let dir = ctx.root().join(ctx.name("centres"));
+        let (centres, cached) = BnsCentres::cached(&teacher, &teacher.tensors()?, &pairs, 10, &dir)?;
+        exp.log(&json!({"teacher_top1": teacher_top1, "K": centres.correct, "centres_cached": cached}))?;
+        Ok(Self {
+            teacher_top1,
+            centres,
+            calib: Calibration::new(&pairs)?,
+            test: TestSet::of(&test_set, &device)?,
+            val: TestSet::of(&train.holdout(s.validation)?.1, &device)?,
+            teacher,
+        })
+    }
+}
+
 /// Runs the mini (or smoke) experiment.
 pub fn mini(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     let s = &MiniSettings { seeds: ctx.seeds_or(&settings.seeds), ..settings.clone() };
-    let device = ctx.device().clone();
-    let (train, test_set) = embedded::mnist_5k_digits(s.subset.map(|x| x.0), s.subset.map(|x| x.1))?;
     let mut exp = ctx.run("", s, 0)?;
-    // The teacher: Adam 1e-3, batch 16, shared by every seed.
-    let tcfg = TrainConfig {
-        optimizer: OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-        ..TrainConfig::sgd(s.teacher_epochs, 16, 1e-3, Decay::Constant, 0.0, 0)
-    };
-    let (mut run, resume) = ctx.arm("teacher", &tcfg)?;
-    let teacher = Network::<DigitCnn>::new(digit_cnn()?, 0, &device)?;
-    classify::fit(&teacher, &train, &test_set, &tcfg, &mut run, resume, &mut NoHooks)?;
-    let test = TestSet::of(&test_set, &device)?;
-    let teacher_top1 = classify::evaluate(&teacher, &test_set, 256)?.0;
-    let pairs = calibration(&train, &device)?;
-    // Cached by the teacher's weights and the calibration digits.
-    let dir = ctx.root().join(ctx.name("centres"));
-    let (centres, cached) = BnsCentres::cached(&teacher, &teacher.tensors()?, &pairs, 10, &dir)?;
-    let calib = Calibration::new(&pairs)?;
-    exp.log(&json!({"teacher_top1": teacher_top1, "K": centres.correct, "centres_cached": cached}))?;
-    // Each arm's rate on held-out training digits.
-    let val = TestSet::of(&train.holdout(s.validation)?.1, &device)?;
+    let Shared { teacher, teacher_top1, centres, calib, test, val } = Shared::build(s, ctx, &mut exp)?;
     // Every run is one job; jobs run side by side, one core each.
     let jobs: Vec<(Arm, f64)> = s.lr_grid.iter().flat_map(|&lr| Arm::ALL.map(|a| (a, lr))).collect();
     let chosen = ctx.side_by_side(&jobs, 2, |&(arm, lr), _| {
@@ -414,6 +436,11 @@ const INFO: Info = Info {
         ("smoke", "40 iterations on 600 / 200 digits, one seed (what tests run)"),
         ("mini", "section 9: MNIST CNN, W3A3, arms A / B / C, seeds 0-2, student rates chosen on held-out digits"),
         (
+            "diagnose",
+            "why C settles below A in the mini: the real digits' share of the step, the synthetic share, 3x the \
+             budget, per-class accuracy in / outside K, the teacher's labels of synthetic images",
+        ),
+        (
             "paper",
             "the ImageNet table: each row's BatchNorm count and F8L8 sites checked; accuracies need ImageNet, \
              the teachers and a GPU",
@@ -431,13 +458,14 @@ impl Reproduction for FddaReproduction {
     }
 
     fn side_by_side(&self, profile: &str) -> bool {
-        profile == "mini"
+        profile == "mini" || profile == "diagnose"
     }
 
     fn run(&self, profile: &str, ctx: &RunContext) -> std::result::Result<Outcome, BoxError> {
         Ok(match profile {
             "smoke" => mini(&MiniSettings::smoke(), ctx)?,
             "paper" => crate::paper::paper(ctx)?,
+            "diagnose" => crate::diagnose::diagnose(&MiniSettings::mini(), ctx)?,
             _ => mini(&MiniSettings::mini(), ctx)?,
         })
     }

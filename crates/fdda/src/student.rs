@@ -73,6 +73,9 @@ pub struct StudentSettings {
     pub real_flip: bool,
     /// The synthetic half's augmentation.
     pub synth_aug: SynthAug,
+    /// Synthetic images per student batch, the first of the generator's batch (`None`: all of
+    /// it, as the code; a diagnostic knob).
+    pub synth_batch: Option<usize>,
     /// Base rate, cosine over `t_max` student steps.
     pub lr: f64,
     /// The cosine's `T_max`.
@@ -263,13 +266,23 @@ pub fn run_student<A: Architecture>(
         let (xr, yr) = real_batch(i)?;
         let (x, y) = match &synth {
             Some((xs, ys, _)) => {
+                let (xs, ys) = match s.synth_batch {
+                    Some(n) if n > xs.dim(0)? => {
+                        return Err(config_err(format!(
+                            "{n} synthetic images per student batch, the generator makes {}",
+                            xs.dim(0)?
+                        )));
+                    }
+                    Some(n) => (xs.narrow(0, 0, n)?, ys.narrow(0, 0, n)?),
+                    None => (xs.clone(), ys.clone()),
+                };
                 let xs = match s.synth_aug {
-                    SynthAug::None => xs.clone(),
+                    SynthAug::None => xs,
                     SynthAug::PerBatchCrop { scale, flip } => {
-                        augment(xs, scale, flip, true, &mut rng.stream("fdda/synth-crop", i as u64))?
+                        augment(&xs, scale, flip, true, &mut rng.stream("fdda/synth-crop", i as u64))?
                     }
                 };
-                (Tensor::cat(&[&xr, &xs], 0)?, Tensor::cat(&[&yr, ys], 0)?)
+                (Tensor::cat(&[&xr, &xs], 0)?, Tensor::cat(&[&yr, &ys], 0)?)
             }
             None => (xr, yr),
         };
@@ -334,6 +347,7 @@ mod tests {
             real_crop: 0.5,
             real_flip: false,
             synth_aug: SynthAug::PerBatchCrop { scale: 0.5, flip: true },
+            synth_batch: None,
             lr: 1e-5,
             t_max: 4,
             momentum: 0.9,
@@ -396,5 +410,22 @@ mod tests {
         // The calibration-only arm needs no generator.
         let (_, _, a) = run_student(&teacher, None, &calib, &test, &settings(8), 1).unwrap();
         assert_eq!(a.steps, 2);
+        // A part of the synthetic batch changes the student's steps; more than the batch is an error.
+        let part = StudentSettings { synth_batch: Some(1), ..settings(10) };
+        let (fewer, _, _) = run_student(&teacher, Some(&mut make()), &calib, &test, &part, 0).unwrap();
+        let full = student.tensors().unwrap();
+        let gap = |net: &Network<DigitCnn>| -> f32 {
+            let t = net.tensors().unwrap();
+            t.iter()
+                .map(|(k, v)| (v - &full[k]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap())
+                .fold(0f32, f32::max)
+        };
+        assert!(gap(&fewer) > 0.0, "1 of 4 synthetic images trains another student");
+        let all = StudentSettings { synth_batch: Some(4), ..settings(10) };
+        let (same, _, _) = run_student(&teacher, Some(&mut make()), &calib, &test, &all, 0).unwrap();
+        assert_eq!(gap(&same), 0.0, "all 4 of 4 is the default");
+        let over = StudentSettings { synth_batch: Some(5), ..settings(10) };
+        let e = run_student(&teacher, Some(&mut make()), &calib, &test, &over, 0).unwrap_err();
+        assert!(e.to_string().contains("5 synthetic images"), "{e}");
     }
 }

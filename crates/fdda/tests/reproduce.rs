@@ -27,3 +27,26 @@ fn smoke_reproduction_runs_every_arm() {
         assert_eq!(a["cbns_distance"].is_null(), a["arm"] == "Calibration");
     }
 }
+
+#[test]
+fn smoke_diagnosis_runs_every_probe() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = RunContext::new(root.path(), Device::Cpu).quiet(true);
+    let out = fdda::diagnose::diagnose(&fdda::reproduce::MiniSettings::smoke(), &ctx).unwrap();
+    let probes = fdda::diagnose::probes();
+    // One row per probe, the per-class split of the three arms, the generators' agreement, the teacher.
+    assert_eq!(out.report().rows.len(), probes.len() + 3 + 2 + 1);
+    let first = &out.report().rows[0];
+    assert_eq!(first.baseline, first.method, "the first probe is the baseline arm itself");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.dir().join("probes.json")).unwrap()).unwrap();
+    let outcomes = record["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), probes.len());
+    for (o, p) in outcomes.iter().zip(&probes) {
+        let generator = p.arm != fdda::reproduce::Arm::Calibration;
+        assert_eq!(o["agreement"].is_null(), !generator, "{}", p.label);
+        for key in ["settled", "best"] {
+            assert!((0.0..=100.0).contains(&o[key].as_f64().unwrap()), "{} {key}", p.label);
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod mlp;
 pub mod mobilenet;
+pub mod regnet;
 pub mod resnet;
 pub mod resnet_cifar;
 pub mod sr;
@@ -11,6 +12,7 @@ pub mod vit;
 
 pub use mlp::{Mlp, MlpConfig};
 pub use mobilenet::{MobileNetV1, MobileNetV1Config, MobileNetV2, MobileNetV2Config};
+pub use regnet::{RegNet, RegNetConfig};
 pub use resnet::{BlockKind, ResNet, ResNetConfig};
 pub use resnet_cifar::{ResNetCifar, ResNetCifarConfig, Shortcut};
 pub use sr::{DIV2K_MEAN, Edsr, EdsrConfig, Rdn, RdnConfig, SrResNet, SrResNetConfig, SrSetting, build_up, mean_shift};
