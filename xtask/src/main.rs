@@ -2,6 +2,7 @@
 
 mod device;
 mod features;
+mod gpu_check;
 mod reproduce;
 mod tasks;
 mod zoo;
@@ -103,6 +104,26 @@ enum Task {
     },
     /// Print the newest report of each method as one table.
     Report,
+    /// On a GPU machine (xtask built with --features cuda): every owned kernel against the CPU,
+    /// the CUDA 1xN bench against dense, every method's smoke reproduction on the device; one
+    /// report (tools/gpu-check.sh builds it here and prints the command to run there).
+    GpuCheck {
+        /// The device: cuda:N (cpu checks the command itself).
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+        /// Least seconds per bench timing.
+        #[arg(long, default_value_t = 0.2)]
+        seconds: f64,
+        /// Leave out the smoke reproductions.
+        #[arg(long)]
+        no_smoke: bool,
+        /// Bench only the first N of the ten 1x1 layers.
+        #[arg(long, default_value_t = 10)]
+        layers: usize,
+        /// Bench batches, comma-separated.
+        #[arg(long, default_value = "1,64")]
+        batches: String,
+    },
 }
 
 /// Keeps freed memory in the process instead of returning it to the kernel. candle allocates a
@@ -192,6 +213,14 @@ fn main() -> std::process::ExitCode {
             }
         }
         Task::Report => tasks::report(),
+        Task::GpuCheck { device, seconds, no_smoke, layers, batches } => batches
+            .split(',')
+            .map(|b| b.trim().parse::<usize>().map_err(|e| anyhow::anyhow!("batch {b:?}: {e}")))
+            .collect::<anyhow::Result<Vec<usize>>>()
+            .and_then(|batches| {
+                let root = std::path::PathBuf::from("runs");
+                gpu_check::run(&gpu_check::Options { device, seconds, no_smoke, layers, batches, root }).map(|_| ())
+            }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

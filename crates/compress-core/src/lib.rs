@@ -5,6 +5,7 @@
 pub mod atomic;
 pub mod cost;
 mod cpu;
+pub mod gpu;
 pub mod ops;
 pub mod quant;
 pub mod rng;

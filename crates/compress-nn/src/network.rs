@@ -193,6 +193,22 @@ impl<A: Architecture> Network<A> {
         Ok(built)
     }
 
+    /// A copy with every variable cast to `dtype`: `BF16` / `F16` for half-precision inference
+    /// (a GPU user's teacher or deployed model), `F64` for exact comparisons. The toolkit's CPU
+    /// ops run f32 only and fall back to candle's ops for other dtypes; training stays in f32.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let varmap = VarMap::new();
+        {
+            let from = self.varmap.data().lock().map_err(|_| config_err("VarMap lock poisoned"))?;
+            let mut to = varmap.data().lock().map_err(|_| config_err("VarMap lock poisoned"))?;
+            for (k, v) in from.iter() {
+                to.insert(k.clone(), Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?);
+            }
+        }
+        let model = A::build(&self.config, VarBuilder::from_varmap(&varmap, dtype, &self.device))?;
+        Ok(Self { config: self.config.clone(), varmap, model, device: self.device.clone() })
+    }
+
     /// The device the variables live on.
     pub fn device(&self) -> &Device {
         &self.device

@@ -138,3 +138,34 @@ fn channel_permutations_leave_the_function_unchanged() {
             .expect("net");
     assert!(net.permuted("stage1", &[0, 0]).is_err(), "not a permutation");
 }
+
+/// Half-precision inference: a network cast to bf16 / f16 keeps its structure and dtype and
+/// agrees with the f32 network (logits within half precision's error, the same top-1), on every
+/// device present.
+#[test]
+fn half_precision_inference_agrees_with_f32() {
+    use candle_core::DType;
+    for dev in compress_core::gpu::test_devices() {
+        let cfg = ResNetConfig::resnet18(10).expect("cfg").input(3, 32);
+        let net = compress_nn::Network::<ResNet>::new(cfg.clone(), 3, &dev).expect("net");
+        let x = common::input(&cfg, 4, 9).to_device(&dev).expect("dev");
+        net.forward_t(&x, true).expect("statistics move");
+        let want = net.forward_t(&x, false).expect("f32");
+        // candle's CPU matmul has no bf16 (its gemm does f16): bf16 runs on GPUs only.
+        let dtypes: &[DType] = if dev.is_cpu() { &[DType::F16] } else { &[DType::BF16, DType::F16] };
+        for &dtype in dtypes {
+            let half = net.to_dtype(dtype).expect("cast");
+            assert!(half.tensors().expect("t").values().all(|t| t.dtype() == dtype));
+            let got = half.forward_t(&x.to_dtype(dtype).expect("x"), false).expect("half forward");
+            assert_eq!(got.dtype(), dtype);
+            let got = got.to_dtype(DType::F32).expect("f32");
+            let d = (&got - &want).expect("d").abs().expect("a").max_all().expect("m").to_scalar::<f32>().expect("s");
+            let scale = want.abs().expect("a").max_all().expect("m").to_scalar::<f32>().expect("s");
+            assert!(d <= 0.05 * scale.max(1e-3), "{dev:?} {dtype:?}: {d} of {scale}");
+            let top = |t: &candle_core::Tensor| t.argmax(1).expect("argmax").to_vec1::<u32>().expect("v");
+            assert_eq!(top(&got), top(&want), "{dev:?} {dtype:?}");
+        }
+        let back = net.to_dtype(DType::F16).expect("f16").to_dtype(DType::F32).expect("f32");
+        assert!(back.tensors().expect("t").values().all(|t| t.dtype() == DType::F32));
+    }
+}

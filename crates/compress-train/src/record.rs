@@ -21,7 +21,8 @@ pub struct Run {
     pub quiet: bool,
 }
 
-fn timestamp() -> String {
+/// The UTC time as `YYYYMMDD-HHMMSS`, the name of a run folder.
+pub fn timestamp() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     // UTC calendar from the Unix time (civil-from-days, H. Hinnant).
     let (days, rem) = (secs / 86_400, secs % 86_400);

@@ -15,8 +15,8 @@ use compress_core::quant::RangeRule;
 use compress_core::rng::SeededRng;
 use compress_nn::fake_quant::{FakeQuant, with};
 use compress_nn::{Architecture, Model, Network};
-use compress_synth::Teacher;
 use compress_synth::crop::{CropBox, crop_resize, sample_box};
+use compress_synth::{HalfTeacher, Precision, Teacher};
 use compress_train::loss::{cross_entropy, distillation};
 use compress_train::metrics::topk_correct;
 use compress_train::optim::{Optimizer, OptimizerKind, all_params};
@@ -90,6 +90,10 @@ pub struct StudentSettings {
     pub kd_t: f64,
     /// Evaluate every this many iterations after the warm-up (and right before it).
     pub eval_every: usize,
+    /// The precision of the teacher's passes (generator steps, distillation targets): `Bf16`
+    /// halves their cost on a GPU; every loss and quantizer stays f32.
+    #[serde(default)]
+    pub teacher_precision: Precision,
 }
 
 /// The student's record.
@@ -240,11 +244,25 @@ pub fn run_student<A: Architecture>(
         let x = augment(&x, s.real_crop, s.real_flip, false, &mut rng.stream("fdda/real-crop", i as u64))?;
         Ok((x, calib.labels.index_select(&idx, 0)?))
     };
+    let half = match s.teacher_precision {
+        Precision::F32 => None,
+        p => Some(HalfTeacher::new(teacher, p.dtype())?),
+    };
+    let probed: &dyn Teacher = match &half {
+        Some(h) => h,
+        None => teacher,
+    };
+    let targets = |x: &Tensor| -> Result<Tensor> {
+        Ok(match &half {
+            Some(h) => h.forward(x)?,
+            None => teacher.forward_t(x, false)?,
+        })
+    };
     let mut out = StudentOutcome { evals: Vec::new(), steps: 0 };
     for i in 0..s.iters {
         let epoch = i / s.iters_per_epoch;
         let synth = match generator.as_deref_mut() {
-            Some(g) => Some(g.step(teacher, epoch, &mut rng.stream("fdda/generator", i as u64))?),
+            Some(g) => Some(g.step(probed, epoch, &mut rng.stream("fdda/generator", i as u64))?),
             None => None,
         };
         if i < s.calib_iters {
@@ -286,7 +304,7 @@ pub fn run_student<A: Architecture>(
             }
             None => (xr, yr),
         };
-        let t = teacher.forward_t(&x, false)?.detach();
+        let t = targets(&x)?.detach();
         let logits = with(&q, || student.forward_t(&x, false))?;
         let loss = (cross_entropy(&logits, &y, 0.0)? + (distillation(&logits, &t, s.kd_t)? * s.kd_alpha)?)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -355,6 +373,7 @@ mod tests {
             kd_alpha: 20.0,
             kd_t: 20.0,
             eval_every: 2,
+            teacher_precision: Precision::F32,
         }
     }
 
@@ -424,6 +443,14 @@ mod tests {
         let all = StudentSettings { synth_batch: Some(4), ..settings(10) };
         let (same, _, _) = run_student(&teacher, Some(&mut make()), &calib, &test, &all, 0).unwrap();
         assert_eq!(gap(&same), 0.0, "all 4 of 4 is the default");
+        // The teacher's passes in half precision: another student, close to the f32 one.
+        let f16 = StudentSettings { teacher_precision: Precision::F16, ..settings(10) };
+        let (halved, _, h) = run_student(&teacher, Some(&mut make()), &calib, &test, &f16, 0).unwrap();
+        assert_eq!((h.steps, h.evals.len()), (4, 3));
+        let scale =
+            full.values().map(|v| v.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()).fold(0f32, f32::max);
+        let g = gap(&halved);
+        assert!(g > 0.0 && g < 0.05 * scale, "f16 teacher passes moved the student by {g} of {scale}");
         let over = StudentSettings { synth_batch: Some(5), ..settings(10) };
         let e = run_student(&teacher, Some(&mut make()), &calib, &test, &over, 0).unwrap_err();
         assert!(e.to_string().contains("5 synthetic images"), "{e}");

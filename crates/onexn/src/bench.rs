@@ -80,6 +80,57 @@ fn layers(out: &mut dyn Write, seconds: f64, quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// The 1xN kernel on `device` against candle's dense convolution on the same device (cuBLAS /
+/// cuDNN on a GPU), on the first `layers` of the ResNet-50 / MobileNetV2 1x1 convs at each of
+/// `batches`, p 0.5 / 0.75, N 4 / 8 / 16, next to the ideal `1 / (1 - p)`: the GPU twin of the CPU
+/// table (`cargo xtask gpu-check` runs it on `cuda:0`). Every timed call ends with a device
+/// synchronisation.
+pub fn device_layers(
+    out: &mut dyn Write,
+    device: &Device,
+    seconds: f64,
+    layers: usize,
+    batches: &[usize],
+) -> Result<()> {
+    writeln!(
+        out,
+        "1x1 convs, NCHW, on {device:?}; dense = candle conv2d on the device; 1xN = PackedConv2d; ideal = 1 / (1 - p)"
+    )?;
+    writeln!(out, "| layer | batch | p | N | dense ms | 1xN ms | speedup | ideal | efficiency |")?;
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")?;
+    let timed = |f: &mut dyn FnMut() -> candle_core::Result<Tensor>| -> Result<f64> {
+        ms(seconds, || {
+            f()?;
+            device.synchronize()
+        })
+    };
+    for &(name, c_in, c_out, side) in LAYERS.iter().take(layers) {
+        let w = Tensor::randn(0f32, 1.0, (c_out, c_in, 1, 1), &Device::Cpu)?;
+        let wd = w.to_device(device)?;
+        for &batch in batches {
+            let x = Tensor::randn(0f32, 1.0, (batch, c_in, side, side), &Device::Cpu)?.to_device(device)?;
+            let dense = timed(&mut || x.conv2d(&wd, 0, 1, 1, 1))?;
+            for p in [0.5, 0.75] {
+                for n in [4usize, 8, 16] {
+                    if c_out % n != 0 {
+                        continue;
+                    }
+                    let wm = (&w * block_mask(&w, n, p, BlockOrder::Strict)?)?;
+                    let layer = PackedConv2d::from_dense(&wm, None, n, 1, 0)?;
+                    let t = timed(&mut || layer.forward(&x))?;
+                    let (speedup, ideal) = (dense / t, 1.0 / (1.0 - p));
+                    writeln!(
+                        out,
+                        "| {name} @{side} | {batch} | {p} | {n} | {dense:.4} | {t:.4} | {speedup:.2}x | {ideal:.2}x | {:.2} |",
+                        speedup / ideal
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// MobileNetV2 at 224, batch 1: dense against every pointwise conv rearranged and packed.
 fn mobilenet_v2(out: &mut dyn Write, seconds: f64) -> Result<()> {
     let dev = Device::Cpu;
@@ -126,4 +177,19 @@ fn mobilenet_v2(out: &mut dyn Write, seconds: f64) -> Result<()> {
 pub fn run(out: &mut dyn Write, seconds: f64, quick: bool) -> Result<()> {
     layers(out, seconds, quick)?;
     mobilenet_v2(out, seconds.max(0.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_table_has_a_row_per_rate_and_block_height() {
+        let mut out = Vec::new();
+        device_layers(&mut out, &Device::Cpu, 0.0, 1, &[1]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| R50 64->256 @56 | 1 |")).collect();
+        assert_eq!(rows.len(), 2 * 3, "{text}");
+        assert!(rows.iter().all(|r| r.contains("x |")), "{text}");
+    }
 }

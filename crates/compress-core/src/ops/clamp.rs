@@ -10,9 +10,10 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 const CHUNK: usize = 1 << 14;
 
 /// `clamp(x, lo, hi)` with the straight gradient inside the open interval (CPU, f32/f64; other
-/// devices use candle's ops).
+/// devices and dtypes, e.g. half-precision inference, use candle's ops).
 pub fn clamp_activation(x: &Tensor, lo: f64, hi: f64) -> Result<Tensor> {
-    if !x.device().is_cpu() || super::candle_only() {
+    let own = x.device().is_cpu() && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64);
+    if !own || super::candle_only() {
         return if hi.is_finite() { x.clamp(lo, hi) } else { x.maximum(lo) };
     }
     x.contiguous()?.apply_op1(Clamp { lo, hi })

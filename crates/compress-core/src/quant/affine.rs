@@ -43,11 +43,15 @@ impl AffineGrid {
 }
 
 /// `q(x; l, u, b)` of the module docs, differentiable in `x`, `lower` and `upper`. On the CPU
-/// (f32, bounds that are scalars or vary along one axis) it is one fused op with the same values
-/// and the closed-form straight-through gradients; elsewhere the composed form.
+/// and (under the `cuda` feature) on a CUDA device, for f32 and bounds that are scalars or vary
+/// along one axis, it is one fused op with the same values and the closed-form
+/// straight-through gradients; elsewhere the composed form.
 pub fn affine_fake_quant(x: &Tensor, lower: &Tensor, upper: &Tensor, bits: u32) -> Result<Tensor> {
     check_bits(bits)?;
     check_bounds(lower, upper)?;
+    if super::is_half(x) {
+        return super::in_f32(x, lower, Some(upper), |x, l, u| affine_fake_quant(x, l, u.unwrap_or(l), bits));
+    }
     if let Some(axis) = fused_axis(x, lower, upper) {
         let (l, u) = (lower.contiguous()?, upper.contiguous()?);
         return Ok(x.contiguous()?.apply_op3(&l, &u, FusedAffine { bits, axis, mode: Mode::ClipInput })?);
@@ -63,7 +67,7 @@ pub fn affine_fake_quant_composed(x: &Tensor, lower: &Tensor, upper: &Tensor, bi
 /// `Some(None)` for scalar bounds, `Some(Some(a))` for bounds varying along axis `a` only (same
 /// rank as `x`), `None` when the fused CPU op does not apply.
 pub(crate) fn fused_axis(x: &Tensor, lower: &Tensor, upper: &Tensor) -> Option<Option<usize>> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || lower.dtype() != DType::F32 || upper.dtype() != DType::F32 {
+    if !fused_device(x.device()) || [x.dtype(), lower.dtype(), upper.dtype()].iter().any(|t| *t != DType::F32) {
         return None;
     }
     if lower.dims() != upper.dims() {
@@ -106,11 +110,13 @@ pub(crate) struct FusedAffine {
 impl FusedAffine {
     /// `(group count, elements per group step)`: element `i` uses bound `(i / inner) % groups`.
     fn grouping(&self, dims: &[usize]) -> (usize, usize) {
-        match self.axis {
-            None => (1, 1),
-            Some(a) => (dims[a], dims[a + 1..].iter().product::<usize>().max(1)),
-        }
+        crate::gpu::launch::bound_grouping(dims, self.axis)
     }
+}
+
+/// Devices with a fused quantizer kernel: the CPU, and CUDA under the `cuda` feature.
+pub(crate) fn fused_device(d: &candle_core::Device) -> bool {
+    d.is_cpu() || (cfg!(feature = "cuda") && d.is_cuda())
 }
 
 pub(crate) use crate::cpu::{f32_slice, with_f32};
@@ -162,6 +168,25 @@ impl CustomOp3 for FusedAffine {
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        sx: &candle_core::CudaStorage,
+        lx: &Layout,
+        sl: &candle_core::CudaStorage,
+        ll: &Layout,
+        su: &candle_core::CudaStorage,
+        lu: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::gpu::cuda;
+        let (x, lo, up) = (cuda::f32_input(sx, lx, self.name())?, cuda::f32_input(sl, ll, self.name())?, {
+            cuda::f32_input(su, lu, self.name())?
+        });
+        let codes = self.mode == Mode::ClipCodes;
+        let q = cuda::affine_fake_quant(&sx.device, &x, &lo, &up, self.grouping(lx.dims()), self.bits, codes)?;
+        Ok((candle_core::CudaStorage::wrap_cuda_slice(q, sx.device.clone()), lx.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -172,6 +197,10 @@ impl CustomOp3 for FusedAffine {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         if self.mode == Mode::ClipCodes {
             return Ok((Some(grad.clone()), None, None));
+        }
+        if !x.device().is_cpu() {
+            let (dx, dl, du) = super::ste::affine_backward(x, lower, upper, q, grad)?;
+            return Ok((Some(dx), Some(dl), Some(du)));
         }
         let lo: Vec<f32> = lower.flatten_all()?.to_vec1()?;
         let up: Vec<f32> = upper.flatten_all()?.to_vec1()?;

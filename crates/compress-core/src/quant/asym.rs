@@ -15,6 +15,9 @@ use candle_core::{D, Tensor};
 pub fn asym_fake_quant(x: &Tensor, lo: &Tensor, hi: &Tensor, bits: u32) -> Result<Tensor> {
     check_bits(bits)?;
     check_range(lo, hi)?;
+    if super::is_half(x) {
+        return super::in_f32(x, lo, Some(hi), |x, l, h| asym_fake_quant(x, l, h.unwrap_or(l), bits));
+    }
     let (lo, hi) = (lo.detach(), hi.detach());
     if let Some(axis) = fused_axis(x, &lo, &hi) {
         let op = FusedAffine { bits, axis, mode: Mode::ClipCodes };

@@ -18,7 +18,11 @@ pub fn symmetric_fake_quant(x: &Tensor, alpha: &Tensor, bits: u32) -> Result<Ten
     if let Some(&bad) = a.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
         return Err(QuantError::Bounds { lower: -bad, upper: bad });
     }
-    if x.device().is_cpu() && x.dtype() == DType::F32 && alpha.dtype() == DType::F32 && alpha.elem_count() == 1 {
+    if super::is_half(x) {
+        return super::in_f32(x, alpha, None, |x, a, _| symmetric_fake_quant(x, a, bits));
+    }
+    let fused = super::affine::fused_device(x.device());
+    if fused && x.dtype() == DType::F32 && alpha.dtype() == DType::F32 && alpha.elem_count() == 1 {
         return Ok(x.contiguous()?.apply_op2(&alpha.contiguous()?, FusedSymmetric { bits })?);
     }
     symmetric_fake_quant_composed(x, alpha, bits)
@@ -63,6 +67,21 @@ impl CustomOp2 for FusedSymmetric {
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        sx: &candle_core::CudaStorage,
+        lx: &Layout,
+        sa: &candle_core::CudaStorage,
+        la: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::gpu::cuda;
+        let (x, alpha) = (cuda::f32_input(sx, lx, self.name())?, cuda::f32_input(sa, la, self.name())?);
+        let qmax = ((1u32 << (self.bits - 1)) - 1) as f64;
+        let q = cuda::symmetric_fake_quant(&sx.device, &x, &alpha, qmax as f32, (1.0 / qmax) as f32)?;
+        Ok((candle_core::CudaStorage::wrap_cuda_slice(q, sx.device.clone()), lx.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -70,6 +89,10 @@ impl CustomOp2 for FusedSymmetric {
         q: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        if !x.device().is_cpu() {
+            let (dx, da) = super::ste::symmetric_backward(x, alpha, q, grad)?;
+            return Ok((Some(dx), Some(da)));
+        }
         let a = alpha.flatten_all()?.to_vec1::<f32>()?[0];
         let (dx, da) = with_f32(x, |xs| {
             with_f32(q, |qs| {

@@ -1,9 +1,10 @@
 //! Packed 1xN layers that drop into a candle model: [`PackedConv2d`] (any square kernel, stride
-//! and padding, NCHW) and [`PackedLinear`] (`[.., C_in]` rows, the NHWC kernel). On the CPU in
-//! f32 they run as a candle custom op over the packed kernels (`K x K` convs as im2col, then the
-//! 1x1 kernel over `C_in K_h K_w` virtual channels, see [`Bsr1xN::taps_as_channels`]); on other
-//! devices and dtypes they run candle's dense op on the unpacked weight, so a model that uses
-//! them keeps working everywhere. Inference only: no backward.
+//! and padding, NCHW) and [`PackedLinear`] (`[.., C_in]` rows, the NHWC kernel). In f32 on the
+//! CPU, and on a CUDA device under the `cuda` feature (`kernels/onexn.cu`), they run as a candle
+//! custom op over the packed kernels (`K x K` convs as im2col, then the 1x1 kernel over
+//! `C_in K_h K_w` virtual channels, see [`Bsr1xN::taps_as_channels`]); on other devices and
+//! dtypes they run candle's dense op on the unpacked weight, so a model that uses them keeps
+//! working everywhere. Inference only: no backward.
 
 use super::bsr::Bsr1xN;
 use super::kernel::{conv1x1_nchw, conv1x1_nhwc};
@@ -34,6 +35,9 @@ pub struct PackedConv2d {
     padding: usize,
     /// The dense weight, for devices without the packed kernel.
     dense: Tensor,
+    /// `virtual_1x1` and the bias on the last CUDA device that ran the layer.
+    #[cfg(feature = "cuda")]
+    on_device: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<crate::gpu::cuda::PackedOnDevice>>>>,
 }
 
 impl PackedConv2d {
@@ -51,7 +55,16 @@ impl PackedConv2d {
             return Err(SparseError::Malformed(format!("bias must have {} entries", packed.c_out)));
         }
         let dense = packed.to_dense(&Device::Cpu)?;
-        Ok(Self { virtual_1x1: packed.taps_as_channels(), packed, bias, stride, padding, dense })
+        Ok(Self {
+            virtual_1x1: packed.taps_as_channels(),
+            packed,
+            bias,
+            stride,
+            padding,
+            dense,
+            #[cfg(feature = "cuda")]
+            on_device: Default::default(),
+        })
     }
 
     /// Packs `w ⊙ mask` (already masked, `[C_out, C_in, k, k]`) with blocks of `n` outputs.
@@ -147,6 +160,48 @@ impl CustomOp1 for PackedConv2d {
         let (y, oh, ow) = self.run_nchw(x, h, w).map_err(sparse_err)?;
         Ok((CpuStorage::F32(y), Shape::from((b, self.packed.c_out, oh, ow))))
     }
+
+    /// On the GPU: im2col (skipped for a 1x1, stride-1, unpadded conv), then the 1xN product
+    /// over the virtual channels.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use crate::gpu::cuda;
+        let (b, c, h, w) = l.shape().dims4()?;
+        let (Some(oh), Some(ow)) = (self.out_side(h), self.out_side(w)) else {
+            candle_core::bail!("{}: a {h}x{w} input is smaller than the kernel", self.name())
+        };
+        let dev = &s.device;
+        let on = {
+            let mut slot = self.on_device.lock().map_err(|_| candle_core::Error::Msg("poisoned lock".into()))?;
+            match slot.as_ref() {
+                Some(p) if p.on(dev) => p.clone(),
+                _ => {
+                    let p =
+                        std::sync::Arc::new(cuda::PackedOnDevice::new(&self.virtual_1x1, self.bias.as_deref(), dev)?);
+                    *slot = Some(p.clone());
+                    p
+                }
+            }
+        };
+        let x = cuda::f32_input(s, l, self.name())?;
+        let k = self.packed.kernel.0;
+        let y = if k == 1 && self.stride == 1 && self.padding == 0 {
+            cuda::conv1x1_nchw(&self.virtual_1x1, &on, &x, b, h * w)?
+        } else {
+            let cols = cuda::im2col_nchw(dev, &x, (b, c, h, w), k, self.stride, self.padding, (oh, ow))?;
+            cuda::conv1x1_nchw(&self.virtual_1x1, &on, &cols.slice(..), b, oh * ow)?
+        };
+        Ok((candle_core::CudaStorage::wrap_cuda_slice(y, dev.clone()), Shape::from((b, self.packed.c_out, oh, ow))))
+    }
+}
+
+/// Whether the packed kernels run on `x` (f32 on the CPU, or on CUDA under the `cuda` feature).
+fn packed_kernel_runs(x: &Tensor) -> bool {
+    x.dtype() == DType::F32 && (x.device().is_cpu() || (cfg!(feature = "cuda") && x.device().is_cuda()))
 }
 
 impl Module for PackedConv2d {
@@ -155,7 +210,7 @@ impl Module for PackedConv2d {
         if c != self.packed.c_in {
             candle_core::bail!("packed conv expects {} input channels, got {c}", self.packed.c_in)
         }
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
+        if packed_kernel_runs(x) {
             return x.contiguous()?.apply_op1_no_bwd(self);
         }
         let w = self.dense.to_device(x.device())?.to_dtype(x.dtype())?;
@@ -222,6 +277,17 @@ impl Module for PackedLinear {
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             return x.contiguous()?.apply_op1_no_bwd(&LinearOp(&self.0));
         }
+        if packed_kernel_runs(x) {
+            // On the GPU the rows are the pixels of one NCHW sample: [C_in, rows], the 1x1 conv.
+            let rows = x.elem_count() / p.c_in;
+            let xt = x.reshape((rows, p.c_in))?.t()?.contiguous()?.reshape((1, p.c_in, rows, 1))?;
+            let y = self.0.forward(&xt)?.reshape((p.c_out, rows))?.t()?.contiguous()?;
+            let mut dims = x.dims().to_vec();
+            if let Some(last) = dims.last_mut() {
+                *last = p.c_out;
+            }
+            return y.reshape(dims);
+        }
         let w = self.0.dense.squeeze(3)?.squeeze(2)?.to_device(x.device())?.to_dtype(x.dtype())?;
         let y = x.broadcast_matmul(&w.t()?)?;
         match &self.0.bias {
@@ -273,6 +339,11 @@ mod tests {
             let x = Tensor::from_vec(values(batch * c_in * side * side, seed + 1), (batch, c_in, side, side), &dev).unwrap();
             let want = x.conv2d(&wm, padding, stride, 1, 1).unwrap().broadcast_add(&b.reshape((1, c_out, 1, 1)).unwrap()).unwrap();
             prop_assert!(close(&layer.forward(&x).unwrap(), &want, c_in * k * k));
+            // Every other device present runs its own kernel against the same reference.
+            for d in crate::gpu::test_devices().into_iter().skip(1) {
+                let got = layer.forward(&x.to_device(&d).unwrap()).unwrap().to_device(&dev).unwrap();
+                prop_assert!(close(&got, &want, c_in * k * k), "{d:?}");
+            }
             let xh: Vec<f32> = x.permute((0, 2, 3, 1)).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             let (yh, oh, ow) = layer.run_nhwc(&xh, side, side).unwrap();
             let yh = Tensor::from_vec(yh, (batch, oh, ow, c_out), &dev).unwrap().permute((0, 3, 1, 2)).unwrap();
@@ -290,6 +361,11 @@ mod tests {
         let x = Tensor::from_vec(values(5 * 30, 1), (5, 30), &dev).unwrap();
         let want = x.matmul(&wm.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
         assert!(close(&l.forward(&x).unwrap(), &want, 30));
+        for d in crate::gpu::test_devices().into_iter().skip(1) {
+            let x3 = x.reshape((1, 5, 30)).unwrap().to_device(&d).unwrap();
+            let got = l.forward(&x3).unwrap().to_device(&dev).unwrap().reshape((5, 16)).unwrap();
+            assert!(close(&got, &want, 30), "{d:?}");
+        }
         assert!(l.forward(&Tensor::zeros((5, 29), DType::F32, &dev).unwrap()).is_err());
         // f64 input takes the dense path and agrees.
         let got = l.forward(&x.to_dtype(DType::F64).unwrap()).unwrap().to_dtype(DType::F32).unwrap();

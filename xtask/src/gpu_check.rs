@@ -1,0 +1,110 @@
+//! `cargo xtask gpu-check`: on a machine with a GPU, one report of what the CUDA path does:
+//! every owned kernel against the CPU (`compress_core::gpu::check`), the CUDA 1xN bench against
+//! cuBLAS / cuDNN dense (`onexn::bench::device_layers`), and every method's smoke reproduction
+//! on the device (`reproduce all --profile smoke --device ...`, in child processes). Written to
+//! `runs/gpu-check/<time>/report.md` and, where `$OUT` is set (the device tool), `$OUT/report.md`.
+//! Fails if a check or a reproduction failed.
+
+use anyhow::{Result, bail};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `cuda:0` (or `cpu`, to check the command itself).
+    pub device: String,
+    /// Least seconds per bench timing.
+    pub seconds: f64,
+    /// Leave out the smoke reproductions.
+    pub no_smoke: bool,
+    /// The bench's layers (of ten) and batches.
+    pub layers: usize,
+    /// Batches of the bench.
+    pub batches: Vec<usize>,
+    /// Where `gpu-check/<time>/report.md` goes (`runs`).
+    pub root: PathBuf,
+}
+
+/// Runs the check and writes its report; returns the report's path.
+pub fn run(o: &Options) -> Result<PathBuf> {
+    let start = std::time::Instant::now();
+    let device = crate::device::parse(&o.device)?;
+    let mut report = format!("# GPU check on {}\n\n", o.device);
+    let _ = writeln!(report, "Command: `cargo xtask gpu-check --device {}`; device {device:?}.\n", o.device);
+
+    let checks = compress_core::gpu::check::against_cpu(&device)?;
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.passed()).map(|c| c.name.as_str()).collect();
+    let _ = writeln!(report, "## Kernels against the CPU ({} of {} pass)\n", checks.len() - failed.len(), checks.len());
+    report += "| kernel | relative error | bound | verdict |\n| --- | --- | --- | --- |\n";
+    for c in &checks {
+        let verdict = if c.passed() { "ok" } else { "FAILS" };
+        let _ = writeln!(report, "| {} | {:.2e} | {:.0e} | {verdict} |", c.name, c.error, c.bound);
+    }
+
+    report += "\n## The 1xN kernel against dense\n\n";
+    let mut table = Vec::new();
+    onexn::bench::device_layers(&mut table, &device, o.seconds, o.layers, &o.batches)?;
+    report += &String::from_utf8_lossy(&table);
+
+    let mut smoke_ok = true;
+    if !o.no_smoke {
+        report += "\n## Every method's smoke reproduction on the device\n\n";
+        let t0 = std::time::Instant::now();
+        let out = std::process::Command::new(std::env::current_exe()?)
+            .args(["reproduce", "all", "--profile", "smoke", "--device", &o.device, "--quiet"])
+            .output()?;
+        smoke_ok = out.status.success();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // The summary table `reproduce all` ends with.
+        let table: Vec<&str> = stdout.lines().skip_while(|l| !l.starts_with("| method |")).collect();
+        report += &table.join("\n");
+        let _ = writeln!(report, "\n\n{:.1} minutes; exit {}", t0.elapsed().as_secs_f64() / 60.0, out.status);
+        if !smoke_ok {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = err.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            let _ = writeln!(report, "\n```\n{}\n```", tail.join("\n"));
+        }
+    }
+    let _ = writeln!(report, "\nwall time {:.0} s", start.elapsed().as_secs_f64());
+
+    let dir = o.root.join("gpu-check").join(compress_train::record::timestamp());
+    std::fs::create_dir_all(&dir)?;
+    compress_train::record::write_atomic(&dir.join("report.md"), report.as_bytes())?;
+    if let Some(out) = std::env::var_os("OUT") {
+        compress_train::record::write_atomic(&PathBuf::from(out).join("report.md"), report.as_bytes())?;
+    }
+    println!("{report}\nreport: {}", dir.join("report.md").display());
+    if !failed.is_empty() {
+        bail!("{} kernel check(s) failed: {}", failed.len(), failed.join(", "));
+    }
+    if !smoke_ok {
+        bail!("a smoke reproduction failed on {}", o.device);
+    }
+    Ok(dir.join("report.md"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_runs_on_the_cpu_and_writes_one_report() {
+        let root = tempfile::tempdir().expect("tmp");
+        let o = Options {
+            device: "cpu".into(),
+            seconds: 0.0,
+            no_smoke: true,
+            layers: 1,
+            batches: vec![1],
+            root: root.path().to_path_buf(),
+        };
+        let path = run(&o).expect("the CPU agrees with itself");
+        let report = std::fs::read_to_string(path).expect("report");
+        assert!(report.contains("## Kernels against the CPU (77 of 77 pass)"), "{report}");
+        assert_eq!(report.matches("| R50 64->256 @56 | 1 |").count(), 6, "{report}");
+        assert!(!report.contains("FAILS"));
+        let bad = Options { device: "tpu:0".into(), ..o };
+        assert!(run(&bad).is_err());
+    }
+}
