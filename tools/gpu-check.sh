@@ -12,14 +12,24 @@ cd "$root"
 bash tools/cuda-toolchain.sh >/dev/null
 # shellcheck disable=SC1091
 source .cuda/env
-CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/cuda} cargo build --release -p xtask --features cuda
-# Stripped, the binary is about 83 MB (candle's PTX for every op); gzip brings it to about 20 MB,
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/cuda}
+cargo build --release -p xtask --features cuda
+# The device-parameterised tests (compress-core's kernels and ops, the zoo's half precision) as
+# binaries: on the GPU machine they compare cuda:0 against the CPU.
+tests=$(cargo test --release --no-run -p compress-core --lib -p compress-nn --test zoo_cnn --features compress-nn/cuda \
+    --message-format=json | python3 -c 'import json,sys
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["target"]["name"]+"="+m["executable"])')
+# Stripped, xtask is about 83 MB (candle's PTX for every op); gzip brings it to about 20 MB,
 # under the device tool's 64 MiB carry.
-mkdir -p .gpu
-strip -o .gpu/xtask "${CARGO_TARGET_DIR:-$root/target/cuda}/release/xtask"
-gzip -9 -f .gpu/xtask
-ls -l .gpu/xtask.gz
+rm -rf .gpu && mkdir -p .gpu
+strip -o .gpu/xtask "$CARGO_TARGET_DIR/release/xtask"
+for t in $tests; do strip -o ".gpu/test-${t%%=*}" "${t#*=}"; done
+gzip -9 -f .gpu/*
+ls -l .gpu
 cat <<'CMD'
 device command (carry [".gpu"], timeout_s 600):
-gunzip -c .gpu/xtask.gz >/tmp/xtask && chmod +x /tmp/xtask && export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(":".join(os.path.join(p,"cu13","lib") for p in nvidia.__path__))'):${LD_LIBRARY_PATH:-} && nvidia-smi -L && /tmp/xtask gpu-check --device cuda:0
+set -o pipefail; for f in .gpu/*.gz; do gunzip -c $f >/tmp/$(basename $f .gz); chmod +x /tmp/$(basename $f .gz); done; export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(":".join(os.path.join(p,"cu13","lib") for p in nvidia.__path__))'):${LD_LIBRARY_PATH:-}; nvidia-smi -L; (cd crates/compress-core && /tmp/test-compress_core) 2>&1 | tail -5 | tee $OUT/tests.log; (cd crates/compress-nn && /tmp/test-zoo_cnn) 2>&1 | tail -5 | tee -a $OUT/tests.log; /tmp/xtask gpu-check --device cuda:0
 CMD

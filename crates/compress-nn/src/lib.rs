@@ -9,6 +9,7 @@
 pub mod count;
 pub mod error;
 pub mod fake_quant;
+pub mod half;
 pub mod init;
 pub mod layers;
 pub mod network;

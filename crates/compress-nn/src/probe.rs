@@ -42,8 +42,18 @@ pub(crate) fn active() -> bool {
     PROBE.with(|p| p.borrow().is_some())
 }
 
+/// `t` in f32 when it is half precision (statistics of half activations are computed and kept in
+/// f32; f32 and f64 stay as they are).
+fn widened(t: &Tensor) -> Result<Tensor> {
+    match t.dtype() {
+        candle_core::DType::F16 | candle_core::DType::BF16 => t.to_dtype(candle_core::DType::F32),
+        _ => Ok(t.clone()),
+    }
+}
+
 /// Records a BatchNorm input `[N, C, ...]` with the layer's running statistics.
 pub(crate) fn record_bn(prefix: &str, x: &Tensor, running_mean: &Tensor, running_var: &Tensor) -> Result<()> {
+    let (x, running_mean, running_var) = (&widened(x)?, &widened(running_mean)?, &widened(running_var)?);
     let c = x.dim(1)?;
     let flat = x.transpose(0, 1)?.contiguous()?.reshape((c, ()))?;
     let mean = flat.mean(1)?;
@@ -65,13 +75,18 @@ pub(crate) fn record_bn(prefix: &str, x: &Tensor, running_mean: &Tensor, running
     Ok(())
 }
 
-/// Records a linear layer's input.
-pub(crate) fn record_linear(x: &Tensor) {
+/// Records a linear layer's input (in f32 when it is half precision).
+pub(crate) fn record_linear(x: &Tensor) -> Result<()> {
+    if !active() {
+        return Ok(());
+    }
+    let x = widened(x)?;
     PROBE.with(|p| {
         if let Some(p) = p.borrow_mut().as_mut() {
-            p.linear_inputs.push(x.clone());
+            p.linear_inputs.push(x);
         }
     });
+    Ok(())
 }
 
 /// Runs `f` and returns its result with what its layers recorded. A nested probe records its

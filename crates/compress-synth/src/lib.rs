@@ -23,4 +23,4 @@ pub mod teacher;
 pub use error::{Result, SynthError};
 pub use generator::{CondGenerator, GdfqTrainer, GenConfig, generator_optimizer};
 pub use synth::{BatchContext, BatchStats, BnsOnly, SynthConfig, SynthMethod, SyntheticSet, synthesize};
-pub use teacher::{HalfTeacher, Precision, Teacher, TeacherOut};
+pub use teacher::{Teacher, TeacherOut};

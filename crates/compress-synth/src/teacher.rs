@@ -38,96 +38,23 @@ impl<M: compress_nn::Model + ?Sized> Teacher for M {
     }
 }
 
-/// The precision a teacher's forward passes run in (its losses and every quantizer stay f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum Precision {
-    /// f32 (the default, and the only choice on the CPU for bf16: candle's CPU matmul has none).
-    #[default]
-    F32,
-    /// bfloat16 (GPUs).
-    Bf16,
-    /// IEEE half.
-    F16,
-}
-
-impl Precision {
-    /// The candle dtype.
-    pub fn dtype(self) -> candle_core::DType {
-        match self {
-            Precision::F32 => candle_core::DType::F32,
-            Precision::Bf16 => candle_core::DType::BF16,
-            Precision::F16 => candle_core::DType::F16,
-        }
-    }
-}
-
-/// A teacher whose forward runs in half precision (`BF16` on a GPU; `F16` also on the CPU), for
-/// the teacher passes of the distillation-based methods: its logits, features and BatchNorm
-/// statistics come back in f32, so every loss and quantizer after it stays in f32, and gradients
-/// reach the f32 input through the casts.
-#[derive(Debug)]
-pub struct HalfTeacher<M> {
-    net: M,
-    dtype: candle_core::DType,
-}
-
-impl<A: compress_nn::Architecture> HalfTeacher<compress_nn::Network<A>> {
-    /// A copy of `net` in `dtype`.
-    pub fn new(net: &compress_nn::Network<A>, dtype: candle_core::DType) -> Result<Self> {
-        Ok(Self { net: net.to_dtype(dtype)?, dtype })
-    }
-}
-
-impl<M> HalfTeacher<M> {
-    /// The half-precision network.
-    pub fn network(&self) -> &M {
-        &self.net
-    }
-}
-
-impl<M: compress_nn::Model> HalfTeacher<M> {
-    /// Eval-mode logits in f32 (the distillation targets), the pass in half precision.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.net.forward_t(&x.to_dtype(self.dtype)?, false)?.to_dtype(candle_core::DType::F32)?)
-    }
-}
-
-impl<M: Teacher> Teacher for HalfTeacher<M> {
-    fn forward_probe(&self, x: &Tensor) -> Result<TeacherOut> {
-        let out = self.net.forward_probe(&x.to_dtype(self.dtype)?)?;
-        let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32);
-        let bn = out
-            .bn
-            .into_iter()
-            .map(|b| {
-                Ok(BnInput {
-                    mean: f32(&b.mean)?,
-                    var: f32(&b.var)?,
-                    running_mean: f32(&b.running_mean)?,
-                    running_var: f32(&b.running_var)?,
-                    ..b
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(TeacherOut { logits: f32(&out.logits)?, features: f32(&out.features)?, bn })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use candle_core::{DType, Device, Var};
     use compress_nn::Network;
+    use compress_nn::half::HalfModel;
     use compress_nn::zoo::{ResNetCifar, ResNetCifarConfig};
 
-    /// In f16 the probe agrees with the f32 teacher's to half precision, every output is f32,
-    /// and a loss on the outputs sends a non-zero gradient to the f32 input.
+    /// A half-precision teacher ([`compress_nn::half::HalfModel`]): in f16 its probe agrees with
+    /// the f32 teacher's to half precision, every output is f32, and a loss on the outputs sends
+    /// a non-zero gradient to the f32 input.
     #[test]
     fn a_half_teacher_probes_like_the_f32_one_and_passes_gradients() {
         let dev = Device::Cpu;
         let net = Network::<ResNetCifar>::new(ResNetCifarConfig::new(8, 10).unwrap().input(3, 16), 0, &dev).unwrap();
-        let half = HalfTeacher::new(&net, DType::F16).unwrap();
+        let half = HalfModel::new(&net, DType::F16).unwrap();
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 3, 16, 16), &dev).unwrap()).unwrap();
         let (a, b) = (net.forward_probe(&x).unwrap(), half.forward_probe(&x).unwrap());
         assert_eq!(a.bn.len(), b.bn.len());
@@ -140,6 +67,7 @@ mod tests {
         assert!(rel(&a.features, &b.features) < 0.02);
         for (p, q) in a.bn.iter().zip(&b.bn) {
             assert!(rel(&p.mean, &q.mean) < 0.02 && rel(&p.var, &q.var) < 0.02, "{}", p.prefix);
+            assert_eq!(q.running_var.dtype(), DType::F32);
             assert_eq!(p.prefix, q.prefix);
         }
         let loss = (b.logits.sqr().unwrap().mean_all().unwrap() + b.bn[0].var.mean_all().unwrap()).unwrap();

@@ -78,7 +78,7 @@ impl MiniSettings {
             kd_alpha: 20.0,
             kd_t: 20.0,
             eval_every: 50,
-            teacher_precision: compress_synth::Precision::F32,
+            teacher_precision: compress_nn::half::Precision::F32,
         };
         let generator = digit_generator(100);
         Self {

@@ -14,9 +14,10 @@ use candle_core::{DType, Tensor};
 use compress_core::quant::RangeRule;
 use compress_core::rng::SeededRng;
 use compress_nn::fake_quant::{FakeQuant, with};
+use compress_nn::half::{HalfModel, Precision};
 use compress_nn::{Architecture, Model, Network};
+use compress_synth::Teacher;
 use compress_synth::crop::{CropBox, crop_resize, sample_box};
-use compress_synth::{HalfTeacher, Precision, Teacher};
 use compress_train::loss::{cross_entropy, distillation};
 use compress_train::metrics::topk_correct;
 use compress_train::optim::{Optimizer, OptimizerKind, all_params};
@@ -246,7 +247,7 @@ pub fn run_student<A: Architecture>(
     };
     let half = match s.teacher_precision {
         Precision::F32 => None,
-        p => Some(HalfTeacher::new(teacher, p.dtype())?),
+        p => Some(HalfModel::new(teacher, p.dtype())?),
     };
     let probed: &dyn Teacher = match &half {
         Some(h) => h,
@@ -254,7 +255,7 @@ pub fn run_student<A: Architecture>(
     };
     let targets = |x: &Tensor| -> Result<Tensor> {
         Ok(match &half {
-            Some(h) => h.forward(x)?,
+            Some(h) => h.forward_t(x, false)?,
             None => teacher.forward_t(x, false)?,
         })
     };
