@@ -20,10 +20,10 @@ tests=$(cargo test --release --no-run -p compress-core --lib -p compress-nn --te
     --message-format=json | python3 -c 'import json,sys
 for l in sys.stdin:
     m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"] in ("compress_core", "zoo_cnn"):
         print(m["target"]["name"]+"="+m["executable"])')
-# Stripped, xtask is about 83 MB (candle's PTX for every op); gzip brings it to about 20 MB,
-# under the device tool's 64 MiB carry.
+# Stripped, xtask is about 83 MB (candle's PTX for every op) and each test binary about 55 MB;
+# gzipped, 20 + 2 x 13 MB, which with the working tree stays under the device tool's 64 MiB.
 rm -rf .gpu && mkdir -p .gpu
 strip -o .gpu/xtask "$CARGO_TARGET_DIR/release/xtask"
 for t in $tests; do strip -o ".gpu/test-${t%%=*}" "${t#*=}"; done
@@ -31,5 +31,5 @@ gzip -9 -f .gpu/*
 ls -l .gpu
 cat <<'CMD'
 device command (carry [".gpu"], timeout_s 600):
-set -o pipefail; for f in .gpu/*.gz; do gunzip -c $f >/tmp/$(basename $f .gz); chmod +x /tmp/$(basename $f .gz); done; export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(":".join(os.path.join(p,"cu13","lib") for p in nvidia.__path__))'):${LD_LIBRARY_PATH:-}; nvidia-smi -L; (cd crates/compress-core && /tmp/test-compress_core) 2>&1 | tail -5 | tee $OUT/tests.log; (cd crates/compress-nn && /tmp/test-zoo_cnn) 2>&1 | tail -5 | tee -a $OUT/tests.log; /tmp/xtask gpu-check --device cuda:0
+set -o pipefail; for f in .gpu/*.gz; do gunzip -c $f >/tmp/$(basename $f .gz); chmod +x /tmp/$(basename $f .gz); done; export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(":".join(os.path.join(p,"cu13","lib") for p in nvidia.__path__))'):${LD_LIBRARY_PATH:-}; nvidia-smi -L; (cd crates/compress-core && /tmp/test-compress_core) >$OUT/tests-core.log 2>&1; tail -3 $OUT/tests-core.log; (cd crates/compress-nn && /tmp/test-zoo_cnn) >$OUT/tests-zoo.log 2>&1; tail -3 $OUT/tests-zoo.log; /tmp/xtask gpu-check --device cuda:0
 CMD
