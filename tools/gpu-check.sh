@@ -31,5 +31,5 @@ gzip -9 -f .gpu/*
 ls -l .gpu
 cat <<'CMD'
 device command (carry [".gpu"], timeout_s 600):
-set -o pipefail; for f in .gpu/*.gz; do gunzip -c $f >/tmp/$(basename $f .gz); chmod +x /tmp/$(basename $f .gz); done; export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(":".join(os.path.join(p,"cu13","lib") for p in nvidia.__path__))'):${LD_LIBRARY_PATH:-}; nvidia-smi -L; (cd crates/compress-core && /tmp/test-compress_core) >$OUT/tests-core.log 2>&1; tail -3 $OUT/tests-core.log; (cd crates/compress-nn && /tmp/test-zoo_cnn) >$OUT/tests-zoo.log 2>&1; tail -3 $OUT/tests-zoo.log; /tmp/xtask gpu-check --device cuda:0
+set -o pipefail; for f in .gpu/*.gz; do gunzip -c $f >/tmp/$(basename $f .gz); chmod +x /tmp/$(basename $f .gz); done; export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(":".join(os.path.join(p,"cu13","lib") for p in nvidia.__path__))'):/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}; nvidia-smi -L; (cd crates/compress-core && /tmp/test-compress_core) >$OUT/tests-core.log 2>&1; tail -3 $OUT/tests-core.log; (cd crates/compress-nn && /tmp/test-zoo_cnn) >$OUT/tests-zoo.log 2>&1; tail -3 $OUT/tests-zoo.log; /tmp/xtask gpu-check --device cuda:0
 CMD

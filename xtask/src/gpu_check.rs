@@ -30,6 +30,16 @@ pub struct Options {
 pub fn run(o: &Options) -> Result<PathBuf> {
     let start = std::time::Instant::now();
     let device = crate::device::parse(&o.device)?;
+    let dir = o.root.join("gpu-check").join(compress_train::record::timestamp());
+    std::fs::create_dir_all(&dir)?;
+    // Written after every section, so a run stopped at its time limit keeps what it measured.
+    let save = |report: &str| -> Result<()> {
+        compress_train::record::write_atomic(&dir.join("report.md"), report.as_bytes())?;
+        if let Some(out) = std::env::var_os("OUT") {
+            compress_train::record::write_atomic(&PathBuf::from(out).join("report.md"), report.as_bytes())?;
+        }
+        Ok(())
+    };
     let mut report = format!("# GPU check on {}\n\n", o.device);
     let _ = writeln!(report, "Command: `cargo xtask gpu-check --device {}`; device {device:?}.\n", o.device);
 
@@ -41,11 +51,13 @@ pub fn run(o: &Options) -> Result<PathBuf> {
         let verdict = if c.passed() { "ok" } else { "FAILS" };
         let _ = writeln!(report, "| {} | {:.2e} | {:.0e} | {verdict} |", c.name, c.error, c.bound);
     }
+    save(&report)?;
 
     report += "\n## The 1xN kernel against dense\n\n";
     let mut table = Vec::new();
     onexn::bench::device_layers(&mut table, &device, o.seconds, o.layers, &o.batches)?;
     report += &String::from_utf8_lossy(&table);
+    save(&report)?;
 
     let mut smoke_ok = true;
     if !o.no_smoke {
@@ -67,13 +79,7 @@ pub fn run(o: &Options) -> Result<PathBuf> {
         }
     }
     let _ = writeln!(report, "\nwall time {:.0} s", start.elapsed().as_secs_f64());
-
-    let dir = o.root.join("gpu-check").join(compress_train::record::timestamp());
-    std::fs::create_dir_all(&dir)?;
-    compress_train::record::write_atomic(&dir.join("report.md"), report.as_bytes())?;
-    if let Some(out) = std::env::var_os("OUT") {
-        compress_train::record::write_atomic(&PathBuf::from(out).join("report.md"), report.as_bytes())?;
-    }
+    save(&report)?;
     println!("{report}\nreport: {}", dir.join("report.md").display());
     if !failed.is_empty() {
         bail!("{} kernel check(s) failed: {}", failed.len(), failed.join(", "));
