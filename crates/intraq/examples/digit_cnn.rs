@@ -67,8 +67,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         FinetuneConfig { steps: 150, lr: 1e-4, milestones: vec![100], eval_every: 50, ..FinetuneConfig::mini() };
     let runs = std::env::temp_dir().join(format!("intraq-own-model-{}", std::process::id()));
     let q = quantize(&teacher, &settings, &recipe, &test, 0, &runs)?;
-    std::fs::remove_dir_all(&runs)?;
     println!("W4A4 student: calibrated {:.1} %, fine-tuned {:?} %", q.calibrated_top1, q.evals);
+    // The teacher's passes in half precision (a GPU user sets Bf16; f16 also runs on the CPU).
+    // (A shorter run: candle's f16 ops on the CPU are slow.)
+    let mut half = IntraqSettings { teacher_precision: compress_nn::half::Precision::F16, ..settings.clone() };
+    half.synth.iters = 20;
+    let short = FinetuneConfig { steps: 40, milestones: vec![30], eval_every: 20, ..recipe.clone() };
+    let h = quantize(&teacher, &half, &short, &test, 0, &runs)?;
+    std::fs::remove_dir_all(&runs)?;
+    println!("with f16 teacher passes: calibrated {:.1} %, fine-tuned {:?} %", h.calibrated_top1, h.evals);
+    assert!(h.evals.last().is_some_and(|&a| a > 80.0), "an f16 teacher quantizes as well");
 
     let codes = export_weights(q.student.varmap(), settings.wbits)?;
     let (bytes, floats) =

@@ -17,7 +17,8 @@ use candle_nn::VarMap;
 use compress_core::quant::{QuantizedTensor, RangeRule, per_channel_minmax};
 use compress_data::batch::Dataset;
 use compress_nn::fake_quant::{FakeQuant, Quantized, Sites, with_sites};
-use compress_nn::{ArchConfig, Architecture, Network};
+use compress_nn::half::{HalfModel, Precision};
+use compress_nn::{ArchConfig, Architecture, Model, Network};
 use compress_synth::{SynthConfig, SyntheticSet, synthesize};
 use compress_train::record::Run;
 use serde::Serialize;
@@ -38,6 +39,9 @@ pub struct IntraqSettings {
     pub terms: IntraqTerms,
     /// How activation ranges average batch extrema.
     pub range_rule: RangeRule,
+    /// The precision of the teacher's passes (synthesis, calibration targets, distillation):
+    /// `Bf16` on a GPU halves their cost; the student, its quantizers and every loss stay f32.
+    pub teacher_precision: Precision,
 }
 
 impl IntraqSettings {
@@ -45,7 +49,14 @@ impl IntraqSettings {
     /// `W{wbits}A{abits}` for a teacher of `[C, S, S]` inputs and `classes` classes.
     pub fn official(wbits: u32, abits: u32, input: [usize; 3], classes: usize) -> Self {
         let synth = SynthConfig { channels: input[0], image_size: input[1], classes, ..SynthConfig::cifar10() };
-        Self { wbits, abits, synth, terms: IntraqTerms::cifar10(), range_rule: RangeRule::BiasCorrected }
+        Self {
+            wbits,
+            abits,
+            synth,
+            terms: IntraqTerms::cifar10(),
+            range_rule: RangeRule::BiasCorrected,
+            teacher_precision: Precision::F32,
+        }
     }
 }
 
@@ -127,10 +138,22 @@ pub fn quantize<A: Architecture, D: Dataset>(
         )));
     }
     let device = teacher.device();
-    let set = synthesize(teacher, sc, &mut settings.terms.method(sc.classes)?, seed, None, device)?;
+    let half = match settings.teacher_precision {
+        Precision::F32 => None,
+        p => Some(HalfModel::new(teacher, p.dtype())?),
+    };
+    let passes: &dyn Model = match &half {
+        Some(h) => h,
+        None => teacher,
+    };
+    let method = &mut settings.terms.method(sc.classes)?;
+    let set = match &half {
+        Some(h) => synthesize(h, sc, method, seed, None, device)?,
+        None => synthesize(teacher, sc, method, seed, None, device)?,
+    };
     let copy = Network::<A>::from_tensors(teacher.config.clone(), &teacher.tensors()?, device)?;
     let student = Quantized::new(copy, settings.wbits, settings.abits, settings.range_rule)?;
-    calibrate(&student, teacher, &set, recipe, seed)?;
+    calibrate(&student, passes, &set, recipe, seed)?;
     let calibrated_top1 = top1(&student, eval)?;
     let device_name = if device.is_cpu() { "cpu" } else { "cuda" };
     #[derive(Serialize)]
@@ -140,7 +163,7 @@ pub fn quantize<A: Architecture, D: Dataset>(
     }
     let mut run = Run::create(runs, "intraq", &Recorded { settings, recipe }, seed, device_name)?;
     run.quiet = true;
-    let evals = finetune(&student, teacher, &set, eval, recipe, seed, &mut run, false, device)?;
+    let evals = finetune(&student, passes, &set, eval, recipe, seed, &mut run, false, device)?;
     Ok(Quantization { student, synthetic: set, calibrated_top1, evals })
 }
 
