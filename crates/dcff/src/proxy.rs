@@ -180,5 +180,19 @@ mod tests {
         // K_jj = sum_l P_jl ln(P_jl / (P_jl + 1e-7)) ~ 0: a single filter scores ~0.
         let f = filter_proxies(&[0.3, -0.2], 1, 1.0, KlMode::Official);
         assert!(f.scores[0].abs() < 1e-6, "{:?}", f.scores);
+        // One filter has nothing to be confused with: its P = [1] is not a collapse.
+        assert!(f.is_identity() && f.informative());
+    }
+
+    /// At a temperature where `-T D` overflows f32 to minus infinity, the off-diagonal `ln P`
+    /// are -inf too: the stable mode's `0 ln 0 = 0` rule (not the product, which is NaN) keeps
+    /// the scores finite. (cargo-mutants found the rule untested: the mutant that drops it
+    /// passed every test at T <= 4,622, where `ln P` stays finite.)
+    #[test]
+    fn the_stable_rule_holds_where_ln_p_is_minus_infinity() {
+        let s = filter_proxies(&W, 4, 3e38, KlMode::Stable);
+        assert!(s.is_identity());
+        assert!(s.all_finite(), "{:?}", s.scores);
+        assert!(filter_proxies(&W, 4, 3e38, KlMode::Official).scores.iter().all(|v| v.is_nan()));
     }
 }
