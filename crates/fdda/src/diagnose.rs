@@ -165,7 +165,7 @@ pub fn diagnose(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
                 format!("W3A3 top-1 (%), settled: (A) as the mini vs {}", p.label),
                 &a,
                 &m,
-                format!("above A: {verdict}; best {:.2}", mean(&of(i, &|o| o.best))),
+                format!("above A: {verdict}; best {:.2}", compress_train::metrics::mean(of(i, &|o| o.best))),
             )
         })
         .collect();
@@ -200,10 +200,6 @@ pub fn diagnose(settings: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     ));
     exp.write_report(&report)?;
     Ok(Outcome::new(exp.dir(), report, vec![]))
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 #[cfg(test)]
