@@ -80,7 +80,7 @@ pub fn data(quiet: bool) -> Result<()> {
         let n = embedded::verify(name)?;
         verified.push(format!("{name}: sha256 of all {n} files verified against its SHA256SUMS, no unlisted files"));
     }
-    let pb = bar(quiet, 4, "{msg} [{bar:20}] {pos}/{len}");
+    let pb = bar(quiet, 5, "{msg} [{bar:20}] {pos}/{len}");
     pb.set_message("mnist-5k");
     let train = embedded::mnist_5k(Split::Train)?;
     pb.inc(1);
@@ -90,6 +90,10 @@ pub fn data(quiet: bool) -> Result<()> {
     let sr_train = embedded::photos_12("train", 2)?;
     pb.inc(1);
     let sr_test = embedded::photos_12("test", 2)?;
+    pb.inc(1);
+    pb.set_message("sr-heldout");
+    let eval = embedded::SrEval::load(2, None)?;
+    let held = compress_data::SrPairs { pairs: eval.pairs.pairs[eval.photos_12_test..].to_vec(), scale: 2 };
     pb.inc(1);
     pb.finish_and_clear();
     for d in [&train, &test] {
@@ -102,20 +106,9 @@ pub fn data(quiet: bool) -> Result<()> {
             d.class_counts()
         );
     }
-    for (split, s) in [("train", &sr_train), ("test", &sr_test)] {
-        let sizes: Vec<String> = s
-            .pairs
-            .iter()
-            .map(|p| {
-                let name = p.path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                format!("{name} {}x{}", p.width, p.height)
-            })
-            .collect();
-        println!(
-            "photos-12 {split:<5} {} HR images (x2 LR made by MATLAB bicubic): {}",
-            s.pairs.len(),
-            sizes.join(", ")
-        );
+    for (split, s) in [("photos-12 train", &sr_train), ("photos-12 test", &sr_test), ("sr-heldout", &held)] {
+        let sizes: Vec<String> = s.pairs.iter().map(|p| format!("{} {}x{}", p.name(), p.width, p.height)).collect();
+        println!("{split:<15} {} HR images (x2 LR made by MATLAB bicubic): {}", s.pairs.len(), sizes.join(", "));
     }
     for line in verified {
         println!("{line}");

@@ -14,6 +14,7 @@ use compress_data::batch::{Dataset, ImageDataset};
 use compress_data::embedded;
 use compress_nn::network::Network;
 use compress_nn::zoo::{Vit, VitConfig};
+use compress_train::choice;
 use compress_train::classify::{self, fit_objective};
 use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
@@ -37,6 +38,13 @@ pub struct MiniSettings {
     pub parallel_runs: usize,
     /// Whether this is the smoke profile (run folder name).
     pub smoke: bool,
+    /// Peak rates each model chooses from on the validation digits (issue 26: every arm trained
+    /// as well as the method; `train.lr` is not used when this is non-empty).
+    pub lr_grid: Vec<f64>,
+    /// The last this many training digits are the validation split of the rate choice.
+    pub validation: usize,
+    /// The seed of the rate-choice runs (one no reported seed uses).
+    pub selection_seed: u64,
 }
 
 impl MiniSettings {
@@ -49,6 +57,9 @@ impl MiniSettings {
             test_limit: None,
             parallel_runs: 2,
             smoke: false,
+            lr_grid: vec![5e-4, 1e-3, 2e-3],
+            validation: 500,
+            selection_seed: 100,
         }
     }
 
@@ -61,6 +72,9 @@ impl MiniSettings {
             test_limit: Some(100),
             parallel_runs: 1,
             smoke: true,
+            lr_grid: vec![1e-3, 2e-3],
+            validation: 64,
+            selection_seed: 100,
         }
     }
 }
@@ -122,6 +136,8 @@ pub struct ArmResult {
     pub arm: Arm,
     /// Seed.
     pub seed: u64,
+    /// Peak learning rate.
+    pub lr: f64,
     /// Measurements.
     pub outcome: ArmOutcome,
     /// Training wall-clock seconds (evaluations excluded).
@@ -130,17 +146,70 @@ pub struct ArmResult {
     pub weights: PathBuf,
 }
 
+impl ArmResult {
+    /// The model's top-1 (%) with every image through its last stage: CF-ViT's fine stage at
+    /// eta = 1, the baseline's only stage.
+    pub fn top1(&self) -> f64 {
+        match &self.outcome {
+            ArmOutcome::CfVit { records, .. } => records.fine_top1(),
+            ArmOutcome::Baseline { top1 } => *top1,
+        }
+    }
+}
+
+/// The rates chosen on the validation digits, and what each model scored there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Choice {
+    /// CF-ViT's rate, then the baseline's.
+    pub lrs: [f64; 2],
+    /// `(rate, validation top-1 of CF-ViT at eta = 1, of the baseline)`.
+    pub table: Vec<(f64, Vec<f64>)>,
+}
+
+impl Choice {
+    /// The rate chosen for `arm`.
+    pub fn lr(&self, arm: Arm) -> f64 {
+        self.lrs[usize::from(arm == Arm::Baseline)]
+    }
+}
+
+/// Each model's peak rate: trained on all but the last `validation` training digits at every
+/// rate of the grid (seed `selection_seed`), the first most accurate on those digits.
+pub fn choose(s: &MiniSettings, train: &ImageDataset, ctx: &RunContext) -> Result<Choice> {
+    if s.lr_grid.is_empty() {
+        return Err(CfVitError::Config("an empty rate grid".into()));
+    }
+    let (fit, val) = train.holdout(s.validation)?;
+    let jobs: Vec<(Arm, f64)> = s.lr_grid.iter().flat_map(|&lr| [(Arm::CfVit, lr), (Arm::Baseline, lr)]).collect();
+    let done = ctx.side_by_side(&jobs, s.parallel_runs, |&(arm, lr), c| {
+        run_arm(s, (arm, lr, s.selection_seed), (&fit, &val), "select-", c).map(|r| r.top1())
+    })?;
+    let table = choice::table(&s.lr_grid, &done);
+    let best = choice::first_best_columns(&table);
+    let lrs = [best[0], best[1]];
+    if lrs.iter().any(|x| x.is_nan()) {
+        return Err(CfVitError::Config(format!("a model learned nothing at any rate: {table:?}")));
+    }
+    Ok(Choice { lrs, table })
+}
+
 fn train_seconds(history: &[serde_json::Value]) -> f64 {
     history.iter().filter_map(|h| h["seconds"].as_f64()).sum()
 }
 
-/// Trains and measures one model (the run `<arm>-seed<seed>` of `ctx`).
-pub fn run_arm(s: &MiniSettings, arm: Arm, seed: u64, ctx: &RunContext) -> Result<ArmResult> {
-    let (train, test) = digits(s.train_limit, s.test_limit)?;
+/// Trains `arm` at peak rate `lr` on `train` and measures it on `test` (the run
+/// `<tag><arm>-lr<lr>-seed<seed>` of `ctx`).
+pub fn run_arm(
+    s: &MiniSettings,
+    (arm, lr, seed): (Arm, f64, u64),
+    (train, test): (&ImageDataset, &ImageDataset),
+    tag: &str,
+    ctx: &RunContext,
+) -> Result<ArmResult> {
     let steps = (train.len() / s.train.batch) as u64;
-    let cfg = s.train.engine_config(steps, seed);
+    let cfg = TrainSettings { lr, ..s.train.clone() }.engine_config(steps, seed);
     let device = ctx.device();
-    let (mut run, resuming) = ctx.arm(&format!("{}-seed{seed}", arm.key()), &cfg)?;
+    let (mut run, resuming) = ctx.arm(&format!("{tag}{}-lr{lr}-seed{seed}", arm.key()), &cfg)?;
     let vit = mini_vit()?;
     let weights = run.dir().join("model.safetensors");
     match arm {
@@ -148,17 +217,18 @@ pub fn run_arm(s: &MiniSettings, arm: Arm, seed: u64, ctx: &RunContext) -> Resul
             let model = build::deit(&vit, CfVitConfig::mini(), &HashMap::new(), seed, device)?;
             let obj = CfObjective {
                 model: &model,
-                test: &test,
+                test,
                 select_from: s.train.select_from(),
                 smoothing: s.train.label_smoothing,
             };
-            let history = fit_objective(&obj, &train, &cfg, &mut run, resuming, &mut NoHooks)?;
+            let history = fit_objective(&obj, train, &cfg, &mut run, resuming, &mut NoHooks)?;
             compress_nn::weights::save_atomic(&build::tensors(model.varmap())?, &weights)?;
-            let records = stage_records(&model, &test, 250, Selection::Informative)?;
-            let low = stage_records(&model, &test, 250, Selection::Uninformative)?;
+            let records = stage_records(&model, test, 250, Selection::Informative)?;
+            let low = stage_records(&model, test, 250, Selection::Uninformative)?;
             Ok(ArmResult {
                 arm,
                 seed,
+                lr,
                 outcome: ArmOutcome::CfVit { records, uninformative_top1: low.fine_top1() },
                 train_seconds: train_seconds(&history),
                 weights,
@@ -166,12 +236,13 @@ pub fn run_arm(s: &MiniSettings, arm: Arm, seed: u64, ctx: &RunContext) -> Resul
         }
         Arm::Baseline => {
             let net = Network::<Vit>::new(vit, seed, device)?;
-            let history = classify::fit(&net, &train, &test, &cfg, &mut run, resuming, &mut NoHooks)?;
+            let history = classify::fit(&net, train, test, &cfg, &mut run, resuming, &mut NoHooks)?;
             net.save(&weights)?;
-            let (top1, _) = classify::evaluate(&net, &test, 250)?;
+            let (top1, _) = classify::evaluate(&net, test, 250)?;
             Ok(ArmResult {
                 arm,
                 seed,
+                lr,
                 outcome: ArmOutcome::Baseline { top1 },
                 train_seconds: train_seconds(&history),
                 weights,
@@ -198,9 +269,19 @@ pub fn baseline_macs<B: crate::TokenBackbone>(model: &CfVit<B>) -> f64 {
 /// Runs the mini (or smoke) experiment in `ctx`.
 pub fn mini(s: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     let s = &MiniSettings { seeds: ctx.seeds_or(&s.seeds), ..s.clone() };
+    let (train, test) = digits(s.train_limit, s.test_limit)?;
+    // The choice depends on the settings, never on the reported seeds: a second seed set reuses it.
+    let key = MiniSettings { seeds: vec![], ..s.clone() };
+    let (choice, choice_dir, reused) = ctx.memo("choice", &key, "choice.json", || choose(s, &train, ctx))?;
+    if !ctx.is_quiet() {
+        println!(
+            "rates chosen on {} validation digits: CF-ViT {}, baseline {}",
+            s.validation, choice.lrs[0], choice.lrs[1]
+        );
+    }
     let jobs: Vec<(u64, Arm)> = s.seeds.iter().flat_map(|&seed| [(seed, Arm::CfVit), (seed, Arm::Baseline)]).collect();
     let one = |&(seed, arm): &(u64, Arm), sub: &RunContext| -> Result<ArmResult> {
-        let r = run_arm(s, arm, seed, sub)?;
+        let r = run_arm(s, (arm, choice.lr(arm), seed), (&train, &test), "", sub)?;
         if !ctx.is_quiet() {
             let what = match &r.outcome {
                 ArmOutcome::CfVit { records, uninformative_top1 } => format!(
@@ -218,7 +299,17 @@ pub fn mini(s: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     };
     let results = ctx.side_by_side(&jobs, s.parallel_runs, one)?;
     let run = ctx.run("", s, 0)?;
-    let (rows, notes, curve, base) = report(&results)?;
+    run.write_json("choice.json", &choice)?;
+    let (rows, mut notes, curve, base) = report(&results)?;
+    notes += &format!(
+        "\nPeak rates chosen on the last {} training digits (trained on the others, seed {}; top-1 % there, \
+         CF-ViT at eta = 1{}): {}.\n\n{}",
+        s.validation,
+        s.selection_seed,
+        if reused { format!("; recorded in `{}`, reused", choice_dir.display()) } else { String::new() },
+        choice::chosen(&["CF-ViT", "baseline"], &choice.lrs),
+        choice::rate_table("lr", &["CF-ViT", "baseline"], &choice.table)
+    );
     let base_point = vec![(base.1 / 1e6, base.0)];
     run.plot(
         "curve.svg",

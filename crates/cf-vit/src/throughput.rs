@@ -85,19 +85,29 @@ pub fn measure<B: TokenBackbone, Ds: Dataset>(
     })
 }
 
-/// The trained weights of the mini's run `<arm>-seed0` under `runs`: the newest run trained
-/// with the mini's configuration for that arm (a smoke or other run is never taken).
+/// The trained weights of the mini's run `<arm>-lr<lr>-seed0` under `runs`: the newest run
+/// trained with the mini's configuration at one of its grid's rates (a smoke, selection or other
+/// run is never taken).
 fn mini_weights(runs: &std::path::Path, arm: crate::reproduce::Arm) -> Result<std::path::PathBuf> {
     let s = crate::reproduce::MiniSettings::mini();
     let (train, _) = crate::reproduce::digits(s.train_limit, s.test_limit)?;
-    let cfg = s.train.engine_config((train.len() / s.train.batch) as u64, 0);
-    let name = format!("cf-vit/mini/{}-seed0", arm.key());
-    compress_train::Run::cached(runs, &name, &cfg, "model.safetensors")?.ok_or_else(|| {
-        crate::CfVitError::Config(format!(
-            "no finished run {name} of the mini's configuration under {}; run `cargo xtask reproduce cf-vit` first",
-            runs.display()
-        ))
-    })
+    let steps = (train.len() / s.train.batch) as u64;
+    let mut found = Vec::new();
+    for &lr in &s.lr_grid {
+        let cfg = crate::trainer::TrainSettings { lr, ..s.train.clone() }.engine_config(steps, 0);
+        let name = format!("cf-vit/mini/{}-lr{lr}-seed0", arm.key());
+        found.extend(compress_train::Run::cached(runs, &name, &cfg, "model.safetensors")?);
+    }
+    // Run folders are named by their start time, so the newest sorts last.
+    let name = format!("cf-vit/mini/{}-lr*-seed0", arm.key());
+    found.into_iter().max_by_key(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_os_string())).ok_or_else(
+        || {
+            crate::CfVitError::Config(format!(
+                "no finished run {name} of the mini's configuration under {}; run `cargo xtask reproduce cf-vit` first",
+                runs.display()
+            ))
+        },
+    )
 }
 
 /// `cargo xtask bench cf-vit`: wall-clock throughput of CF-ViT's early exit against the

@@ -267,9 +267,22 @@ fn smoke_reproduction_runs_and_resumes_to_the_same_report() {
     assert_eq!(at_one.method, stages.method, "eta = 1 vs the fine stage");
     assert_eq!(at_zero.method, stages.baseline, "eta = 0 vs the coarse stage");
     assert_eq!(at_one.baseline, at_zero.baseline, "one baseline");
+    // Each model trains at the rate that scored best on the validation digits (ties: the first).
+    let choice: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.dir().join("choice.json")).unwrap()).unwrap();
+    let table = choice["table"].as_array().unwrap();
+    assert_eq!(table.len(), MiniSettings::smoke().lr_grid.len());
+    for (model, lr) in choice["lrs"].as_array().unwrap().iter().enumerate() {
+        let best = table.iter().map(|r| r[1][model].as_f64().unwrap()).fold(f64::NEG_INFINITY, f64::max);
+        let first = table.iter().find(|r| r[1][model].as_f64().unwrap() == best).unwrap();
+        assert_eq!(lr.as_f64(), first[0].as_f64(), "model {model}: {choice}");
+    }
+    assert!(a.report().notes.contains("Peak rates chosen on the last 64 training digits"));
     let b = harness::reproduce(&CfVitReproduction, "smoke", &ctx.clone().resume(true)).unwrap();
     for (x, y) in a.report().rows.iter().zip(&b.report().rows) {
         assert_eq!((x.baseline, x.method), (y.baseline, y.method), "{}", x.setting);
     }
+    // The second run reused the recorded rate choice (same settings) instead of choosing again.
+    assert!(!a.report().notes.contains("reused") && b.report().notes.contains("reused"), "{}", b.report().notes);
     assert!(MiniSettings::mini().train.select_from() == 15);
 }

@@ -1,4 +1,5 @@
-//! The datasets shipped in the repository's `datasets/` folder (mnist-5k, photos-12).
+//! The datasets shipped in the repository's `datasets/` folder (mnist-5k, photos-12,
+//! sr-heldout).
 
 use crate::batch::ImageDataset;
 use crate::checksum::verify_dir_exact;
@@ -35,7 +36,7 @@ pub fn datasets_dir() -> Result<PathBuf> {
 }
 
 /// The embedded datasets, by folder name.
-pub const EMBEDDED: [&str; 2] = ["mnist-5k", "photos-12"];
+pub const EMBEDDED: [&str; 3] = ["mnist-5k", "photos-12", "sr-heldout"];
 
 /// Verifies embedded dataset `name` against its `SHA256SUMS`, which must list every file in its
 /// folder ([`verify_dir_exact`]); returns how many files were verified.
@@ -102,6 +103,42 @@ pub fn photos_12_first(split: &str, scale: usize, limit: Option<usize>) -> Resul
     Ok(p)
 }
 
+/// The SR evaluation set: photos-12's 5 test images, then the 18 images of sr-heldout (text,
+/// faces, microscopy, clip art, historical prints, grayscale; none shares content with
+/// photos-12's training images), at `scale`, checksums verified.
+#[derive(Debug, Clone)]
+pub struct SrEval {
+    /// Every pair: photos-12's test images first, then sr-heldout's, each in file-name order.
+    pub pairs: SrPairs,
+    /// How many of the first pairs are photos-12's test images.
+    pub photos_12_test: usize,
+}
+
+impl SrEval {
+    /// Loads the set at `scale`; `limit` keeps the first images of each subset (smoke runs).
+    pub fn load(scale: usize, limit: Option<usize>) -> Result<Self> {
+        let mut test = photos_12_first("test", scale, limit)?;
+        verify("sr-heldout")?;
+        let mut held = SrPairs::load_dir(&datasets_dir()?.join("sr-heldout"), scale)?;
+        if let Some(n) = limit {
+            held.pairs.truncate(n);
+        }
+        let photos_12_test = test.pairs.len();
+        test.pairs.extend(held.pairs);
+        Ok(Self { pairs: test, photos_12_test })
+    }
+
+    /// The subsets as `(name, first pair, pairs)`: the whole set, photos-12 test, sr-heldout.
+    pub fn subsets(&self) -> [(&'static str, usize, usize); 3] {
+        let n = self.pairs.pairs.len();
+        [
+            ("all", 0, n),
+            ("photos-12 test", 0, self.photos_12_test),
+            ("sr-heldout", self.photos_12_test, n - self.photos_12_test),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +167,23 @@ mod tests {
         // 451x300 cropped to a multiple of 4: 448x300 (width) by 300 (height).
         assert_eq!((chelsea.height, chelsea.width), (300, 448));
         assert!(photos_12("val", 2).is_err());
+    }
+
+    #[test]
+    fn the_sr_evaluation_set_is_photos_12_test_then_sr_heldout() {
+        let e = SrEval::load(2, None).expect("sr eval");
+        assert_eq!((e.pairs.pairs.len(), e.photos_12_test), (23, 5));
+        let names: Vec<String> = e.pairs.pairs.iter().map(|p| p.name()).collect();
+        assert_eq!(&names[..6], ["camera", "chelsea", "coffee", "coins", "rocket", "acanthus"]);
+        // No image of the evaluation set shares a name with a training image.
+        let train = photos_12("train", 2).expect("train");
+        assert!(train.pairs.iter().all(|t| !names.contains(&t.name())));
+        // 102 x 102 microaneurysms stays whole at x2; 255-high house_cat loses a row.
+        let find = |n: &str| e.pairs.pairs.iter().find(|p| p.name() == n).expect(n);
+        assert_eq!((find("microaneurysms").height, find("microaneurysms").width), (102, 102));
+        assert_eq!((find("house_cat").height, find("house_cat").width), (254, 512));
+        assert_eq!(e.subsets(), [("all", 0, 23), ("photos-12 test", 0, 5), ("sr-heldout", 5, 18)]);
+        let small = SrEval::load(2, Some(1)).expect("limited");
+        assert_eq!((small.pairs.pairs.len(), small.photos_12_test), (2, 1));
     }
 }

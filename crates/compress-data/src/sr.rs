@@ -48,6 +48,13 @@ pub struct SrBatch {
     pub hr: Tensor,
 }
 
+impl SrPair {
+    /// The image's name: its file name without the extension.
+    pub fn name(&self) -> String {
+        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+}
+
 impl SrPairs {
     /// Loads every PNG/JPEG in `dir` (sorted by name), decoding in parallel.
     pub fn load_dir(dir: &Path, scale: usize) -> Result<Self> {

@@ -7,6 +7,20 @@ pub fn first_best(table: impl IntoIterator<Item = (f64, f64)>) -> f64 {
     table.into_iter().fold((f64::NAN, f64::NEG_INFINITY), |b, (lr, v)| if v > b.1 { (lr, v) } else { b }).0
 }
 
+/// The grid's table: `scores` lists every arm's score rate by rate (`scores.len() / grid.len()`
+/// arms per rate, in grid order); one row `(rate, scores of each arm)` per rate.
+pub fn table(grid: &[f64], scores: &[f64]) -> Vec<(f64, Vec<f64>)> {
+    let k = scores.len() / grid.len().max(1);
+    grid.iter().zip(scores.chunks(k.max(1))).map(|(&lr, v)| (lr, v.to_vec())).collect()
+}
+
+/// Each arm's (column's) first best rate in `table` ([`first_best`]; NaN for an arm that has
+/// no score at any rate).
+pub fn first_best_columns(table: &[(f64, Vec<f64>)]) -> Vec<f64> {
+    let k = table.first().map_or(0, |r| r.1.len());
+    (0..k).map(|i| first_best(table.iter().map(|r| (r.0, r.1.get(i).copied().unwrap_or(f64::NAN))))).collect()
+}
+
 /// A markdown table of a rate grid: one row per rate, one column per arm (2 decimals).
 pub fn rate_table(first: &str, columns: &[&str], rows: &[(f64, Vec<f64>)]) -> String {
     let mut t = format!("| {first} | {} |\n| --- |{}\n", columns.join(" | "), " --- |".repeat(columns.len()));
@@ -30,6 +44,17 @@ mod tests {
         assert_eq!(first_best([(0.1, 80.0), (0.05, 90.0), (0.01, 90.0)]), 0.05);
         assert_eq!(first_best([(0.1, f64::NAN), (0.05, 10.0)]), 0.05);
         assert!(first_best([(0.1, f64::NAN)]).is_nan());
+    }
+
+    #[test]
+    fn a_grid_table_picks_each_arms_first_best_rate() {
+        let t = table(&[0.1, 0.2, 0.3], &[1.0, 5.0, 3.0, 5.0, 3.0, f64::NAN]);
+        assert_eq!(t[..2], [(0.1, vec![1.0, 5.0]), (0.2, vec![3.0, 5.0])]);
+        assert_eq!((t.len(), t[2].0, t[2].1[0]), (3, 0.3, 3.0));
+        assert!(t[2].1[1].is_nan());
+        assert_eq!(first_best_columns(&t), vec![0.2, 0.1]);
+        assert!(first_best_columns(&table(&[0.1], &[f64::NAN]))[0].is_nan());
+        assert!(first_best_columns(&[]).is_empty());
     }
 
     #[test]

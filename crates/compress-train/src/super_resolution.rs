@@ -13,13 +13,52 @@ use compress_data::bicubic::imresize_f64;
 use compress_nn::{Architecture, Network};
 use serde_json::json;
 
-/// Mean PSNR-Y and SSIM-Y over the pairs, with `shave = scale` border pixels.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Mean PSNR-Y and SSIM-Y over the pairs, with `shave = scale` border pixels, and each image's.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SrScore {
     /// Mean PSNR on Y (dB).
     pub psnr: f64,
     /// Mean SSIM on Y.
     pub ssim: f64,
+    /// Every image's scores, in pair order.
+    pub images: Vec<ImageScore>,
+}
+
+/// One image's PSNR-Y and SSIM-Y.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImageScore {
+    /// The image's name ([`compress_data::sr::SrPair::name`]).
+    pub name: String,
+    /// PSNR on Y (dB).
+    pub psnr: f64,
+    /// SSIM on Y.
+    pub ssim: f64,
+}
+
+impl SrScore {
+    /// The mean over `images` (a non-empty list): PSNR and SSIM averaged image by image.
+    pub fn of(images: Vec<ImageScore>) -> Self {
+        let n = images.len().max(1) as f64;
+        let psnr = images.iter().map(|i| i.psnr).sum::<f64>() / n;
+        let ssim = images.iter().map(|i| i.ssim).sum::<f64>() / n;
+        Self { psnr, ssim, images }
+    }
+
+    /// The score of the `count` images from `first` on (a subset of the evaluation set).
+    pub fn range(&self, first: usize, count: usize) -> Self {
+        Self::of(self.images.iter().skip(first).take(count).cloned().collect())
+    }
+
+    /// `self - other` image by image (PSNR in dB, SSIM), e.g. a network's gain over bicubic.
+    pub fn minus(&self, other: &SrScore) -> Self {
+        Self::of(
+            self.images
+                .iter()
+                .zip(&other.images)
+                .map(|(x, y)| ImageScore { name: x.name.clone(), psnr: x.psnr - y.psnr, ssim: x.ssim - y.ssim })
+                .collect(),
+        )
+    }
 }
 
 /// The MATLAB-bicubic upscaling of every LR image, scored against its HR image.
@@ -38,18 +77,42 @@ pub fn evaluate<A: Architecture>(net: &Network<A>, pairs: &SrPairs) -> Result<Sr
     score(pairs, net.device(), |lr| Ok(net.forward_t(lr, false)?))
 }
 
-/// The mean score of `upscale` (any SR function of a `[1, 3, h, w]` LR image) over the pairs,
-/// outputs clamped to `[0, 1]`.
+/// The score of `upscale` (any SR function of a `[1, 3, h, w]` LR image) on every pair and
+/// their mean, outputs clamped to `[0, 1]`.
 pub fn score(pairs: &SrPairs, device: &Device, mut upscale: impl FnMut(&Tensor) -> Result<Tensor>) -> Result<SrScore> {
-    let (mut p, mut s) = (0.0, 0.0);
-    for i in 0..pairs.pairs.len() {
+    let mut images = Vec::with_capacity(pairs.pairs.len());
+    for (i, pair) in pairs.pairs.iter().enumerate() {
         let (lr, hr) = pairs.full(i, device)?;
         let sr = upscale(&lr)?.clamp(0f32, 1f32)?;
-        p += psnr_y(&sr, &hr, pairs.scale)?;
-        s += ssim_y(&sr, &hr, pairs.scale)?;
+        images.push(ImageScore {
+            name: pair.name(),
+            psnr: psnr_y(&sr, &hr, pairs.scale)?,
+            ssim: ssim_y(&sr, &hr, pairs.scale)?,
+        });
     }
-    let n = pairs.pairs.len().max(1) as f64;
-    Ok(SrScore { psnr: p / n, ssim: s / n })
+    Ok(SrScore::of(images))
+}
+
+/// A markdown table of per-image PSNR-Y: one row per image, one column per scorer (`columns`
+/// names them; every score lists the same images in the same order), then the mean row.
+pub fn per_image_table(columns: &[&str], scores: &[&SrScore]) -> String {
+    let mut t = format!("| image | {} |\n| --- |{}\n", columns.join(" | "), " --- |".repeat(columns.len()));
+    let n = scores.first().map_or(0, |s| s.images.len());
+    for i in 0..n {
+        let name = scores.first().map_or("", |s| s.images[i].name.as_str());
+        let cells: Vec<String> =
+            scores.iter().map(|s| s.images.get(i).map_or("-".into(), |x| format!("{:.3}", x.psnr))).collect();
+        t += &format!("| {name} | {} |\n", cells.join(" | "));
+    }
+    let means: Vec<String> = scores.iter().map(|s| format!("{:.3}", s.psnr)).collect();
+    t += &format!("| mean | {} |\n", means.join(" | "));
+    t
+}
+
+/// On how many images `a` scores a higher PSNR-Y than `b` by more than `margin` dB (the same
+/// images in the same order).
+pub fn wins(a: &SrScore, b: &SrScore, margin: f64) -> usize {
+    a.images.iter().zip(&b.images).filter(|(x, y)| x.psnr > y.psnr + margin).count()
 }
 
 /// Trains `net` for `cfg.epochs` rounds of `steps_per_epoch` optimizer steps on random
@@ -108,4 +171,34 @@ pub fn fit<A: Architecture>(
         e.end_epoch(rec, run)?;
     }
     Ok(e.state.history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(name: &str, psnr: f64) -> ImageScore {
+        ImageScore { name: name.into(), psnr, ssim: psnr / 100.0 }
+    }
+
+    #[test]
+    fn per_image_scores_average_to_the_mean_and_subsets_and_wins_count_images() {
+        let a = SrScore::of(vec![img("x", 30.0), img("y", 20.0), img("z", 40.0)]);
+        assert_eq!((a.psnr, a.ssim), (30.0, 0.3));
+        let tail = a.range(1, 2);
+        assert_eq!((tail.psnr, tail.images.len(), tail.images[0].name.as_str()), (30.0, 2, "y"));
+        let b = SrScore::of(vec![img("x", 29.0), img("y", 21.0), img("z", 39.95)]);
+        assert_eq!(wins(&a, &b, 0.0), 2);
+        assert_eq!(wins(&a, &b, 0.1), 1);
+        assert_eq!(wins(&b, &a, 0.0), 1);
+        let d = a.minus(&b);
+        assert_eq!(d.images.iter().map(|i| i.psnr).collect::<Vec<_>>(), [1.0, -1.0, 40.0 - 39.95]);
+        assert!((d.psnr - (a.psnr - b.psnr)).abs() < 1e-12);
+        let t = per_image_table(&["a", "b"], &[&a, &b]);
+        assert_eq!(
+            t,
+            "| image | a | b |\n| --- | --- | --- |\n| x | 30.000 | 29.000 |\n| y | 20.000 | 21.000 |\n\
+             | z | 40.000 | 39.950 |\n| mean | 30.000 | 29.983 |\n"
+        );
+    }
 }

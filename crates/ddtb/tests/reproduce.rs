@@ -16,6 +16,27 @@ fn smoke_reproduction_runs_and_resumes() {
     assert!(run.join("report.md").is_file());
     let text = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(text.contains("DDTB >= PAMS + 0.03 dB") && text.contains("| ddtb | 0 |"), "{text}");
+    // The smoke evaluation set is photos-12's first test image and sr-heldout's first image;
+    // the per-image table lists both, each arm's column scored image by image.
+    let eval = compress_data::embedded::SrEval::load(2, Some(1)).unwrap();
+    let scores: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("scores.json")).unwrap()).unwrap();
+    for name in ["camera", "acanthus"] {
+        assert!(text.contains(&format!("| {name} |")), "{name} missing from the per-image table");
+    }
+    for r in scores["runs"].as_array().unwrap() {
+        let images = r["score"]["images"].as_array().unwrap();
+        assert_eq!(images.len(), 2);
+        let m = (images[0]["psnr"].as_f64().unwrap() + images[1]["psnr"].as_f64().unwrap()) / 2.0;
+        assert!((m - r["score"]["psnr"].as_f64().unwrap()).abs() < 1e-9, "{r}");
+        // Each arm trained at the rate that scored best on the validation image (ties: first).
+        let arm = r["arm"].as_str().unwrap();
+        let col = scores["choice"]["lrs"].as_array().unwrap().iter().position(|c| c[0] == arm).unwrap();
+        let table = scores["choice"]["table"].as_array().unwrap();
+        let best = table.iter().map(|t| t[1][col].as_f64().unwrap()).fold(f64::NEG_INFINITY, f64::max);
+        let first = table.iter().find(|t| t[1][col].as_f64().unwrap() == best).unwrap();
+        assert_eq!(r["lr"].as_f64(), first[0].as_f64(), "{arm}");
+    }
     // The FP row is the full-precision start evaluated on the smoke test image: recompute it
     // with the zoo's EDSR and the training crate's evaluation (a wrong model, image set or scale
     // in the reproduction's FP join would differ).
@@ -28,9 +49,9 @@ fn smoke_reproduction_runs_and_resumes() {
     .expect("the smoke FP start was trained and cached");
     let cfg = compress_nn::zoo::EdsrConfig::new(2, 4, 32, 1.0).unwrap();
     let fp = compress_nn::Network::<compress_nn::zoo::Edsr>::load(cfg, &fp_path, &Device::Cpu).unwrap();
-    let test = compress_data::embedded::photos_12_first("test", 2, Some(1)).unwrap();
+    let test = eval.pairs;
     let fp_psnr = compress_train::super_resolution::evaluate(&fp, &test).unwrap().psnr;
-    let fp_row = report.rows.iter().find(|r| r.claim == "FP > DDTB > bicubic").expect("FP row");
+    let fp_row = report.rows.iter().find(|r| r.claim.starts_with("FP > DDTB > bicubic")).expect("FP row");
     let reported = fp_row.baseline.expect("FP figure");
     assert!((reported - fp_psnr).abs() < 1e-3, "reported FP {reported} dB vs recomputed {fp_psnr} dB");
     let bicubic = compress_train::super_resolution::bicubic_score(&test).unwrap().psnr;
@@ -46,4 +67,6 @@ fn smoke_reproduction_runs_and_resumes() {
     for (a, b) in report.rows.iter().zip(&again.report().rows) {
         assert_eq!(a.method, b.method, "{}", a.setting);
     }
+    // The second run reused the recorded rate choice (same settings and FP start).
+    assert!(!report.notes.contains("reused") && again.report().notes.contains("reused"), "{}", again.report().notes);
 }

@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor};
 use compress_core::quant::RangeRule;
 use compress_data::batch::{Dataset, ImageDataset};
 use compress_data::embedded;
-use compress_synth::{SynthConfig, Teacher, synthesize};
+use compress_synth::{SynthConfig, SyntheticSet, Teacher, synthesize};
 use compress_train::engine::TrainConfig;
 use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
@@ -99,6 +99,14 @@ pub struct MiniSettings {
     pub test_limit: Option<usize>,
     /// Seeds run side by side.
     pub parallel_runs: usize,
+    /// Fine-tuning rates each (arm, bit-width) chooses from on the validation digits (issue 26:
+    /// every arm fine-tuned as well as the method; `finetune.lr` is not used when non-empty).
+    pub lr_grid: Vec<f64>,
+    /// The last this many training digits score the rates (the student never trains on real
+    /// digits; the teacher has seen them; the test digits stay unseen).
+    pub validation: usize,
+    /// The seed of the rate-choice runs (synthesis and fine-tuning; one no reported seed uses).
+    pub selection_seed: u64,
 }
 
 impl MiniSettings {
@@ -116,6 +124,9 @@ impl MiniSettings {
             teacher: TeacherRecipe { epochs: 6, lr: 3e-3, batch: 64, train_limit: None },
             test_limit: None,
             parallel_runs: 2,
+            lr_grid: vec![3e-6, 1e-5, 3e-5],
+            validation: 500,
+            selection_seed: 100,
         }
     }
 
@@ -137,6 +148,8 @@ impl MiniSettings {
             teacher: TeacherRecipe { epochs: 1, lr: 3e-3, batch: 64, train_limit: Some(512) },
             test_limit: Some(100),
             parallel_runs: 1,
+            lr_grid: vec![1e-5, 3e-5],
+            validation: 64,
             ..Self::mini()
         }
     }
@@ -220,29 +233,133 @@ pub struct ArmResult {
     pub seconds: f64,
 }
 
-/// Synthesis of one arm for one seed, then calibration and fine-tuning at every bit-width.
-pub fn run_arm(s: &MiniSettings, seed: u64, arm: Arm, teacher: &DigitCnn, ctx: &RunContext) -> Result<ArmResult> {
-    let start = std::time::Instant::now();
-    let device = ctx.device();
-    let test = test_digits(s)?;
+/// One arm's synthetic digits for `seed`, cached as the context's `synth/<tag><arm>-seed<seed>`.
+fn synthesize_arm(
+    s: &MiniSettings,
+    seed: u64,
+    arm: Arm,
+    tag: &str,
+    teacher: &DigitCnn,
+    ctx: &RunContext,
+) -> Result<SyntheticSet> {
     let teacher_id = ctx.name("teacher");
     let (cfg, terms) = arm.synth(s.groups, s.synth_batch, s.synth_iters);
-    let dir = ctx.root().join(ctx.name(&format!("synth/{}-seed{seed}", arm.key())));
+    let dir = ctx.root().join(ctx.name(&format!("synth/{tag}{}-seed{seed}", arm.key())));
     if !ctx.resuming() && dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|source| IntraqError::Io { path: dir.clone(), source })?;
     }
-    let set = synthesize(teacher, &cfg, &mut terms.method(cfg.classes)?, seed, Some((&dir, &teacher_id)), device)?;
-    let distance = intra_class_cosine_distance(&features(teacher, &set.images)?, &set.labels);
-    let tensors = teacher.tensors()?;
+    Ok(synthesize(teacher, &cfg, &mut terms.method(cfg.classes)?, seed, Some((&dir, &teacher_id)), ctx.device())?)
+}
+
+/// Calibration and fine-tuning of `set` at `bits` with fine-tuning rate `lr`, evaluated on
+/// `eval` (the context's arm `<tag><arm>-lr<lr>-w<w>a<a>-seed<seed>`).
+fn quantize_at(
+    s: &MiniSettings,
+    (arm, bits, lr, seed): (Arm, (u32, u32), f64, u64),
+    (teacher, set, eval): (&DigitCnn, &SyntheticSet, &ImageDataset),
+    tag: &str,
+    ctx: &RunContext,
+) -> Result<QuantOutcome> {
+    let device = ctx.device();
+    let finetune = FinetuneConfig { lr, ..s.finetune.clone() };
+    let bits = [bits];
     let stage2 = Stage2 {
-        bits: &s.bits,
-        finetune: &s.finetune,
+        bits: &bits,
+        finetune: &finetune,
         range_rule: s.range_rule,
         seed,
         arm,
-        name: arm.key().to_string(),
+        name: format!("{tag}{}-lr{lr}", arm.key()),
     };
-    let quant = stage2.run(|| DigitCnn::from_tensors(&tensors, device), teacher, &set, &test, ctx)?;
+    let tensors = teacher.tensors()?;
+    let mut q = stage2.run(|| DigitCnn::from_tensors(&tensors, device), teacher, set, eval, ctx)?;
+    q.pop().ok_or_else(|| IntraqError::Config("stage 2 returned no outcome".into()))
+}
+
+/// The fine-tuning rates chosen on the validation digits, and what each scored there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Choice {
+    /// `(arm, bits, rate)` for every arm at every bit-width.
+    pub lrs: Vec<(Arm, (u32, u32), f64)>,
+    /// `(rate, validation top-1 (%), mean of the last evaluations, of each (bits, arm) in
+    /// [`Choice::columns`] order)`.
+    pub table: Vec<(f64, Vec<f64>)>,
+}
+
+impl Choice {
+    /// The (bits, arm) columns of the table: every bit-width, A then B.
+    pub fn columns(bits: &[(u32, u32)]) -> Vec<((u32, u32), Arm)> {
+        bits.iter().flat_map(|&b| [(b, Arm::Baseline), (b, Arm::IntraQ)]).collect()
+    }
+
+    /// The rate chosen for `arm` at `bits`.
+    pub fn lr(&self, arm: Arm, bits: (u32, u32)) -> Result<f64> {
+        self.lrs
+            .iter()
+            .find(|c| c.0 == arm && c.1 == bits)
+            .map(|c| c.2)
+            .ok_or_else(|| IntraqError::Config(format!("no rate chosen for {} at W{}A{}", arm.key(), bits.0, bits.1)))
+    }
+}
+
+/// Each (arm, bit-width)'s fine-tuning rate: both arms synthesise at `selection_seed`, every
+/// rate of the grid fine-tunes their students, and the first rate with the best mean of the last
+/// evaluations on the validation digits wins.
+pub fn choose(s: &MiniSettings, teacher: &DigitCnn, ctx: &RunContext) -> Result<Choice> {
+    if s.lr_grid.is_empty() {
+        return Err(IntraqError::Config("an empty rate grid".into()));
+    }
+    let train =
+        embedded::mnist_5k_normalised(compress_data::mnist::Split::Train, compress_data::batch::Augment::None, None)?;
+    let (_, val) = train.holdout(s.validation)?;
+    let seed = s.selection_seed;
+    let tensors = teacher.tensors()?;
+    let device = ctx.device();
+    let sets = ctx.side_by_side(&[Arm::Baseline, Arm::IntraQ], s.parallel_runs, |&arm, c| {
+        synthesize_arm(s, seed, arm, "select-", &DigitCnn::from_tensors(&tensors, device)?, c)
+    })?;
+    let columns = Choice::columns(&s.bits);
+    let jobs: Vec<(f64, (u32, u32), Arm)> =
+        s.lr_grid.iter().flat_map(|&lr| columns.iter().map(move |&(b, a)| (lr, b, a))).collect();
+    let done = ctx.side_by_side(&jobs, s.parallel_runs, |&(lr, bits, arm), c| {
+        let set = &sets[usize::from(arm == Arm::IntraQ)];
+        let t = DigitCnn::from_tensors(&tensors, device)?;
+        quantize_at(s, (arm, bits, lr, seed), (&t, set, &val), "select-", c).map(|q| q.settled())
+    })?;
+    let table = compress_train::choice::table(&s.lr_grid, &done);
+    let mut lrs = Vec::new();
+    for (&(bits, arm), lr) in columns.iter().zip(compress_train::choice::first_best_columns(&table)) {
+        if lr.is_nan() {
+            return Err(IntraqError::Config(format!(
+                "{} W{}A{} learned nothing at any rate: {table:?}",
+                arm.key(),
+                bits.0,
+                bits.1
+            )));
+        }
+        lrs.push((arm, bits, lr));
+    }
+    Ok(Choice { lrs, table })
+}
+
+/// Synthesis of one arm for one seed, then calibration and fine-tuning at every bit-width, each
+/// at its chosen rate.
+pub fn run_arm(
+    s: &MiniSettings,
+    seed: u64,
+    arm: Arm,
+    teacher: &DigitCnn,
+    choice: &Choice,
+    ctx: &RunContext,
+) -> Result<ArmResult> {
+    let start = std::time::Instant::now();
+    let test = test_digits(s)?;
+    let set = synthesize_arm(s, seed, arm, "", teacher, ctx)?;
+    let distance = intra_class_cosine_distance(&features(teacher, &set.images)?, &set.labels);
+    let mut quant = Vec::new();
+    for &bits in &s.bits {
+        quant.push(quantize_at(s, (arm, bits, choice.lr(arm, bits)?, seed), (teacher, &set, &test), "", ctx)?);
+    }
     Ok(ArmResult {
         seed,
         arm,
@@ -259,11 +376,17 @@ pub fn mini(s: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
     let s = &MiniSettings { seeds: ctx.seeds_or(&s.seeds), ..s.clone() };
     let device = ctx.device();
     let (teacher, teacher_top1) = teacher(s, ctx)?;
+    // The choice depends on the settings, never on the reported seeds: a second seed set reuses it.
+    let key = MiniSettings { seeds: vec![], ..s.clone() };
+    let (choice, choice_dir, reused) = ctx.memo("choice", &key, "choice.json", || choose(s, &teacher, ctx))?;
+    if !ctx.is_quiet() {
+        println!("fine-tuning rates chosen on {} validation digits: {}", s.validation, choice_line(&choice));
+    }
     let tensors = teacher.tensors()?;
     let jobs: Vec<(u64, Arm)> = s.seeds.iter().flat_map(|&seed| [(seed, Arm::Baseline), (seed, Arm::IntraQ)]).collect();
     let one = |&(seed, arm): &(u64, Arm), sub: &RunContext| -> Result<ArmResult> {
         let t = DigitCnn::from_tensors(&tensors, device)?;
-        let r = run_arm(s, seed, arm, &t, sub)?;
+        let r = run_arm(s, seed, arm, &t, &choice, sub)?;
         if !ctx.is_quiet() {
             println!(
                 "{} seed {seed}: intra-class distance {:.3}; {} ({:.0} s on {} thread(s))",
@@ -292,7 +415,9 @@ pub fn mini(s: &MiniSettings, ctx: &RunContext) -> Result<Outcome> {
         intra_class_cosine_distance(&features(&teacher, &images)?, &test.labels()[..test.len()])
     };
     let run = ctx.run("", s, 0)?;
-    let report = report(s, ctx, &results, teacher_top1, real);
+    run.write_json("choice.json", &choice)?;
+    let reused = reused.then(|| choice_dir.display().to_string());
+    let report = report(s, ctx, &results, teacher_top1, real, (&choice, reused));
     run.write_report(&report)?;
     Ok(Outcome::new(run.dir(), report, vec![]))
 }
@@ -301,7 +426,20 @@ fn arm_of(results: &[ArmResult], seed: u64, arm: Arm) -> Option<&ArmResult> {
     results.iter().find(|r| r.seed == seed && r.arm == arm)
 }
 
-fn report(s: &MiniSettings, ctx: &RunContext, results: &[ArmResult], teacher_top1: f64, real: f64) -> Report {
+/// `"A W3A3 1e-5, B W3A3 3e-6, ..."`.
+fn choice_line(choice: &Choice) -> String {
+    let name = |arm: Arm| if arm == Arm::Baseline { "A" } else { "B" };
+    choice.lrs.iter().map(|(a, (w, x), lr)| format!("{} W{w}A{x} {lr:e}", name(*a))).collect::<Vec<_>>().join(", ")
+}
+
+fn report(
+    s: &MiniSettings,
+    ctx: &RunContext,
+    results: &[ArmResult],
+    teacher_top1: f64,
+    real: f64,
+    (choice, reused): (&Choice, Option<String>),
+) -> Report {
     let pairs: Vec<(u64, f64, f64)> = s
         .seeds
         .iter()
@@ -373,9 +511,27 @@ fn report(s: &MiniSettings, ctx: &RunContext, results: &[ArmResult], teacher_top
         Some(teacher_top1),
         "reported (the validated teacher: 91.5 %); every run finished without a non-finite loss",
     ));
+    let columns: Vec<String> = Choice::columns(&s.bits)
+        .iter()
+        .map(|((w, a), arm)| format!("{} W{w}A{a}", if *arm == Arm::Baseline { "A" } else { "B" }))
+        .collect();
     let mut extra = format!(
-        "\nSynthesis: {} groups x {} digits, {} Adam iterations (lr 0.5, plateau rule); fine-tuning {} SGD steps, lr {:e}; activation ranges: {:?}.\n\nPer seed and arm:\n\n",
-        s.groups, s.synth_batch, s.synth_iters, s.finetune.steps, s.finetune.lr, s.range_rule
+        "\nSynthesis: {} groups x {} digits, {} Adam iterations (lr 0.5, plateau rule); fine-tuning {} SGD steps at the chosen rate; activation ranges: {:?}.\n\n\
+         Fine-tuning rates chosen on the last {} training digits (synthesis and fine-tuning at seed {}; top-1 %, mean of the last {SETTLED} evaluations{}): {}.\n\n{}\nPer seed and arm:\n\n",
+        s.groups,
+        s.synth_batch,
+        s.synth_iters,
+        s.finetune.steps,
+        s.range_rule,
+        s.validation,
+        s.selection_seed,
+        reused.map(|d| format!("; recorded in `{d}`, reused")).unwrap_or_default(),
+        choice_line(choice),
+        compress_train::choice::rate_table(
+            "lr",
+            &columns.iter().map(String::as_str).collect::<Vec<_>>(),
+            &choice.table
+        )
     );
     for r in results {
         extra += &format!(

@@ -101,6 +101,7 @@ fn smoke_reproduction_runs_and_resumes_to_the_same_report() {
     let ctx = RunContext::new(dir.path(), Device::Cpu).quiet(true);
     let a = harness::reproduce(&IntraqReproduction, "smoke", &ctx).unwrap();
     let b = harness::reproduce(&IntraqReproduction, "smoke", &ctx.clone().resume(true)).unwrap();
+    let b_dir = b.dir().to_path_buf();
     let (a, b) = (a.report(), b.report());
     assert_eq!(a.rows.len(), b.rows.len());
     // Claim (1)'s direction even at smoke size: IntraQ's synthetic digits are more diverse
@@ -114,6 +115,22 @@ fn smoke_reproduction_runs_and_resumes_to_the_same_report() {
     for (x, y) in a.rows.iter().zip(&b.rows) {
         assert_eq!((x.baseline, x.method), (y.baseline, y.method), "{}", x.setting);
     }
+    // Every (arm, bit-width) fine-tunes at the first rate with the best validation score.
+    let choice: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b_dir.join("choice.json")).unwrap()).unwrap();
+    let table = choice["table"].as_array().unwrap();
+    let lrs = choice["lrs"].as_array().unwrap();
+    assert_eq!((table.len(), lrs.len()), (2, 2), "{choice}");
+    for (col, pick) in lrs.iter().enumerate() {
+        let score = |r: &serde_json::Value| r[1][col].as_f64().unwrap();
+        let best = table.iter().map(score).fold(f64::NEG_INFINITY, f64::max);
+        let first = table.iter().find(|r| score(r) == best).unwrap();
+        assert_eq!(pick[2].as_f64(), first[0].as_f64(), "column {col}: {choice}");
+        assert_eq!(pick[0].as_str(), Some(["Baseline", "IntraQ"][col]));
+    }
+    assert!(a.notes.contains("rates chosen on the last 64 training digits"), "{}", a.notes);
+    // The second run reused the recorded rate choice (same settings) instead of choosing again.
+    assert!(!a.notes.contains("reused") && b.notes.contains("reused"), "{}", b.notes);
     // Nothing of the paper profile can run here: every row is reported as missing, with the inputs.
     let p = harness::reproduce(&IntraqReproduction, "paper", &ctx).unwrap();
     assert!(!p.missing().is_empty());

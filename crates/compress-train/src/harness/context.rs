@@ -158,6 +158,43 @@ impl RunContext {
         Ok(run)
     }
 
+    /// A result recorded once per configuration: the `artifact` (JSON) of the newest run
+    /// `<method>/<profile>/<sub>` configured exactly as `config`, or else `compute()`'s, recorded
+    /// in a new such run. Returns the value, the run folder it lives in, and whether it was
+    /// reused (the key is `config` and the device). What a mini's rate choice uses, so a second seed set reuses the choice the first
+    /// one made on the same validation split with the same settings (the choice never depends on
+    /// the reported seeds); `config` must hold everything the result depends on.
+    pub fn memo<T, E, C>(
+        &self,
+        sub: &str,
+        config: &C,
+        artifact: &str,
+        compute: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<(T, PathBuf, bool), E>
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+        C: Serialize,
+        E: From<TrainError>,
+    {
+        /// The device is part of every memo's key.
+        #[derive(Serialize)]
+        struct Keyed<'a, C> {
+            device: String,
+            config: &'a C,
+        }
+        let config = &Keyed { device: self.device_name(), config };
+        if let Some(path) = Run::cached(&self.root(), &self.name(sub), config, artifact)? {
+            let text = std::fs::read_to_string(&path).map_err(|e| crate::error::file_err(&path, e))?;
+            let value = serde_json::from_str(&text).map_err(|e| crate::error::file_err(&path, e))?;
+            let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+            return Ok((value, dir, true));
+        }
+        let value = compute()?;
+        let run = Run::resume_or_create(&self.root(), &self.name(sub), config, 0, &self.device_name(), false)?.0;
+        run.write_json(artifact, &value)?;
+        Ok((value, run.dir().to_path_buf(), false))
+    }
+
     /// The training run of one arm, `<method>/<profile>/<arm>`, and whether it resumes from
     /// checkpoints ([`Run::for_arm`]).
     pub fn arm(&self, arm: &str, config: &TrainConfig) -> Result<(Run, bool)> {

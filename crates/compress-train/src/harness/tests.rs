@@ -93,3 +93,35 @@ fn side_by_side_returns_results_in_order_and_the_first_failure() {
 fn device_name_of_cpu() -> String {
     context::device_name(&Device::Cpu)
 }
+
+#[test]
+fn a_memo_is_computed_once_per_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = RunContext::new(dir.path(), Device::Cpu).quiet(true).bound("toy", "mini");
+    #[derive(serde::Serialize)]
+    struct Grid {
+        grid: u32,
+    }
+    let calls = std::cell::Cell::new(0);
+    let choose = |x: f64| {
+        calls.set(calls.get() + 1);
+        Ok::<_, crate::TrainError>(vec![x, 2.0 * x])
+    };
+    let (a, dir_a, reused) = ctx.memo("choice", &Grid { grid: 1 }, "choice.json", || choose(1.5)).expect("first");
+    assert_eq!((a, reused, calls.get()), (vec![1.5, 3.0], false, 1));
+    assert!(dir_a.join("choice.json").is_file() && dir_a.starts_with(dir.path().join("toy/mini/choice")));
+    // The same configuration reuses the record (whatever the closure would compute now) ...
+    let (b, dir_b, reused) = ctx.memo("choice", &Grid { grid: 1 }, "choice.json", || choose(9.0)).expect("again");
+    assert_eq!((b, reused, calls.get(), dir_b), (vec![1.5, 3.0], true, 1, dir_a.clone()));
+    // ... another configuration computes and records its own.
+    let (c, dir_c, reused) = ctx.memo("choice", &Grid { grid: 2 }, "choice.json", || choose(9.0)).expect("other");
+    assert_eq!((c, reused, calls.get()), (vec![9.0, 18.0], false, 2));
+    assert_ne!(dir_c, dir_a);
+    // A failure records nothing.
+    let e = ctx.memo::<Vec<f64>, _, _>("choice", &Grid { grid: 3 }, "choice.json", || {
+        Err(crate::TrainError::Config("diverged".into()))
+    });
+    assert!(e.is_err());
+    let (d, _, reused) = ctx.memo("choice", &Grid { grid: 3 }, "choice.json", || choose(4.0)).expect("after failure");
+    assert_eq!((d, reused), (vec![4.0, 8.0], false));
+}
