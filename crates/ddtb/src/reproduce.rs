@@ -502,7 +502,7 @@ const INFO: Info = Info {
     about: "2-4 bit quantization of super-resolution networks",
     profiles: &[
         ("smoke", "every arm for 6 iterations on one seed, a tiny FP start (what tests run)"),
-        ("mini", "section 9: EDSR-mini x2 W2A2 on photos-12, 4 arms x seeds 0-1 x 3,000 iterations"),
+        ("mini", "section 9: EDSR-mini x2 W2A2, photos-12 train, 23-image eval, 4 arms x seeds 0-1 x 3,000 iterations"),
         (
             "paper",
             "table 5: every configuration built and counted; trained where DIV2K, the benchmarks and the teachers are present",
