@@ -25,11 +25,14 @@ for l in sys.stdin:
 # Stripped, xtask is about 83 MB (candle's PTX for every op) and each test binary about 55 MB;
 # gzipped, 20 + 2 x 13 MB, which with the working tree stays under the device tool's 64 MiB.
 rm -rf .gpu && mkdir -p .gpu
-strip -o .gpu/xtask "$CARGO_TARGET_DIR/release/xtask"
+# The symbol table stays (1 MB gzipped), so a failure on the GPU machine names its functions.
+strip --strip-debug -o .gpu/xtask "$CARGO_TARGET_DIR/release/xtask"
 for t in $tests; do strip -o ".gpu/test-${t%%=*}" "${t#*=}"; done
 gzip -9 -f .gpu/*
 ls -l .gpu
+# On the GPU machine: the CUDA 13 libraries of its PyTorch (every nvidia/*/lib), each stage under
+# its own time limit so that a slow stage leaves the next one its turn, the logs under $OUT.
 cat <<'CMD'
-device command (carry [".gpu"], timeout_s 600):
-set -o pipefail; for f in .gpu/*.gz; do gunzip -c $f >/tmp/$(basename $f .gz); chmod +x /tmp/$(basename $f .gz); done; export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(":".join(os.path.join(p,"cu13","lib") for p in nvidia.__path__))'):/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}; nvidia-smi -L; (cd crates/compress-core && /tmp/test-compress_core) >$OUT/tests-core.log 2>&1; tail -3 $OUT/tests-core.log; (cd crates/compress-nn && /tmp/test-zoo_cnn) >$OUT/tests-zoo.log 2>&1; tail -3 $OUT/tests-zoo.log; /tmp/xtask gpu-check --device cuda:0
+device command (carry [".gpu"], timeout_s 480):
+set -o pipefail; for f in .gpu/*.gz; do b=/tmp/$(basename $f .gz); gunzip -c $f >$b; chmod +x $b; done; export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,glob;print(":".join(d for p in nvidia.__path__ for d in sorted(glob.glob(p+"/*/lib"))))'):/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-} COMPRESS_REQUIRE_CUDA=1; nvidia-smi -L; ldd /tmp/xtask | grep -E 'not found|cu|nvrtc'; (cd crates/compress-core && timeout 120 /tmp/test-compress_core) >$OUT/tests-core.log 2>&1; tail -3 $OUT/tests-core.log; (cd crates/compress-nn && timeout 60 /tmp/test-zoo_cnn) >$OUT/tests-zoo.log 2>&1; tail -3 $OUT/tests-zoo.log; timeout 270 /tmp/xtask gpu-check --device cuda:0
 CMD

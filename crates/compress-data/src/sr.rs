@@ -53,6 +53,56 @@ impl SrPair {
     pub fn name(&self) -> String {
         self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
     }
+
+    /// The pair of planar RGB `hr` (`3 x height x width`): cropped to a multiple of `scale`
+    /// (top-left kept), LR by MATLAB bicubic.
+    pub fn from_hr(path: PathBuf, hr: &[u8], height: usize, width: usize, scale: usize) -> Result<Self> {
+        let (hh, ww) = (height - height % scale.max(1), width - width % scale.max(1));
+        if scale == 0 || hh == 0 || ww == 0 || hr.len() != 3 * height * width {
+            return Err(DataError::format(
+                &path,
+                format!("{} values for a 3 x {height} x {width} image at scale {scale}", hr.len()),
+            ));
+        }
+        let mut crop = Vec::with_capacity(3 * hh * ww);
+        for c in 0..3 {
+            for y in 0..hh {
+                crop.extend_from_slice(&hr[(c * height + y) * width..(c * height + y) * width + ww]);
+            }
+        }
+        let lr = imresize_u8(&crop, 3, hh, ww, hh / scale, ww / scale)?;
+        Ok(SrPair { path, hr: crop, lr, height: hh, width: ww })
+    }
+
+    /// A grayscale copy (BT.601 luma `0.299 R + 0.587 G + 0.114 B`, rounded, in every channel),
+    /// named `<name>-gray`, LR downscaled from it.
+    pub fn grayscale(&self, scale: usize) -> Result<Self> {
+        let n = self.height * self.width;
+        let (r, g, b) = (&self.hr[..n], &self.hr[n..2 * n], &self.hr[2 * n..]);
+        let y: Vec<u8> = (0..n)
+            .map(|i| (0.299 * f64::from(r[i]) + 0.587 * f64::from(g[i]) + 0.114 * f64::from(b[i])).round() as u8)
+            .collect();
+        Self::from_hr(self.renamed("gray"), &[y.as_slice(), &y, &y].concat(), self.height, self.width, scale)
+    }
+
+    /// A copy downscaled by `factor` (MATLAB bicubic; coarser detail per pixel), named
+    /// `<name>-x<factor>`, LR downscaled from it.
+    pub fn downscaled(&self, factor: usize, scale: usize) -> Result<Self> {
+        let (h, w) = (self.height / factor.max(1), self.width / factor.max(1));
+        if factor == 0 || h < scale || w < scale {
+            return Err(DataError::format(
+                &self.path,
+                format!("cannot downscale {}x{} by {factor}", self.height, self.width),
+            ));
+        }
+        let hr = imresize_u8(&self.hr, 3, self.height, self.width, h, w)?;
+        Self::from_hr(self.renamed(&format!("x{factor}")), &hr, h, w, scale)
+    }
+
+    fn renamed(&self, suffix: &str) -> PathBuf {
+        let ext = self.path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+        self.path.with_file_name(format!("{}-{suffix}{ext}", self.name()))
+    }
 }
 
 impl SrPairs {
@@ -76,18 +126,10 @@ impl SrPairs {
 
     fn pair(path: &Path, scale: usize) -> Result<SrPair> {
         let (px, h, w) = decode::to_chw_rgb(&decode::open(path)?);
-        let (hh, ww) = (h - h % scale, w - w % scale);
-        if hh == 0 || ww == 0 {
+        if h < scale || w < scale {
             return Err(DataError::format(path, format!("image {h}x{w} is smaller than the scale {scale}")));
         }
-        let mut hr = Vec::with_capacity(3 * hh * ww);
-        for c in 0..3 {
-            for y in 0..hh {
-                hr.extend_from_slice(&px[(c * h + y) * w..(c * h + y) * w + ww]);
-            }
-        }
-        let lr = imresize_u8(&hr, 3, hh, ww, hh / scale, ww / scale)?;
-        Ok(SrPair { path: path.to_path_buf(), hr, lr, height: hh, width: ww })
+        SrPair::from_hr(path.to_path_buf(), &px, h, w, scale)
     }
 
     /// Checks every LR image holds at least one `lr_patch x lr_patch` patch.
@@ -172,6 +214,29 @@ fn crop(src: &[u8], h: usize, w: usize, y: usize, x: usize, n: usize, geo: Geome
 mod tests {
     use super::*;
     use compress_core::rng::SeededRng;
+
+    /// A grayscale copy holds BT.601 luma in every channel; a downscaled copy halves the sides
+    /// (then crops to the scale); both keep the pair's name with a suffix and its LR relation.
+    #[test]
+    fn variants_of_a_pair() {
+        let dir = tempfile::tempdir().expect("tmp");
+        write_png(dir.path(), "a.png", 22, 18);
+        let set = SrPairs::load_dir(dir.path(), 2).expect("load");
+        let p = &set.pairs[0];
+        let g = p.grayscale(2).expect("gray");
+        assert_eq!((g.name().as_str(), g.height, g.width), ("a-gray", 18, 22));
+        let n = g.height * g.width;
+        assert!(g.hr[..n] == g.hr[n..2 * n] && g.hr[..n] == g.hr[2 * n..]);
+        let i = 5 * 22 + 7;
+        let want = 0.299 * f64::from(p.hr[i]) + 0.587 * f64::from(p.hr[n + i]) + 0.114 * f64::from(p.hr[2 * n + i]);
+        assert_eq!(g.hr[i], want.round() as u8);
+        assert_eq!(g.lr, imresize_u8(&g.hr, 3, 18, 22, 9, 11).expect("lr"));
+        let d = p.downscaled(2, 2).expect("half");
+        // 18 x 22 halves to 9 x 11, cropped to 8 x 10 for the scale.
+        assert_eq!((d.name().as_str(), d.height, d.width, d.lr.len()), ("a-x2", 8, 10, 3 * 4 * 5));
+        assert!(p.downscaled(20, 2).is_err());
+        assert!(SrPair::from_hr(PathBuf::from("b.png"), &[0; 5], 2, 2, 2).is_err());
+    }
 
     fn write_png(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
         let img = image::RgbImage::from_fn(w, h, |x, y| {

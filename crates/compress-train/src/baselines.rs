@@ -255,6 +255,56 @@ fn edsr_run(profile: Profile, epochs: Option<usize>, runs: &Path, resume: bool, 
     Ok(Outcome { dir: run.dir().to_path_buf(), weights, report })
 }
 
+/// The `edsr-mini-photos` recipe on other training pairs (`data` names them; the DDTB diagnosis's
+/// varied images): the weights of the newest finished run `train/<name>` so configured under
+/// `runs`, else trained now (scored on photos-12 test, as the baseline).
+pub fn edsr_mini_on(
+    name: &str,
+    train: &compress_data::SrPairs,
+    profile: Profile,
+    runs: &Path,
+    quiet: bool,
+) -> Result<PathBuf> {
+    #[derive(serde::Serialize)]
+    struct Keyed<'a> {
+        train: &'a TrainConfig,
+        model: &'a EdsrConfig,
+        images: Vec<String>,
+    }
+    let (config, cfg, steps) = edsr_config(profile, None)?;
+    let images = train.pairs.iter().map(|p| p.name()).collect();
+    let key = Keyed { train: &cfg, model: &config, images };
+    let run_name = format!("train/{name}");
+    if let Some(report) = Run::cached(runs, &run_name, &key, "report.json")?
+        && let Some(weights) = report.parent().map(|d| d.join("model.safetensors")).filter(|p| p.is_file())
+    {
+        return Ok(weights);
+    }
+    let smoke = profile == Profile::Smoke;
+    let test = embedded::photos_12("test", 2)?;
+    let test = if smoke { compress_data::SrPairs { pairs: test.pairs[..1].to_vec(), scale: 2 } } else { test };
+    let (mut run, _) = Run::resume_or_create(runs, &run_name, &key, cfg.seed, "cpu", false)?;
+    run.quiet = quiet;
+    let net = Network::<compress_nn::zoo::Edsr>::new(config, cfg.seed, &Device::Cpu)?;
+    let patch = if smoke { 16 } else { 24 };
+    super_resolution::fit(&net, train, &test, patch, steps, &cfg, &mut run, false, &mut NoHooks)?;
+    let weights = run.dir().join("model.safetensors");
+    net.save(&weights)?;
+    let (ours, cubic) = (super_resolution::evaluate(&net, &test)?, super_resolution::bicubic_score(&test)?);
+    let title = format!("{name}: the edsr-mini-photos recipe on {} training images", train.pairs.len());
+    let report =
+        Report::new(title, "cargo xtask reproduce ddtb --profile diagnose", profile.name(), &[cfg.seed]).rows(vec![
+            ReportRow::info(
+                "PSNR-Y x2 (dB), photos-12 test: bicubic vs EDSR-mini",
+                Some(cubic.psnr),
+                Some(ours.psnr),
+                "-",
+            ),
+        ]);
+    run.write_report(&report)?;
+    Ok(weights)
+}
+
 const RESNET20: Recipe = Recipe {
     optimizer: OptimizerKind::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true },
     batch: 64,

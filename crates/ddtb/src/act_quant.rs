@@ -48,6 +48,26 @@ struct State {
     initialised: bool,
     logits: Option<Tensor>,
     channels: Option<usize>,
+    clipping: Option<Clipping>,
+}
+
+/// How many of a site's inputs fell outside its bounds while counting (the effective per-sample
+/// bounds `f_l l`, `f_u u` at a dynamic site): what 2-bit activations lose to clipping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Clipping {
+    /// Inputs below the lower bound.
+    pub below: u64,
+    /// Inputs above the upper bound.
+    pub above: u64,
+    /// Inputs seen.
+    pub total: u64,
+}
+
+impl Clipping {
+    /// The share of inputs outside the bounds (0 when none was seen).
+    pub fn share(&self) -> f64 {
+        if self.total == 0 { 0.0 } else { (self.below + self.above) as f64 / self.total as f64 }
+    }
 }
 
 /// A DDTB activation quantizer: `lower`, `upper` are trainable (the bounds learning-rate group).
@@ -91,6 +111,7 @@ impl DualBoundActQuant {
                 initialised: false,
                 logits: None,
                 channels: None,
+                clipping: None,
             }),
         })
     }
@@ -137,6 +158,17 @@ impl DualBoundActQuant {
         Ok(self.state()?.channels)
     }
 
+    /// Starts counting the inputs outside the bounds (from zero) in every later quantized pass.
+    pub fn count_clipping(&self) -> Result<()> {
+        self.state()?.clipping = Some(Clipping::default());
+        Ok(())
+    }
+
+    /// The counts since [`Self::count_clipping`], and stops counting.
+    pub fn take_clipping(&self) -> Result<Option<Clipping>> {
+        Ok(self.state()?.clipping.take())
+    }
+
     /// The gate logits of the last forward pass in `GateWarmup` or `Dynamic` (for `R_gate`).
     pub fn last_logits(&self) -> Result<Option<Tensor>> {
         Ok(self.state()?.logits.clone())
@@ -176,16 +208,30 @@ impl DualBoundActQuant {
             _ => None,
         };
         st.logits = logits.clone();
-        match (logits, st.phase) {
-            (Some(z), Phase::Dynamic) => self.quantize_gated(x, &z),
-            _ => Ok(affine_fake_quant(x, l, u, self.bits)?),
+        let (lo, hi) = match (logits, st.phase) {
+            (Some(z), Phase::Dynamic) => self.gated_bounds(x, &z)?,
+            _ => (l.clone(), u.clone()),
+        };
+        if let Some(c) = st.clipping.as_mut() {
+            let count =
+                |t: Tensor| -> Result<u64> { Ok(t.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as u64) };
+            c.below += count(x.broadcast_lt(&lo)?)?;
+            c.above += count(x.broadcast_gt(&hi)?)?;
+            c.total += x.elem_count() as u64;
         }
+        Ok(affine_fake_quant(x, &lo, &hi, self.bits)?)
     }
 
     /// The dynamic phase's quantization of `x` (`[N, ...]`) under gate logits `z` (`[N, 2]`,
     /// column 0 `z_u`, column 1 `z_l`): sample `i` is quantized on `(f_l,i l, f_u,i u)` with
     /// `f = 2 sigmoid(z)` (spec 2.2).
     pub fn quantize_gated(&self, x: &Tensor, z: &Tensor) -> Result<Tensor> {
+        let (lo, hi) = self.gated_bounds(x, z)?;
+        Ok(affine_fake_quant(x, &lo, &hi, self.bits)?)
+    }
+
+    /// The per-sample bounds `(f_l,i l, f_u,i u)` as `[N, 1, ...]` tensors (spec 2.2).
+    fn gated_bounds(&self, x: &Tensor, z: &Tensor) -> Result<(Tensor, Tensor)> {
         let (l, u) = (self.lower.as_tensor(), self.upper.as_tensor());
         let (fu, fl) = DynamicGate::factors(z)?;
         let n = x.dim(0)?;
@@ -194,7 +240,7 @@ impl DualBoundActQuant {
             shape[0] = n;
             Ok(f.broadcast_mul(b)?.reshape(shape)?)
         };
-        Ok(affine_fake_quant(x, &per_sample(&fl, l)?, &per_sample(&fu, u)?, self.bits)?)
+        Ok((per_sample(&fl, l)?, per_sample(&fu, u)?))
     }
 }
 
@@ -331,6 +377,53 @@ mod tests {
         let direct = q.quantize_gated(&x, &z).unwrap();
         let d = (through - direct).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert_eq!(d, 0.0);
+    }
+
+    /// The clipping count: static bounds exactly; the dynamic phase against each sample's own
+    /// bounds `f_l l`, `f_u u` from the gate's logits; nothing counted before asking or after
+    /// taking.
+    #[test]
+    fn clipping_counts_the_inputs_outside_the_effective_bounds() {
+        let map = VarMap::new();
+        let q = quantizer(2, &map);
+        q.lower.set(&Tensor::new(-0.3f32, &Device::Cpu).unwrap()).unwrap();
+        q.upper.set(&Tensor::new(1.2f32, &Device::Cpu).unwrap()).unwrap();
+        q.mark_initialised().unwrap();
+        q.set_phase(Phase::Static).unwrap();
+        let xs = [-1f32, -0.2, 0.1, 1.3, 2.0];
+        let x = Tensor::from_vec([xs, xs.map(|v| v * 0.5)].concat(), (2, 1, 1, 5), &Device::Cpu).unwrap();
+        q.forward_t(&x, false).unwrap();
+        assert_eq!(q.take_clipping().unwrap(), None, "not counting yet");
+        q.count_clipping().unwrap();
+        q.forward_t(&x, false).unwrap();
+        q.forward_t(&x, false).unwrap();
+        // Sample 0: -1 below, 1.3 and 2.0 above; sample 1 (halved): -0.5 below, nothing above.
+        let c = q.take_clipping().unwrap().expect("counted");
+        assert_eq!((c.below, c.above, c.total), (4, 4, 20));
+        assert!((c.share() - 0.4).abs() < 1e-12);
+        assert_eq!(q.take_clipping().unwrap(), None, "taking stops the count");
+
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let q = q.with_gate(DynamicGate::new(1, 32, false, vb.pp("gate")).unwrap()).unwrap();
+        let w2: Vec<f32> = (0..64).map(|i| if i < 32 { 1.0 } else { -1.0 }).collect();
+        let vars = map.data().lock().unwrap();
+        vars["gate.w1"].set(&Tensor::ones((32, 1), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        vars["gate.w2"].set(&Tensor::from_vec(w2, (2, 32), &Device::Cpu).unwrap()).unwrap();
+        drop(vars);
+        q.set_phase(Phase::Dynamic).unwrap();
+        q.count_clipping().unwrap();
+        q.forward_t(&x, false).unwrap();
+        let c = q.take_clipping().unwrap().expect("counted");
+        let (fu, fl) = DynamicGate::factors(&q.last_logits().unwrap().expect("gated")).unwrap();
+        let (fu, fl): (Vec<f32>, Vec<f32>) = (fu.to_vec1().unwrap(), fl.to_vec1().unwrap());
+        assert!(fu[0] > 1.2, "the gate widens sample 0's upper bound: {fu:?}");
+        let (mut below, mut above) = (0, 0);
+        for (i, sample) in [xs, xs.map(|v| v * 0.5)].iter().enumerate() {
+            below += sample.iter().filter(|v| **v < fl[i] * -0.3).count() as u64;
+            above += sample.iter().filter(|v| **v > fu[i] * 1.2).count() as u64;
+        }
+        assert_eq!((c.below, c.above, c.total), (below, above, 10));
+        assert!(c.above < 2, "the widened bound keeps 1.3 of sample 0: {c:?}");
     }
 
     #[test]

@@ -36,11 +36,13 @@
 //! dynamic gate ([`DynamicGate`]), dynamic-intensity selection ([`intensity`]), PAMS' baseline
 //! quantizer ([`PamsActQuant`]); quantized EDSR / RDN / SRResNet with the paper's placement
 //! ([`models`]); the training recipe and the paper's table ([`config`]); quantization-aware
-//! training with distillation ([`trainer`]); `cargo xtask reproduce ddtb` ([`reproduce`]) and
-//! the step-cost measurement ([`overhead`]).
+//! training with distillation ([`trainer`]); `cargo xtask reproduce ddtb` ([`reproduce`]), its
+//! `--profile diagnose` ([`diagnose`]: why W2A2 falls below bicubic on some images) and the
+//! step-cost measurement ([`overhead`]).
 
 pub mod act_quant;
 pub mod config;
+pub mod diagnose;
 pub mod error;
 pub mod gate;
 pub mod intensity;

@@ -222,23 +222,54 @@ pub fn choose(s: &MiniSettings, fp: &HashMap<String, Tensor>, train: &SrPairs, c
     Ok(Choice { lrs, table })
 }
 
-/// Runs the mini (or smoke) experiment in `ctx`.
-pub fn mini(s: &MiniSettings, ctx: &RunContext) -> Result<RunOutcome> {
-    let s = &MiniSettings { seeds: ctx.seeds_or(&s.seeds), ..s.clone() };
-    let device = ctx.device();
-    let fp_path = fp_start(s, ctx)?;
-    let fp = compress_nn::weights::read(&fp_path, &Device::Cpu)?;
-    let train = embedded::photos_12("train", 2)?;
-    let eval = SrEval::load(2, s.smoke.then_some(1))?;
-    // The choice depends on the settings and the FP start, never on the reported seeds: a second
-    // seed set reuses it.
+/// Each arm's rate as [`choose`] finds it, recorded once per configuration in `ctx` (`choice`):
+/// the choice depends on the settings and the FP start, never on the reported seeds, so a second
+/// seed set (and the diagnosis) reuses it. Returns it, its run folder, and whether it was reused.
+pub fn chosen(
+    s: &MiniSettings,
+    (fp, fp_path): (&HashMap<String, Tensor>, &Path),
+    train: &SrPairs,
+    ctx: &RunContext,
+) -> Result<(Choice, PathBuf, bool)> {
     #[derive(serde::Serialize)]
     struct ChoiceKey<'a> {
         settings: MiniSettings,
         fp_start: &'a Path,
     }
-    let key = ChoiceKey { settings: MiniSettings { seeds: vec![], ..s.clone() }, fp_start: &fp_path };
-    let (choice, choice_dir, reused) = ctx.memo("choice", &key, "choice.json", || choose(s, &fp, &train, ctx))?;
+    let key = ChoiceKey { settings: MiniSettings { seeds: vec![], ..s.clone() }, fp_start: fp_path };
+    ctx.memo("choice", &key, "choice.json", || choose(s, fp, train, ctx))
+}
+
+/// What the mini and its diagnosis start from: the FP start (its file and weights), the
+/// training images, the evaluation set.
+#[derive(Debug)]
+pub struct Start {
+    /// The FP start's file.
+    pub fp_path: PathBuf,
+    /// Its weights.
+    pub fp: HashMap<String, Tensor>,
+    /// photos-12's training images.
+    pub train: SrPairs,
+    /// The 23 evaluation images (2 at smoke scale).
+    pub eval: SrEval,
+}
+
+impl Start {
+    /// Loads (training the FP start if it is not cached) for `s` in `ctx`.
+    pub fn load(s: &MiniSettings, ctx: &RunContext) -> Result<Self> {
+        let fp_path = fp_start(s, ctx)?;
+        let fp = compress_nn::weights::read(&fp_path, &Device::Cpu)?;
+        let train = embedded::photos_12("train", 2)?;
+        Ok(Self { fp_path, fp, train, eval: SrEval::load(2, s.smoke.then_some(1))? })
+    }
+}
+
+/// Runs the mini (or smoke) experiment in `ctx`.
+pub fn mini(s: &MiniSettings, ctx: &RunContext) -> Result<RunOutcome> {
+    let s = &MiniSettings { seeds: ctx.seeds_or(&s.seeds), ..s.clone() };
+    let device = ctx.device();
+    let Start { fp_path, fp, train, eval } = Start::load(s, ctx)?;
+    let (choice, choice_dir, reused) = chosen(s, (&fp, &fp_path), &train, ctx)?;
     if !ctx.is_quiet() {
         let lrs: Vec<String> = choice.lrs.iter().map(|(a, lr)| format!("{} {lr:e}", a.key())).collect();
         println!("rates chosen on {} validation images: {}", s.validation, lrs.join(", "));
@@ -504,6 +535,10 @@ const INFO: Info = Info {
         ("smoke", "every arm for 6 iterations on one seed, a tiny FP start (what tests run)"),
         ("mini", "section 9: EDSR-mini x2 W2A2, photos-12 train, 23-image eval, 4 arms x seeds 0-1 x 3,000 iterations"),
         (
+            "diagnose",
+            "why W2A2 DDTB falls below bicubic on some images: clipping per image and site; longer calibration,              DIV2K-like patches, varied training images (FP start too), per image",
+        ),
+        (
             "paper",
             "table 5: every configuration built and counted; trained where DIV2K, the benchmarks and the teachers are present",
         ),
@@ -537,7 +572,11 @@ impl Reproduction for DdtbReproduction {
     }
 
     fn run(&self, profile: &str, ctx: &RunContext) -> std::result::Result<RunOutcome, BoxError> {
-        Ok(if profile == "paper" { paper(ctx)? } else { mini(&Self::settings(profile), ctx)? })
+        Ok(match profile {
+            "paper" => paper(ctx)?,
+            "diagnose" => crate::diagnose::diagnose(&MiniSettings::mini(), ctx)?,
+            _ => mini(&Self::settings(profile), ctx)?,
+        })
     }
 }
 

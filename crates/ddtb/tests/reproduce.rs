@@ -70,3 +70,44 @@ fn smoke_reproduction_runs_and_resumes() {
     // The second run reused the recorded rate choice (same settings and FP start).
     assert!(!report.notes.contains("reused") && again.report().notes.contains("reused"), "{}", again.report().notes);
 }
+
+/// The diagnosis at smoke scale: every probe trains, its clipping is counted at every DDTB site
+/// of every image, and it uses the mini's recorded rate choice.
+#[test]
+fn smoke_diagnosis_runs_every_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = RunContext::new(dir.path(), Device::Cpu).quiet(true).bound("ddtb", "diagnose");
+    let out = ddtb::diagnose::diagnose(&ddtb::reproduce::MiniSettings::smoke(), &ctx).unwrap();
+    let probes = ddtb::diagnose::probes();
+    // A row per probe after the first, the FP start on the varied images, clipping, the two MSE
+    // rows, correlations.
+    assert_eq!(out.report().rows.len(), probes.len() - 1 + 5);
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.dir().join("diagnosis.json")).unwrap()).unwrap();
+    let runs = d["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), probes.len(), "one seed per probe at smoke scale");
+    for r in runs {
+        let clip = r["clipping"].as_array().unwrap();
+        assert_eq!(clip.len(), 2, "both smoke evaluation images");
+        for image in clip {
+            let sites = image.as_array().unwrap();
+            assert!(!sites.is_empty());
+            for s in sites {
+                let c = &s[1];
+                let (below, above, total) =
+                    (c["below"].as_u64().unwrap(), c["above"].as_u64().unwrap(), c["total"].as_u64().unwrap());
+                assert!(total > 0 && below + above <= total, "{s}");
+            }
+        }
+    }
+    // The rate is the DDTB column's choice recorded under the mini's profile.
+    let choice_dir = std::path::PathBuf::from(d["choice"].as_str().unwrap());
+    assert!(choice_dir.starts_with(dir.path().join("ddtb").join("mini").join("choice")), "{choice_dir:?}");
+    let choice: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(choice_dir.join("choice.json")).unwrap()).unwrap();
+    let ddtb_lr = choice["lrs"].as_array().unwrap().iter().find(|c| c[0] == "Ddtb").unwrap()[1].as_f64().unwrap();
+    assert_eq!(d["lr"].as_f64().unwrap(), ddtb_lr);
+    // The varied FP start trained on three times the training images.
+    let fp = std::fs::read_dir(dir.path().join("train").join("edsr-mini-photos-varied")).unwrap().count();
+    assert_eq!(fp, 1);
+}

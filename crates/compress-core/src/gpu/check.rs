@@ -1,9 +1,10 @@
 //! The device check of `cargo xtask gpu-check`: every owned kernel run on a device against the
 //! CPU reference on the same inputs, over shapes that cover each kernel's branches (every
 //! specialised block height and the generic one, ragged pixel counts, K x K with stride and
-//! padding, bounds per tensor / channel / sample, both affine modes). The quantizers must agree
-//! bit for bit (their kernels round each operation as the CPU does); sums (the 1xN products, the
-//! bound gradients) to a relative bound.
+//! padding, bounds per tensor / channel / sample, both affine modes), and every owned CPU op's
+//! composed form (what runs on other devices) against its CPU kernel, with gradients. The
+//! quantizers must agree bit for bit (their kernels round each operation as the CPU does); sums
+//! (the 1xN products, the bound gradients, the ops) to a relative bound.
 
 use crate::quant::{affine_fake_quant, asym_fake_quant, symmetric_fake_quant};
 use crate::sparse::{BlockOrder, PackedConv2d, PackedLinear, block_mask};
@@ -135,6 +136,98 @@ pub fn against_cpu(device: &Device) -> Result<Vec<Check>> {
         };
         push(format!("symmetric (PAMS) W{bits}: dalpha"), a, b, 1e-5)?;
     }
+    for c in owned_ops(device)? {
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// `f` on the device against the CPU on the same inputs: the output and the gradient of
+/// `sum(f(inputs) * g)` to each input, for a fixed `g`.
+fn with_gradients(
+    device: &Device,
+    name: &str,
+    inputs: &[Tensor],
+    bound: f64,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<Vec<Check>> {
+    let run = |dev: &Device| -> Result<(Tensor, Vec<Tensor>)> {
+        let vars = inputs.iter().map(|t| Var::from_tensor(&t.to_device(dev)?)).collect::<Result<Vec<_>>>()?;
+        let y = f(&vars.iter().map(|v| v.as_tensor().clone()).collect::<Vec<_>>())?;
+        let g = tensor(y.dims(), 13, 1.0)?.to_device(dev)?;
+        let grads = (&y * &g)?.sum_all()?.backward()?;
+        let mut d = Vec::with_capacity(vars.len());
+        for (i, v) in vars.iter().enumerate() {
+            match grads.get(v.as_tensor()) {
+                Some(t) => d.push(t.clone()),
+                None => candle_core::bail!("{name}: no gradient for input {i}"),
+            }
+        }
+        Ok((y, d))
+    };
+    let ((want, dwant), (got, dgot)) = (run(&Device::Cpu)?, run(device)?);
+    let mut out = vec![Check { name: format!("{name}: values"), error: relative(&got, &want)?, bound }];
+    for (i, (a, b)) in dgot.iter().zip(&dwant).enumerate() {
+        out.push(Check { name: format!("{name}: d input {i}"), error: relative(a, b)?, bound });
+    }
+    Ok(out)
+}
+
+/// The toolkit's own CPU ops (ops/): on another device each runs its composed form (candle's
+/// ops), which must compute the CPU kernel's function and gradients.
+fn owned_ops(device: &Device) -> Result<Vec<Check>> {
+    use crate::ops;
+    let mut out = Vec::new();
+    let x = tensor(&[2, 3, 9, 9], 3, 2.0)?;
+    for (k, st, p) in [(3, 2, 1), (2, 2, 0), (3, 1, 1)] {
+        let name = format!("max_pool2d {k}x{k}/{st} pad {p} @9");
+        out.extend(with_gradients(device, &name, std::slice::from_ref(&x), 1e-6, |t| {
+            ops::max_pool2d(&t[0], k, st, p)
+        })?);
+    }
+    let (gamma, beta, r) = (tensor(&[3], 4, 1.0)?.affine(1.0, 1.2)?, tensor(&[3], 6, 0.5)?, tensor(x.dims(), 8, 1.0)?);
+    for (what, bounds) in
+        [("none", (f64::NEG_INFINITY, f64::INFINITY)), ("ReLU", (0.0, f64::INFINITY)), ("ReLU6", (0.0, 6.0))]
+    {
+        let inputs = [x.clone(), gamma.clone(), beta.clone(), r.clone()];
+        let name = format!("batch_norm_act_train + residual, {what}");
+        out.extend(with_gradients(device, &name, &inputs, 1e-5, |t| {
+            Ok(ops::batch_norm_act_train(&t[0], &t[1], &t[2], Some(&t[3]), 1e-5, bounds)?.0)
+        })?);
+        let stats = |dev: &Device| ops::batch_norm_act_train(&x.to_device(dev)?, &gamma, &beta, None, 1e-5, bounds);
+        let ((_, m0, v0), (_, m1, v1)) = (stats(&Device::Cpu)?, stats(device)?);
+        out.push(Check { name: format!("{name}: batch mean"), error: relative(&m1, &m0)?, bound: 1e-6 });
+        out.push(Check { name: format!("{name}: batch variance"), error: relative(&v1, &v0)?, bound: 1e-6 });
+        let running = (tensor(&[3], 2, 0.3)?, tensor(&[3], 5, 0.4)?.affine(1.0, 1.0)?);
+        let name = format!("batch_norm_act_eval, {what}");
+        out.extend(with_gradients(device, &name, &[x.clone(), gamma.clone(), beta.clone()], 1e-5, |t| {
+            let dev = t[0].device();
+            let (m, v) = (running.0.to_device(dev)?, running.1.to_device(dev)?);
+            ops::batch_norm_act_eval(&t[0], &t[1], &t[2], (&m, &v), None, 1e-5, bounds)
+        })?);
+    }
+    for (stride, pad, groups) in [(1, 1, 1), (2, 1, 3)] {
+        let w = tensor(&[6, 3 / groups, 3, 3], 9, 0.5)?;
+        let geo = ops::Conv2dGeometry::new(stride, pad, groups);
+        let name = format!("conv2d 3->6 3x3/{stride} pad {pad} groups {groups}");
+        out.extend(with_gradients(device, &name, &[x.clone(), w], 1e-5, |t| ops::conv2d(&t[0], &t[1], geo))?);
+    }
+    let rows = tensor(&[4, 7, 10], 12, 3.0)?;
+    out.extend(with_gradients(device, "clamp_activation (0, 6)", std::slice::from_ref(&x), 0.0, |t| {
+        ops::clamp_activation(&t[0], 0.0, 6.0)
+    })?);
+    out.extend(with_gradients(device, "softmax_last", std::slice::from_ref(&rows), 1e-6, |t| {
+        ops::softmax_last(&t[0])
+    })?);
+    out.extend(with_gradients(device, "gelu_erf", std::slice::from_ref(&rows), 1e-5, |t| ops::gelu_erf(&t[0]))?);
+    let (w, b) = (tensor(&[10], 3, 1.0)?, tensor(&[10], 7, 0.5)?);
+    out.extend(with_gradients(device, "layer_norm", &[rows.clone(), w.clone(), b.clone()], 1e-5, |t| {
+        ops::layer_norm(&t[0], &t[1], &t[2], 1e-6)
+    })?);
+    out.extend(with_gradients(device, "bias_add_last", &[rows, b], 1e-6, |t| ops::bias_add_last(&t[0], &t[1]))?);
+    out.extend(with_gradients(device, "bias_add_nchw", &[x, tensor(&[3], 1, 1.0)?], 1e-6, |t| {
+        ops::bias_add_nchw(&t[0], &t[1])
+    })?);
     Ok(out)
 }
 
@@ -145,8 +238,11 @@ mod tests {
     #[test]
     fn the_cpu_agrees_with_itself_and_every_check_runs() {
         let checks = against_cpu(&Device::Cpu).unwrap();
-        // 8 convs + 1 linear; per bit width 3 bound layouts x (values, dx, dl, du, asym) + 2 symmetric.
-        assert_eq!(checks.len(), 9 + 4 * (3 * 5 + 2));
+        // 8 convs + 1 linear; per bit width 3 bound layouts x (values, dx, dl, du, asym) + 2
+        // symmetric; the owned ops: 3 max pools x 2, 3 BatchNorm activations x (train: values,
+        // 4 gradients, mean, variance; eval: values, 3 gradients), 2 convs x 3, clamp 2,
+        // softmax 2, GELU 2, LayerNorm 4, the two bias additions 3 each.
+        assert_eq!(checks.len(), 9 + 4 * (3 * 5 + 2) + 3 * 2 + 3 * (7 + 4) + 2 * 3 + 2 + 2 + 2 + 4 + 3 + 3);
         for c in &checks {
             assert!(c.passed() && c.error == 0.0, "{c:?}");
         }

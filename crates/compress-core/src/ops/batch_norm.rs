@@ -457,8 +457,9 @@ impl CustomOp3 for InputGrad {
     }
 }
 
-/// Training-mode batch norm of a contiguous CPU `[N, C, ...]` tensor: returns `y` and the batch
-/// `(mean, biased variance)` as `[C]` f64 tensors (for the running statistics).
+/// Training-mode batch norm of an `[N, C, ...]` tensor: returns `y` and the batch
+/// `(mean, biased variance)` as `[C]` f64 tensors (for the running statistics). The CPU kernels
+/// in f32 / f64; on other devices and dtypes the same function composed from candle's ops.
 pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
     batch_norm_act_train(x, gamma, beta, None, eps, (f64::NEG_INFINITY, f64::INFINITY))
 }
@@ -474,6 +475,9 @@ pub fn batch_norm_act_train(
     eps: f64,
     bounds: (f64, f64),
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    if !on_kernels(x) {
+        return composed_train(x, gamma, beta, residual, eps, bounds);
+    }
     let x = x.contiguous()?;
     let st_t = x.apply_op1_no_bwd(&StatsOp { eps })?;
     let v: Vec<f64> = st_t.flatten_all()?.to_vec1()?;
@@ -502,6 +506,10 @@ pub fn batch_norm_act_eval(
     eps: f64,
     (lo, hi): (f64, f64),
 ) -> Result<Tensor> {
+    if !on_kernels(x) {
+        let c = |t: &Tensor| per_channel(&t.to_dtype(compute_dtype(x))?, x);
+        return composed(x, gamma, beta, (&c(running_mean)?, &c(running_var)?), residual, eps, (lo, hi));
+    }
     let f64s = |t: &Tensor| -> Result<Vec<f64>> { t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1() };
     let (mean, var) = (f64s(running_mean)?, f64s(running_var)?);
     if mean.len() != x.dim(1)? || var.len() != mean.len() {
@@ -509,6 +517,75 @@ pub fn batch_norm_act_eval(
     }
     let st = Stats { invstd: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(), mean, var };
     apply(&x.contiguous()?, gamma, beta, residual, NormalizeAct { st: Arc::new(st), lo, hi, batch: false })
+}
+
+/// Whether the CPU kernels run on `x` (the CPU, f32 / f64, kernels not switched off); elsewhere
+/// (CUDA, half precision) the composed forms below, from candle's ops and their gradients.
+fn on_kernels(x: &Tensor) -> bool {
+    x.device().is_cpu()
+        && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+        && !super::candle_only()
+}
+
+/// The composed forms compute in f32 (f64 for f64 inputs), also for half-precision inputs.
+fn compute_dtype(x: &Tensor) -> candle_core::DType {
+    if x.dtype() == candle_core::DType::F64 { candle_core::DType::F64 } else { candle_core::DType::F32 }
+}
+
+/// A `[C]` tensor as `[1, C, 1, ...]`, broadcastable against `x`.
+fn per_channel(t: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let mut dims = vec![1; x.rank()];
+    dims[1] = x.dim(1)?;
+    t.reshape(dims)
+}
+
+/// [`batch_norm_act_train`] from candle's ops: the batch statistics over every axis but the
+/// channels, with their gradient; `(mean, biased variance)` returned as `[C]` f64 constants.
+fn composed_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    residual: Option<&Tensor>,
+    eps: f64,
+    bounds: (f64, f64),
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if x.rank() < 2 {
+        candle_core::bail!("batch_norm: input {:?} has no channel axis", x.dims())
+    }
+    let xc = x.to_dtype(compute_dtype(x))?;
+    let axes: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+    let mean = xc.mean_keepdim(axes.clone())?;
+    let var = xc.broadcast_sub(&mean)?.sqr()?.mean_keepdim(axes)?;
+    let y = composed(x, gamma, beta, (&mean, &var), residual, eps, bounds)?;
+    let constant = |t: &Tensor| t.detach().flatten_all()?.to_dtype(candle_core::DType::F64);
+    Ok((y, constant(&mean)?, constant(&var)?))
+}
+
+/// `clamp(gamma (x - mean) / sqrt(var + eps) + beta (+ r), lo, hi)` from candle's ops with the
+/// statistics as `[1, C, 1, ...]`; in [`compute_dtype`], returned in `x`'s dtype.
+fn composed(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    (mean, var): (&Tensor, &Tensor),
+    residual: Option<&Tensor>,
+    eps: f64,
+    (lo, hi): (f64, f64),
+) -> Result<Tensor> {
+    let dt = compute_dtype(x);
+    let c = |t: &Tensor| per_channel(&t.to_dtype(dt)?, x);
+    let scale = c(gamma)?.broadcast_div(&(var + eps)?.sqrt()?)?;
+    let mut y = x.to_dtype(dt)?.broadcast_sub(mean)?.broadcast_mul(&scale)?.broadcast_add(&c(beta)?)?;
+    if let Some(r) = residual {
+        if r.dims() != x.dims() {
+            candle_core::bail!("batch_norm: residual {:?} does not match the input {:?}", r.dims(), x.dims())
+        }
+        y = (y + r.to_dtype(dt)?)?;
+    }
+    if lo > f64::NEG_INFINITY || hi < f64::INFINITY {
+        y = super::clamp_activation(&y, lo, hi)?;
+    }
+    y.to_dtype(x.dtype())
 }
 
 fn apply(x: &Tensor, gamma: &Tensor, beta: &Tensor, residual: Option<&Tensor>, op: NormalizeAct) -> Result<Tensor> {
@@ -728,6 +805,69 @@ mod tests {
         let g2 = (yr * &w).expect("m").sum_all().expect("s").backward().expect("b");
         for v in [x.as_tensor(), g.as_tensor(), b.as_tensor(), r.as_tensor()] {
             assert!(diff(g1.get(v).expect("ours"), g2.get(v).expect("ref")) < 1e-10, "gradient {:?}", v.dims());
+        }
+    }
+
+    /// The composed forms (other devices and dtypes) compute the kernels' function, gradients and
+    /// batch statistics, in training and eval, with and without residual and activation.
+    #[test]
+    fn composed_forms_match_the_kernels() {
+        let dev = Device::Cpu;
+        for dims in [vec![3usize, 4, 5, 6], vec![8, 4]] {
+            let n: usize = dims.iter().product();
+            let var = |seed: u64, scale: f64, shift: f64, len: usize, shape: &[usize]| {
+                let v: Vec<f64> = values(len, seed).iter().map(|v| v * scale + shift).collect();
+                Var::from_vec(v, shape, &dev).expect("var")
+            };
+            let (x, r) = (var(31, 2.0, 0.3, n, &dims), var(32, 1.0, 0.0, n, &dims));
+            let (g, b) = (var(33, 1.0, 1.5, 4, &[4]), var(34, 0.5, 0.0, 4, &[4]));
+            let running = (
+                Tensor::from_vec(values(4, 35), 4, &dev).expect("m"),
+                (var(36, 0.4, 1.0, 4, &[4]).as_tensor()).clone(),
+            );
+            let w = Tensor::from_vec(values(n, 37), dims.as_slice(), &dev).expect("w");
+            let diff = |a: &Tensor, b: &Tensor| {
+                (a - b)
+                    .expect("d")
+                    .abs()
+                    .expect("a")
+                    .flatten_all()
+                    .expect("f")
+                    .max(0)
+                    .expect("m")
+                    .to_scalar::<f64>()
+                    .expect("s")
+            };
+            let vars = [x.as_tensor(), g.as_tensor(), b.as_tensor(), r.as_tensor()];
+            for bounds in [(0.0, f64::INFINITY), (0.0, 6.0), (f64::NEG_INFINITY, f64::INFINITY)] {
+                let res = Some(r.as_tensor());
+                let (yk, mk, vk) = batch_norm_act_train(&x, &g, &b, res, 1e-5, bounds).expect("kernel");
+                let (yc, mc, vc) = composed_train(&x, &g, &b, res, 1e-5, bounds).expect("composed");
+                assert!(
+                    diff(&yk, &yc) < 1e-12 && diff(&mk, &mc) < 1e-12 && diff(&vk, &vc) < 1e-12,
+                    "{dims:?} {bounds:?}"
+                );
+                let ek = batch_norm_act_eval(&x, &g, &b, (&running.0, &running.1), res, 1e-5, bounds).expect("kernel");
+                let c = |t: &Tensor| per_channel(t, &x);
+                let rc = (&c(&running.0).expect("m"), &c(&running.1).expect("v"));
+                let ec = composed(&x, &g, &b, rc, res, 1e-5, bounds).expect("composed");
+                assert!(diff(&ek, &ec) < 1e-12, "eval {dims:?} {bounds:?}");
+                for (k, c) in [(yk, yc), (ek, ec)] {
+                    let gk = (k * &w).expect("m").sum_all().expect("s").backward().expect("b");
+                    let gc = (c * &w).expect("m").sum_all().expect("s").backward().expect("b");
+                    for v in vars {
+                        let (a, e) = (gk.get(v).expect("kernel grad"), gc.get(v).expect("composed grad"));
+                        assert!(a.sqr().expect("s").sum_all().expect("s").to_scalar::<f64>().expect("s") > 1e-6);
+                        assert!(diff(a, e) < 1e-10, "gradient {:?} {dims:?} {bounds:?}", v.dims());
+                    }
+                }
+            }
+            // Half precision on the CPU takes the composed form and returns its dtype.
+            let h = x.as_tensor().to_dtype(DType::F16).expect("f16");
+            let (yh, _, _) = batch_norm_act_train(&h, &g, &b, None, 1e-5, (0.0, 6.0)).expect("f16");
+            let (yk, _, _) = batch_norm_act_train(&x, &g, &b, None, 1e-5, (0.0, 6.0)).expect("f64");
+            assert_eq!(yh.dtype(), DType::F16);
+            assert!(diff(&yh.to_dtype(DType::F64).expect("f64"), &yk) < 1e-2);
         }
     }
 

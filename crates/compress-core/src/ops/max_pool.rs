@@ -138,6 +138,25 @@ pub fn max_pool2d(x: &Tensor, k: usize, s: usize, p: usize) -> Result<Tensor> {
     }
 }
 
+/// `x` with `before` and `after` slices of -inf along `dim`. A zero-width side makes no tensor:
+/// a zero-element allocation fails on CUDA (`CUDA_ERROR_INVALID_VALUE`), as candle#2327.
+fn pad_ninf(x: &Tensor, dim: usize, before: usize, after: usize) -> Result<Tensor> {
+    let block = |len: usize| -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        dims[dim] = len;
+        Tensor::full(f32::NEG_INFINITY, dims, x.device())?.to_dtype(x.dtype())
+    };
+    let mut parts = Vec::with_capacity(3);
+    if before > 0 {
+        parts.push(block(before)?);
+    }
+    parts.push(x.clone());
+    if after > 0 {
+        parts.push(block(after)?);
+    }
+    Tensor::cat(&parts, dim)
+}
+
 /// Max pooling as slices + `max` over a window axis (any device; correct candle gradient).
 fn max_pool2d_composed(x: &Tensor, pool: Pool) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
@@ -145,9 +164,7 @@ fn max_pool2d_composed(x: &Tensor, pool: Pool) -> Result<Tensor> {
     // Pad with -inf so that every window offset can take `s * o` rows and columns.
     let (hp, wp) = ((oh - 1) * pool.s + pool.k, (ow - 1) * pool.s + pool.k);
     let (hp, wp) = (hp.max(h + pool.p) + pool.s, wp.max(w + pool.p) + pool.s);
-    let ninf = |hh: usize, ww: usize| Tensor::full(f32::NEG_INFINITY, (n, c, hh, ww), x.device())?.to_dtype(x.dtype());
-    let mid = Tensor::cat(&[&ninf(h, pool.p)?, x, &ninf(h, wp - w - pool.p)?], 3)?;
-    let xp = Tensor::cat(&[&ninf(pool.p, wp)?, &mid, &ninf(hp - h - pool.p, wp)?], 2)?;
+    let xp = pad_ninf(&pad_ninf(x, 3, pool.p, wp - w - pool.p)?, 2, pool.p, hp - h - pool.p)?;
     let mut windows = Vec::with_capacity(pool.k * pool.k);
     for dy in 0..pool.k {
         let rows = xp.narrow(2, dy, oh * pool.s)?.reshape((n, c, oh, pool.s, wp))?.narrow(3, 0, 1)?.squeeze(3)?;

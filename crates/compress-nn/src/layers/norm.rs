@@ -113,7 +113,8 @@ impl BatchNorm2d {
     }
 
     /// The first `C_in` channels of the layer inside a [`crate::slim`] scope: batch statistics
-    /// in training (running statistics left as they are), the running ones' slice in eval.
+    /// in training (running statistics left as they are), the running ones' slice in eval (the
+    /// CPU kernels in f32 / f64, the composed forms on other devices and dtypes).
     fn forward_slim(
         &self,
         x: &Tensor,
@@ -121,9 +122,6 @@ impl BatchNorm2d {
         act: crate::layers::Activation,
         train: bool,
     ) -> Result<Tensor> {
-        if !Self::fused_on(x) {
-            candle_core::bail!("BatchNorm {}: a slim scope needs the CPU kernels (f32 / f64 on the CPU)", self.prefix)
-        }
         let c = x.dim(1)?;
         let (w, b) = (crate::slim::leading(&self.weight, c)?, crate::slim::leading(&self.bias, c)?);
         let y = if train {
