@@ -93,9 +93,43 @@ pub fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
     s / n.max(1) as f64
 }
 
+/// The median (mean of the two middle values for an even count; NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+}
+
+/// Pearson's correlation of `a` and `b` (NaN with fewer than two points or no spread).
+pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return f64::NAN;
+    }
+    let (ma, mb) = (mean(a[..n].iter().copied()), mean(b[..n].iter().copied()));
+    let cov: f64 = (0..n).map(|i| (a[i] - ma) * (b[i] - mb)).sum();
+    let va: f64 = a[..n].iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b[..n].iter().map(|x| (x - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_and_pearson_of_known_series() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+        assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.0]) - 1.0).abs() < 1e-12);
+        assert!((pearson(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        assert!(pearson(&[1.0], &[2.0]).is_nan());
+        assert!(pearson(&[1.0, 1.0], &[2.0, 3.0]).is_nan());
+    }
     use candle_core::Device;
 
     #[test]

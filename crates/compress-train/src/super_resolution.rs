@@ -49,6 +49,22 @@ impl SrScore {
         Self::of(self.images.iter().skip(first).take(count).cloned().collect())
     }
 
+    /// The image-by-image mean of several runs' scores on the same images (e.g. a method's seeds);
+    /// None without a run.
+    pub fn mean_over(runs: &[&SrScore]) -> Option<Self> {
+        let first = runs.first()?;
+        let k = runs.len() as f64;
+        Some(Self::of(
+            (0..first.images.len())
+                .map(|i| ImageScore {
+                    name: first.images[i].name.clone(),
+                    psnr: runs.iter().map(|r| r.images[i].psnr).sum::<f64>() / k,
+                    ssim: runs.iter().map(|r| r.images[i].ssim).sum::<f64>() / k,
+                })
+                .collect(),
+        ))
+    }
+
     /// `self - other` image by image (PSNR in dB, SSIM), e.g. a network's gain over bicubic.
     pub fn minus(&self, other: &SrScore) -> Self {
         Self::of(
@@ -179,6 +195,16 @@ mod tests {
 
     fn img(name: &str, psnr: f64) -> ImageScore {
         ImageScore { name: name.into(), psnr, ssim: psnr / 100.0 }
+    }
+
+    #[test]
+    fn the_mean_over_runs_is_taken_image_by_image() {
+        let a = SrScore::of(vec![img("x", 30.0), img("y", 40.0)]);
+        let b = SrScore::of(vec![img("x", 32.0), img("y", 36.0)]);
+        let m = SrScore::mean_over(&[&a, &b]).expect("two runs");
+        assert_eq!((m.images[0].psnr, m.images[1].psnr, m.psnr), (31.0, 38.0, 34.5));
+        assert!((m.images[1].ssim - 0.38).abs() < 1e-12 && m.images[1].name == "y");
+        assert!(SrScore::mean_over(&[]).is_none());
     }
 
     #[test]

@@ -16,8 +16,8 @@ use crate::trainer::{self, engine_config};
 use candle_core::{Device, Tensor};
 use compress_data::SrPairs;
 use compress_train::baselines;
-use compress_train::metrics::mean;
-use compress_train::super_resolution::{ImageScore, SrScore, bicubic_score};
+use compress_train::metrics::{mean, median, pearson};
+use compress_train::super_resolution::{SrScore, bicubic_score};
 use compress_train::{Outcome as RunOutcome, ReportRow, RunContext};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -179,18 +179,7 @@ struct Scores {
 
 /// A probe's per-image PSNR / SSIM averaged over its seeds.
 fn seed_mean(runs: &[ProbeRun], probe: &str) -> Option<SrScore> {
-    let mine: Vec<&ProbeRun> = runs.iter().filter(|r| r.probe == probe).collect();
-    let first = mine.first()?;
-    let k = mine.len() as f64;
-    Some(SrScore::of(
-        (0..first.score.images.len())
-            .map(|i| ImageScore {
-                name: first.score.images[i].name.clone(),
-                psnr: mine.iter().map(|r| r.score.images[i].psnr).sum::<f64>() / k,
-                ssim: mine.iter().map(|r| r.score.images[i].ssim).sum::<f64>() / k,
-            })
-            .collect(),
-    ))
+    SrScore::mean_over(&runs.iter().filter(|r| r.probe == probe).map(|r| &r.score).collect::<Vec<_>>())
 }
 
 /// A probe's clipping share per image and site, averaged over its seeds: `[image][site]`.
@@ -206,29 +195,6 @@ fn clipping_shares(runs: &[ProbeRun], probe: &str) -> Vec<Vec<f64>> {
 /// `255^2 10^(-PSNR / 10)`.
 pub fn mse_of_psnr(psnr: f64) -> f64 {
     255.0f64.powi(2) * 10f64.powf(-psnr / 10.0)
-}
-
-/// The median (NaN when empty).
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
-}
-
-/// Pearson's correlation of `a` and `b` (NaN with fewer than two points or no spread).
-pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    if n < 2 {
-        return f64::NAN;
-    }
-    let (ma, mb) = (mean(a[..n].iter().copied()), mean(b[..n].iter().copied()));
-    let cov: f64 = (0..n).map(|i| (a[i] - ma) * (b[i] - mb)).sum();
-    let va: f64 = a[..n].iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = b[..n].iter().map(|x| (x - mb).powi(2)).sum();
-    cov / (va * vb).sqrt()
 }
 
 fn report(
@@ -420,21 +386,10 @@ mod tests {
     }
 
     #[test]
-    fn mse_and_median() {
+    fn mse_of_a_psnr() {
         // 48.13 dB at peak 255 is an MSE of one grey level squared.
         assert!((mse_of_psnr(10.0 * (255.0f64 * 255.0).log10()) - 1.0).abs() < 1e-9);
         assert!((mse_of_psnr(20.0) - 650.25).abs() < 1e-9);
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0]), 2.5);
-        assert!(median(vec![]).is_nan());
-    }
-
-    #[test]
-    fn pearson_of_known_series() {
-        assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.0]) - 1.0).abs() < 1e-12);
-        assert!((pearson(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
-        assert!(pearson(&[1.0], &[2.0]).is_nan());
-        assert!(pearson(&[1.0, 1.0], &[2.0, 3.0]).is_nan());
     }
 
     #[test]

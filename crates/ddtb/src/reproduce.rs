@@ -18,7 +18,7 @@ use compress_nn::zoo::EdsrConfig;
 use compress_train::baselines;
 use compress_train::harness::BoxError;
 use compress_train::metrics::mean;
-use compress_train::super_resolution::{ImageScore, SrScore, bicubic_score, per_image_table, wins};
+use compress_train::super_resolution::{SrScore, bicubic_score, per_image_table, wins};
 use compress_train::{Info, Outcome as RunOutcome, Report, ReportRow, Reproduction, Rule, RunContext};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -313,18 +313,7 @@ pub fn mini(s: &MiniSettings, ctx: &RunContext) -> Result<RunOutcome> {
 
 /// An arm's per-image PSNR / SSIM averaged over its seeds (None without a run).
 fn seed_mean(results: &[ArmResult], arm: Arm) -> Option<SrScore> {
-    let runs: Vec<&SrScore> = results.iter().filter(|r| r.arm == arm).map(|r| &r.outcome.score).collect();
-    let first = runs.first()?;
-    let k = runs.len() as f64;
-    Some(SrScore::of(
-        (0..first.images.len())
-            .map(|i| ImageScore {
-                name: first.images[i].name.clone(),
-                psnr: runs.iter().map(|r| r.images[i].psnr).sum::<f64>() / k,
-                ssim: runs.iter().map(|r| r.images[i].ssim).sum::<f64>() / k,
-            })
-            .collect(),
-    ))
+    SrScore::mean_over(&results.iter().filter(|r| r.arm == arm).map(|r| &r.outcome.score).collect::<Vec<_>>())
 }
 
 /// The evaluation's scores the report reads: bicubic, the FP start, each arm's seed mean.
