@@ -418,5 +418,55 @@ mod tests {
         assert!(matches!(affine_fake_quant(&x, l.as_tensor(), u.as_tensor(), 9), Err(QuantError::Bits(9))));
         assert!(matches!(affine_fake_quant(&x, u.as_tensor(), l.as_tensor(), 2), Err(QuantError::Bounds { .. })));
         assert!(matches!(affine_fake_quant(&x, l.as_tensor(), l.as_tensor(), 2), Err(QuantError::Bounds { .. })));
+        // As many lower as upper bounds, and at least one.
+        let two = Tensor::new(&[0f32, 0.1], &Device::Cpu).unwrap();
+        let three = Tensor::new(&[1f32, 1.1, 1.2], &Device::Cpu).unwrap();
+        assert!(matches!(affine_fake_quant(&x, &two, &three, 2), Err(QuantError::Shape(_))));
+        let none = Tensor::zeros(0, DType::F32, &Device::Cpu).unwrap();
+        assert!(matches!(affine_fake_quant(&x, &none, &none, 2), Err(QuantError::Shape(_))));
+        // Bounds along an axis of another length than the input's are refused, not read past.
+        let x = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        for len in [2usize, 4] {
+            let l = Tensor::zeros((1, len), DType::F32, &Device::Cpu).unwrap();
+            let u = Tensor::ones((1, len), DType::F32, &Device::Cpu).unwrap();
+            assert!(fused_axis(&x, &l, &u).is_none(), "{len} bounds for 3 columns");
+            assert!(affine_fake_quant(&x, &l, &u, 2).is_err(), "{len} bounds for 3 columns");
+        }
+    }
+
+    /// Past the first parallel chunk ([`CHUNK`] elements) each element still takes its own
+    /// channel's bounds, forward and backward.
+    #[test]
+    fn fused_equals_composed_past_the_first_chunk() {
+        let dev = &Device::Cpu;
+        let (n, c, hw) = (4usize, 5usize, 45usize);
+        let count = n * c * hw * hw;
+        assert!(count > 2 * CHUNK && (hw * hw) % CHUNK != 0);
+        let xs: Vec<f32> = (0..count).map(|i| ((i * 7919) % 2003) as f32 / 2003.0 * 5.0 - 2.5 + 1.237e-4).collect();
+        let x = Var::from_vec(xs, (n, c, hw, hw), dev).unwrap();
+        let l = Var::from_vec((0..c).map(|j| -0.3 - 0.25 * j as f32).collect::<Vec<f32>>(), (1, c, 1, 1), dev).unwrap();
+        let u = Var::from_vec((0..c).map(|j| 0.4 + 0.3 * j as f32).collect::<Vec<f32>>(), (1, c, 1, 1), dev).unwrap();
+        let w = Tensor::from_vec((0..count).map(|i| (i % 11) as f32 - 5.0).collect::<Vec<f32>>(), (n, c, hw, hw), dev)
+            .unwrap();
+        let fused = affine_fake_quant(x.as_tensor(), l.as_tensor(), u.as_tensor(), 3).unwrap();
+        let composed = affine_fake_quant_composed(x.as_tensor(), l.as_tensor(), u.as_tensor(), 3).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&fused), flat(&composed));
+        let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        // dx is the upstream gradient inside the range, 0 outside (composed: to rounding).
+        let (a, b) = (flat(gf.get(x.as_tensor()).unwrap()), flat(gc.get(x.as_tensor()).unwrap()));
+        let bad: Vec<_> = (0..count).filter(|&i| (a[i] - b[i]).abs() > 1e-6 * (1.0 + b[i].abs())).take(5).collect();
+        assert!(bad.is_empty(), "dx differs at {bad:?}");
+        assert!(
+            a.iter().filter(|v| **v == 0.0).count() > count / 10
+                && a.iter().filter(|v| **v != 0.0).count() > count / 10
+        );
+        for v in [&l, &u] {
+            let (f, c) = (flat(gf.get(v.as_tensor()).unwrap()), flat(gc.get(v.as_tensor()).unwrap()));
+            for (p, q) in f.iter().zip(&c) {
+                assert!((p - q).abs() <= 1e-3 * (1.0 + q.abs()), "{f:?} vs {c:?}");
+            }
+        }
     }
 }

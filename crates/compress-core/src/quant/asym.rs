@@ -132,8 +132,18 @@ mod tests {
         let h64 = Tensor::new(1f64, &dev).unwrap();
         let g = asym_fake_quant(x64.as_tensor(), &l64, &h64, 3).unwrap().sum_all().unwrap().backward().unwrap();
         assert_eq!(g.get(x64.as_tensor()).unwrap().to_vec1::<f64>().unwrap(), vec![1.0; 3]);
+        // ... and the same values: s = 7 / 2, z = round(-3.5) + 4 = 0, codes -4, 1, 3.
+        let v: Vec<f64> = asym_fake_quant(x64.as_tensor(), &l64, &h64, 3).unwrap().to_vec1().unwrap();
+        for (a, b) in v.iter().zip([-4.0 / 3.5, 1.0 / 3.5, 3.0 / 3.5]) {
+            assert!((a - b).abs() < 1e-12, "{v:?}");
+        }
         assert!(asym_fake_quant(x.as_tensor(), hi.as_tensor(), lo.as_tensor(), 3).is_err());
         assert!(asym_fake_quant(x.as_tensor(), lo.as_tensor(), hi.as_tensor(), 0).is_err());
+        // As many lower as upper ends, and at least one.
+        let (two, three) = (Tensor::new(&[-1f32, -1.0], &dev).unwrap(), Tensor::new(&[1f32, 1.0, 1.0], &dev).unwrap());
+        assert!(matches!(asym_fake_quant(x.as_tensor(), &two, &three, 3), Err(QuantError::Shape(_))));
+        let none = Tensor::zeros(0, candle_core::DType::F32, &dev).unwrap();
+        assert!(matches!(asym_fake_quant(x.as_tensor(), &none, &none, 3), Err(QuantError::Shape(_))));
         // A constant channel (lo == hi) is allowed and maps to itself.
         let c = Tensor::new(&[0.5f32, 0.5], &dev).unwrap();
         let h = Tensor::new(0.5f32, &dev).unwrap();

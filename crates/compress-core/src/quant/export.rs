@@ -241,8 +241,10 @@ mod tests {
         let x = data(400);
         let (lo, hi) = crate::quant::asym::per_channel_minmax(&x).unwrap();
         let (lo_t, hi_t) = (Tensor::new(-0.7f32, &Device::Cpu).unwrap(), Tensor::new(1.9f32, &Device::Cpu).unwrap());
+        // A range inside the data's, so codes clamp at both ends.
+        let (lo_n, hi_n) = (Tensor::new(-0.5f32, &Device::Cpu).unwrap(), Tensor::new(1.0f32, &Device::Cpu).unwrap());
         for bits in 1..=8 {
-            for (l, u) in [(&lo, &hi), (&lo_t, &hi_t)] {
+            for (l, u) in [(&lo, &hi), (&lo_t, &hi_t), (&lo_n, &hi_n)] {
                 let want = crate::quant::asym::asym_fake_quant(&x, l, u, bits).unwrap();
                 let q = QuantizedTensor::asym(&x, l, u, bits).unwrap();
                 let q = QuantizedTensor::from_bytes(&q.to_bytes().unwrap()).unwrap();
@@ -255,6 +257,45 @@ mod tests {
         }
         let bad = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
         assert!(QuantizedTensor::asym(&x, &bad, &bad, 4).is_err(), "2 ranges for 4 channels");
+    }
+
+    #[test]
+    fn exports_refuse_ranges_that_do_not_fit_the_tensor() {
+        let x = data(400);
+        let t = |v: &[f32]| Tensor::from_slice(v, v.len(), &Device::Cpu).unwrap();
+        let malformed = |r: Result<QuantizedTensor>| matches!(r, Err(QuantError::Malformed(_)));
+        let bounds = |r: Result<QuantizedTensor>| matches!(r, Err(QuantError::Bounds { .. }));
+        // Usable ranges, but 2 of them for 4 channels, or 4 lower ends and 3 upper ones.
+        assert!(malformed(QuantizedTensor::asym(&x, &t(&[-1.0; 2]), &t(&[1.0; 2]), 4)));
+        assert!(malformed(QuantizedTensor::asym(&x, &t(&[-1.0; 4]), &t(&[1.0; 3]), 4)));
+        assert!(malformed(QuantizedTensor::asym(&x, &t(&[]), &t(&[]), 4)));
+        // Reversed or non-finite ends, each alone.
+        for (lo, hi) in [(0.5f32, 0.4f32), (f32::NAN, 1.0), (-1.0, f32::INFINITY), (f32::NEG_INFINITY, 1.0)] {
+            assert!(bounds(QuantizedTensor::asym(&x, &t(&[lo]), &t(&[hi]), 4)), "[{lo}, {hi}]");
+        }
+        // Affine bounds per column (axis 1): not a per-channel export of axis 0, even where every
+        // column has the same (exportable) bounds.
+        let cols = Tensor::from_vec(vec![-1f32; 100], (1, 100), &Device::Cpu).unwrap();
+        let (one, tops) = (Tensor::new(-1f32, &Device::Cpu).unwrap(), (&cols + 2.2).unwrap());
+        QuantizedTensor::affine(&x, &one, &(&one + 2.2).unwrap(), 4).unwrap();
+        assert!(malformed(QuantizedTensor::affine(&x, &cols, &tops, 4)));
+    }
+
+    #[test]
+    fn codes_pack_eight_four_two_or_one_per_byte() {
+        // 40 codes: 1, 2, 4 and 8 bits pack 8 / 4 / 2 / 1 per byte; 3, 5, 6, 7 bits one byte each.
+        let x = data(40);
+        // Inside the data's range, so both end codes occur.
+        let (lo, hi) = (Tensor::new(-0.5f32, &Device::Cpu).unwrap(), Tensor::new(1.0f32, &Device::Cpu).unwrap());
+        for (bits, bytes) in [(1, 5), (2, 10), (3, 40), (4, 20), (5, 40), (6, 40), (7, 40), (8, 40)] {
+            let q = QuantizedTensor::affine(&x, &lo, &hi, bits).unwrap();
+            assert_eq!(q.codes.len(), bytes, "{bits} bits");
+            let codes = q.unpacked().unwrap();
+            assert!(
+                codes.contains(&0) && codes.iter().any(|&c| u32::from(c) == (1 << bits) - 1),
+                "{bits} bits: {codes:?}"
+            );
+        }
     }
 
     #[test]
@@ -315,6 +356,67 @@ mod tests {
         let mut bad = good.clone();
         bad.zero_point[0] = i32::MIN;
         assert!(bad.validate().is_err() && bad.dequantize(&Device::Cpu).is_err());
+        // Zero points up to 2^24 in magnitude are exact in f32 and pass; one more does not.
+        let mut edge = good.clone();
+        edge.zero_point[0] = -(MAX_ZERO_POINT as i32);
+        edge.validate().unwrap();
+        edge.zero_point[0] -= 1;
+        assert!(edge.validate().is_err());
+        // Per-channel scales must match axis 0 (4 rows here), with a zero point each.
+        let mut bad = good.clone();
+        bad.scale = vec![1.0; 3];
+        bad.zero_point = vec![0; 3];
+        assert!(matches!(bad.validate(), Err(QuantError::Malformed(_))));
+        let mut four = good.clone();
+        four.scale = vec![1.0; 4];
+        four.zero_point = vec![0; 4];
+        four.validate().unwrap();
+    }
+
+    #[test]
+    fn a_zero_point_of_two_to_the_24_is_exported() {
+        // 8 bits over [-2^24, -2^24 + 255]: s = 1, zero point 2^24, the largest allowed.
+        let l = -(MAX_ZERO_POINT as f32);
+        let x = Tensor::new(&[l, l + 100.0, l + 255.0], &Device::Cpu).unwrap();
+        let (lo, hi) = (Tensor::new(l, &Device::Cpu).unwrap(), Tensor::new(l + 255.0, &Device::Cpu).unwrap());
+        let q = QuantizedTensor::asym(&x, &lo, &hi, 8).unwrap();
+        assert_eq!((q.scale[0], q.zero_point[0]), (1.0, MAX_ZERO_POINT as i32));
+        assert_eq!(q.dequantize(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap(), vec![l, l + 100.0, l + 255.0]);
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_or_rank_is_refused() {
+        let x = data(16);
+        let (l, u) = (Tensor::new(-1f32, &Device::Cpu).unwrap(), Tensor::new(1.3f32, &Device::Cpu).unwrap());
+        let good = QuantizedTensor::affine(&x, &l, &u, 3).unwrap();
+        let bytes = good.to_bytes().unwrap();
+        assert_eq!(QuantizedTensor::from_bytes(&bytes).unwrap(), good);
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        // Rewrite one field with another type (same bytes) or as a matrix.
+        let with = |field: &str, dtype: Option<safetensors::Dtype>, matrix: bool| {
+            let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+                .tensors()
+                .into_iter()
+                .map(|(name, t)| {
+                    let (dt, mut shape) = (t.dtype(), t.shape().to_vec());
+                    if name == field {
+                        if matrix {
+                            shape.insert(0, 1);
+                        }
+                        let dt = dtype.unwrap_or(dt);
+                        return (name, safetensors::tensor::TensorView::new(dt, shape, t.data()).unwrap());
+                    }
+                    (name, safetensors::tensor::TensorView::new(dt, shape, t.data()).unwrap())
+                })
+                .collect();
+            safetensors::serialize(views, None).unwrap()
+        };
+        assert_eq!(QuantizedTensor::from_bytes(&with("scale", None, false)).unwrap(), good);
+        assert!(matches!(
+            QuantizedTensor::from_bytes(&with("scale", Some(safetensors::Dtype::I32), false)),
+            Err(QuantError::Malformed(_))
+        ));
+        assert!(matches!(QuantizedTensor::from_bytes(&with("codes", None, true)), Err(QuantError::Malformed(_))));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use affine::{AffineGrid, affine_fake_quant};
 pub use asym::{asym_fake_quant, per_channel_minmax};
 pub use export::QuantizedTensor;
 pub use range::{RangeRule, RunningRange};
-pub use round::{rne_f32, round_half_even, ste_round};
+pub use round::{rne_f32, round_half_even, round_half_even_composed, ste_round};
 pub use symmetric::symmetric_fake_quant;
 pub use weight::{WeightQuantizer, percentile};
 

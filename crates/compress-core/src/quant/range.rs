@@ -137,5 +137,22 @@ mod tests {
         r.unfix();
         r.update(f64::NAN, 1.0);
         assert_eq!(r.updates(), 1, "non-finite batches are ignored");
+        r.update(-2.0, 3.0);
+        assert_eq!(r.updates(), 2, "running again after unfix");
+        assert_eq!(r.range(), (-2.0, 3.0));
+    }
+
+    #[test]
+    fn the_lower_end_follows_the_minima_as_the_upper_end_follows_the_maxima() {
+        // Every rule is linear in the batch extrema: minima of -2x the maxima give lo = -2 hi.
+        for rule in [RangeRule::Legacy, RangeRule::Plain, RangeRule::BiasCorrected] {
+            let mut r = RunningRange::new(0.9, rule);
+            for t in 0..40 {
+                let max = 1.0 + (t % 3) as f64 * 0.5;
+                r.update(-2.0 * max, max);
+                let (lo, hi) = r.range();
+                assert!((lo + 2.0 * hi).abs() <= 1e-9 * hi.abs(), "{rule:?}, update {t}: {lo} vs {hi}");
+            }
+        }
     }
 }

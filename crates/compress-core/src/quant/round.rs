@@ -7,7 +7,12 @@ pub fn round_half_even(x: &Tensor) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() {
         return x.contiguous()?.apply_op1_no_bwd(&RoundHalfEven);
     }
-    // Elsewhere from candle's half-away rounding: a tie that went to an odd value steps back.
+    round_half_even_composed(x)
+}
+
+/// [`round_half_even`] from candle's half-away `round` on any device: a tie that went to an odd
+/// value steps back toward zero, `r - sign(x) [|r - x| = 0.5] [r / 2 not whole]`.
+pub fn round_half_even_composed(x: &Tensor) -> candle_core::Result<Tensor> {
     let r = x.detach().round()?;
     let tie = (&r - &x.detach())?.abs()?.eq(0.5)?.to_dtype(x.dtype())?;
     let half = (&r * 0.5)?;
@@ -42,7 +47,7 @@ impl CustomOp1 for RoundHalfEven {
         let out = match s {
             CpuStorage::F32(v) => CpuStorage::F32(v[a..b].iter().map(|x| rne_f32(*x)).collect()),
             CpuStorage::F64(v) => CpuStorage::F64(v[a..b].iter().map(|x| x.round_ties_even()).collect()),
-            _ => candle_core::bail!("round_half_even: f32 or f64 only"),
+            _ => candle_core::bail!("{}: f32 or f64 only", self.name()),
         };
         Ok((out, l.shape().clone()))
     }
@@ -72,5 +77,30 @@ mod tests {
         assert_eq!(y.to_vec1::<f32>().unwrap(), r);
         let g = (y * 3.0).unwrap().sum_all().unwrap().backward().unwrap();
         assert_eq!(g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![3.0; 9]);
+    }
+
+    #[test]
+    fn other_dtypes_are_refused_by_name() {
+        let x = Tensor::new(&[1u32, 2], &Device::Cpu).unwrap();
+        let e = round_half_even(&x).unwrap_err().to_string();
+        assert!(e.contains("round-half-even: f32 or f64 only"), "{e}");
+    }
+
+    #[test]
+    fn the_composed_form_rounds_as_the_kernel() {
+        // Ties on both sides of zero, odd and even, and values just off a tie.
+        let mut v: Vec<f32> = (-40..=40).map(|i| i as f32 * 0.25).collect();
+        v.extend([0.49999997, -0.49999997, 2.5000002, -2.5000002, 1e7 + 1.0, -1e7 - 1.0]);
+        let x = Tensor::new(v.as_slice(), &Device::Cpu).unwrap();
+        let kernel: Vec<f32> = round_half_even(&x).unwrap().to_vec1().unwrap();
+        let composed: Vec<f32> = round_half_even_composed(&x).unwrap().to_vec1().unwrap();
+        for ((a, b), x) in composed.iter().zip(&kernel).zip(&v) {
+            assert_eq!(a.abs().to_bits(), b.abs().to_bits(), "{x}: composed {a}, kernel {b}");
+        }
+        assert_eq!(&composed[..6], &[-10.0, -10.0, -10.0, -9.0, -9.0, -9.0]);
+        assert_eq!(composed[40 - 2..40 + 3].to_vec(), vec![-0.0, -0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(composed[40 + 6], 2.0, "1.5 goes up to the even 2");
+        assert_eq!(composed[40 + 10], 2.0, "2.5 goes down to the even 2");
+        assert_eq!(composed[40 - 10], -2.0, "-2.5 goes up to the even -2");
     }
 }

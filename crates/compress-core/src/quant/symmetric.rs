@@ -147,6 +147,58 @@ mod tests {
         assert_eq!(v, vec![-1.2, 0.0, 1.2]);
         assert!(symmetric_fake_quant(&x, &a, 1).is_err());
         assert!(symmetric_fake_quant(&x, &Tensor::new(0f32, &Device::Cpu).unwrap(), 4).is_err());
+        // The error names the range [-alpha, alpha] it refused.
+        let e = symmetric_fake_quant(&x, &Tensor::new(-0.5f32, &Device::Cpu).unwrap(), 4).unwrap_err();
+        assert!(matches!(e, QuantError::Bounds { lower, upper } if lower == 0.5 && upper == -0.5), "{e:?}");
+    }
+
+    /// Where the fused op does not apply (f64, or one alpha per channel) the composed form runs,
+    /// with the same values.
+    #[test]
+    fn other_dtypes_and_per_channel_alphas_take_the_composed_form() {
+        let dev = &Device::Cpu;
+        let xs: Vec<f32> = (0..24).map(|i| i as f32 * 0.37 - 4.0).collect();
+        let x = Tensor::from_vec(xs, (4, 6), dev).unwrap();
+        let alpha = Tensor::new(&[[0.5f32], [1.0], [2.0], [3.0]], dev).unwrap();
+        let got = symmetric_fake_quant(&x, &alpha, 3).unwrap();
+        let want = symmetric_fake_quant_composed(&x, &alpha, 3).unwrap();
+        assert_eq!(got.to_vec2::<f32>().unwrap(), want.to_vec2::<f32>().unwrap());
+        // Each row saturates at its own alpha: its largest magnitude is that alpha.
+        assert_eq!(
+            got.abs().unwrap().max_keepdim(1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![0.5, 1.0, 2.0, 3.0]
+        );
+        let (x64, a64) = (x.to_dtype(DType::F64).unwrap(), Tensor::new(1.5f64, dev).unwrap());
+        let got = symmetric_fake_quant(&x64, &a64, 3).unwrap();
+        assert_eq!(got.dtype(), DType::F64);
+        let want = symmetric_fake_quant(&x, &Tensor::new(1.5f32, dev).unwrap(), 3).unwrap();
+        let d = (got.to_dtype(DType::F32).unwrap() - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+
+    /// Past the first parallel chunk each element still reads its own input, forward and
+    /// backward.
+    #[test]
+    fn fused_equals_composed_past_the_first_chunk() {
+        let len = 2 * CHUNK + 123;
+        let xs: Vec<f32> = (0..len).map(|i| ((i * 7919) % 2003) as f32 / 2003.0 * 5.0 - 2.5 + 1.237e-4).collect();
+        let x = candle_core::Var::from_vec(xs, len, &Device::Cpu).unwrap();
+        let a = candle_core::Var::from_tensor(&Tensor::new(1.3f32, &Device::Cpu).unwrap()).unwrap();
+        let w =
+            Tensor::from_vec((0..len).map(|i| (i % 11) as f32 - 5.0).collect::<Vec<f32>>(), len, &Device::Cpu).unwrap();
+        let f = symmetric_fake_quant(x.as_tensor(), a.as_tensor(), 3).unwrap();
+        let c = symmetric_fake_quant_composed(x.as_tensor(), a.as_tensor(), 3).unwrap();
+        assert_eq!(f.to_vec1::<f32>().unwrap(), c.to_vec1::<f32>().unwrap());
+        let gf = (f * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (c * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx = |g: &candle_core::backprop::GradStore| g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        let (p, q) = (dx(&gf), dx(&gc));
+        assert!(p.iter().zip(&q).all(|(p, q)| (p - q).abs() <= 1e-6 * (1.0 + q.abs())));
+        assert!(
+            p.iter().filter(|v| **v == 0.0).count() > len / 10 && p.iter().filter(|v| **v != 0.0).count() > len / 10
+        );
+        let da = |g: &candle_core::backprop::GradStore| g.get(a.as_tensor()).unwrap().to_scalar::<f32>().unwrap();
+        assert!((da(&gf) - da(&gc)).abs() <= 1e-3 * (1.0 + da(&gc).abs()), "{} vs {}", da(&gf), da(&gc));
     }
 
     proptest::proptest! {

@@ -132,6 +132,19 @@ mod tests {
     }
 
     #[test]
+    fn each_rule_has_its_range_and_grid() {
+        let w = Tensor::new(&[0.3f32, -0.1, 0.05, -0.4], &Device::Cpu).unwrap();
+        let close = |(a, b): (f64, f64), (c, d): (f64, f64)| (a - c).abs() < 1e-12 && (b - d).abs() < 1e-12;
+        let m = f64::from(0.4f32);
+        assert!(close(WeightQuantizer::MinMax.range(&w).unwrap(), (-m, f64::from(0.3f32))));
+        assert!(close(WeightQuantizer::SymMaxAbs.range(&w).unwrap(), (-m, m)));
+        assert!(close(WeightQuantizer::Ternary.range(&w).unwrap(), (-(m + 1e-8), m + 1e-8)));
+        // SymMaxAbs is the symmetric grid: 3 levels at 2 bits (the affine grid would have 4).
+        let v: Vec<f32> = WeightQuantizer::SymMaxAbs.quantize(&w, 2).unwrap().to_vec1().unwrap();
+        assert_eq!(v, vec![0.4, 0.0, 0.0, -0.4]);
+    }
+
+    #[test]
     fn ternary_and_its_straight_gradient() {
         let w = Var::from_slice(&[0.3f32, -0.1, 0.05, -0.4], 4, &Device::Cpu).unwrap();
         let q = WeightQuantizer::Ternary.quantize(w.as_tensor(), 2).unwrap();
@@ -148,6 +161,14 @@ mod tests {
         let t = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
         assert!(WeightQuantizer::Percentile { lo: -1.0, hi: 99.0 }.quantize(&t, 2).is_err());
         assert!(WeightQuantizer::Percentile { lo: 50.0, hi: 101.0 }.quantize(&t, 2).is_err());
+        // The configuration itself, before any tensor: 0 <= lo <= hi <= 100.
+        for (lo, hi) in [(-1.0, 99.0), (50.0, 101.0), (60.0, 40.0), (f64::NAN, 50.0), (50.0, f64::NAN)] {
+            let q = WeightQuantizer::Percentile { lo, hi };
+            assert!(matches!(q.validate(), Err(QuantError::Percentile { .. })), "[{lo}, {hi}]");
+        }
+        for (lo, hi) in [(0.0, 100.0), (30.0, 30.0), (0.5, 99.5)] {
+            WeightQuantizer::Percentile { lo, hi }.validate().unwrap();
+        }
         assert!(WeightQuantizer::MinMax.quantize(&t, 0).is_err());
         let empty = Tensor::zeros(0, DType::F32, &Device::Cpu).unwrap();
         assert!(matches!(WeightQuantizer::MinMax.range(&empty).unwrap_err(), QuantError::Empty));

@@ -241,6 +241,44 @@ mod tests {
         assert!(crate::sparse::PackedLinear::new(huge, None).is_err());
         // A legitimately sparse weight passes: one block kept of 64 x 64 x 3 x 3.
         crafted(4, 64, 64, (3, 3), 36).validate().expect("one kept block of a sparse weight");
+        // The limit itself: one 1 x 1 block stores 1 value, 2 pointers and 1 index, so up to
+        // 4 x 2^16 input channels pass and one more does not.
+        let at = 4 * MAX_EXPANSION;
+        crafted(1, 1, at, (1, 1), 1).validate().expect("exactly at the limit");
+        assert!(crafted(1, 1, at + 1, (1, 1), 1).validate().is_err(), "one past the limit");
+    }
+
+    #[test]
+    fn block_heights_that_do_not_divide_the_outputs_are_refused() {
+        let w = Tensor::ones((4, 2), DType::F32, &Device::Cpu).unwrap();
+        for n in [0usize, 3, 8] {
+            assert!(matches!(Bsr1xN::from_dense(&w, n), Err(SparseError::BlockSize { .. })), "n = {n}");
+            let mut b = Bsr1xN::from_dense(&w, 2).unwrap();
+            b.n = n;
+            assert!(matches!(b.validate(), Err(SparseError::BlockSize { .. })), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_or_rank_is_refused() {
+        let w = Tensor::new(&[[1f32, 0.], [0., 2.], [3., 0.], [0., 0.]], &Device::Cpu).unwrap();
+        let good = Bsr1xN::from_dense(&w, 2).unwrap();
+        let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let (indptr, indices, shape) = (u32s(&good.indptr), u32s(&good.indices), u32s(&[2, 4, 2, 1, 1]));
+        let data: Vec<u8> = good.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let file = |indptr_type: Dtype, shape_dims: Vec<usize>| {
+            let views = vec![
+                ("indptr", TensorView::new(indptr_type, vec![good.indptr.len()], &indptr).unwrap()),
+                ("indices", TensorView::new(Dtype::U32, vec![good.indices.len()], &indices).unwrap()),
+                ("data", TensorView::new(Dtype::F32, vec![good.data.len()], &data).unwrap()),
+                ("shape", TensorView::new(Dtype::U32, shape_dims, &shape).unwrap()),
+            ];
+            safetensors::serialize(views, None).unwrap()
+        };
+        assert_eq!(Bsr1xN::from_bytes(&file(Dtype::U32, vec![5])).unwrap(), good);
+        // The same bytes declared as i32 pointers, or the shape as a 1 x 5 matrix.
+        assert!(matches!(Bsr1xN::from_bytes(&file(Dtype::I32, vec![5])), Err(SparseError::Malformed(_))));
+        assert!(matches!(Bsr1xN::from_bytes(&file(Dtype::U32, vec![1, 5])), Err(SparseError::Malformed(_))));
     }
 
     proptest::proptest! {

@@ -181,11 +181,13 @@ mod tests {
             let x = Tensor::from_vec(xv.clone(), (batch, cols, px), &dev).unwrap();
             let want: Vec<f32> = wm.broadcast_matmul(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             let got = csr_conv1x1_nchw(&a, &xv, px).unwrap();
+            prop_assert_eq!(got.len(), want.len());
             let tol = 1e-5 * (cols as f32).sqrt();
             prop_assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= tol * (1.0 + w.abs())));
             let xt: Vec<f32> = x.transpose(1, 2).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             let want_t: Vec<f32> = wm.broadcast_matmul(&x).unwrap().transpose(1, 2).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             let got = csr_conv1x1_nhwc(&a, &xt).unwrap();
+            prop_assert_eq!(got.len(), want_t.len());
             prop_assert!(got.iter().zip(&want_t).all(|(g, w)| (g - w).abs() <= tol * (1.0 + w.abs())));
         }
     }
@@ -197,6 +199,46 @@ mod tests {
         assert_eq!(a.nnz(), 2);
         a.col[1] = 9;
         assert!(csr_conv1x1_nhwc(&a, &[1.0, 1.0]).is_err());
+        // Each inconsistency alone is refused, by both layouts.
+        let good = Csr::from_dense(&w).unwrap();
+        let broken: [fn(&mut Csr); 5] = [
+            |a| a.ptr.push(2),   // one pointer too many
+            |a| a.ptr[2] = 1,    // the last pointer is not the count
+            |a| a.val.push(3.0), // a value without a column
+            |a| a.ptr[1] = 3,    // pointers decrease
+            |a| a.col[0] = 2,    // a column past the matrix
+        ];
+        for (i, f) in broken.iter().enumerate() {
+            let mut a = good.clone();
+            f(&mut a);
+            assert!(matches!(csr_conv1x1_nchw(&a, &[1.0; 4], 2), Err(SparseError::Malformed(_))), "case {i}");
+            assert!(matches!(csr_conv1x1_nhwc(&a, &[1.0; 4]), Err(SparseError::Malformed(_))), "case {i}");
+        }
+        // Inputs that are not whole samples, or samples of no values.
+        assert!(matches!(csr_conv1x1_nchw(&good, &[1.0; 5], 2), Err(SparseError::Malformed(_))));
+        assert!(matches!(csr_conv1x1_nhwc(&good, &[1.0; 3]), Err(SparseError::Malformed(_))));
+        assert!(matches!(csr_conv1x1_nchw(&good, &[], 0), Err(SparseError::Malformed(_))));
+        assert_eq!(csr_conv1x1_nchw(&good, &[1.0, 2.0, 3.0, 4.0], 2).unwrap(), vec![1.0, 2.0, 6.0, 8.0]);
+    }
+
+    /// Batches under 8 rows take the gathered dot products; on a 256 x 256 weight they run in
+    /// several pieces, each row reading its own sample.
+    #[test]
+    fn small_batches_match_the_dense_product_in_every_piece() {
+        let dev = Device::Cpu;
+        let v: Vec<f32> = (0..256 * 256).map(|i| ((i * 7919) % 613) as f32 / 306.0 - 1.0).collect();
+        let w = Tensor::from_vec(v, (256, 256), &dev).unwrap();
+        let wm = (&w * weight_mask(&w, 0.5).unwrap()).unwrap();
+        let a = Csr::from_dense(&wm).unwrap();
+        for rows in [1usize, 3, 7, 8] {
+            let xv: Vec<f32> = (0..rows * 256).map(|i| ((i * 40503) % 777) as f32 / 388.0 - 1.0).collect();
+            let x = Tensor::from_vec(xv.clone(), (rows, 256), &dev).unwrap();
+            let want: Vec<f32> = x.matmul(&wm.t().unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let got = csr_conv1x1_nhwc(&a, &xv).unwrap();
+            assert_eq!(got.len(), want.len());
+            let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs() / (1.0 + w.abs())).fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{rows} rows: {worst}");
+        }
         assert!(Csr::from_dense(&Tensor::zeros((2, 2, 3, 3), DType::F32, &Device::Cpu).unwrap()).is_err());
     }
 }

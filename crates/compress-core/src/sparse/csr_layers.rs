@@ -120,3 +120,54 @@ impl Module for CsrConv1x1 {
         apply(x, self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::sparse::weight_mask;
+    use candle_core::Device;
+
+    fn close(got: &Tensor, want: &Tensor) {
+        assert_eq!(got.dims(), want.dims());
+        let d = (got.to_dtype(DType::F64).unwrap() - want.to_dtype(DType::F64).unwrap()).unwrap();
+        let d = d.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(d < 1e-5, "max difference {d}");
+    }
+
+    fn ramp(n: usize, step: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * step) % 613) as f32 / 306.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn the_layers_equal_their_dense_forms_and_refuse_other_widths() {
+        let dev = Device::Cpu;
+        let w = Tensor::from_vec(ramp(12 * 20, 7919), (12, 20), &dev).unwrap();
+        let w = (&w * weight_mask(&w, 0.6).unwrap()).unwrap();
+        let b = Tensor::from_vec((0..12).map(|i| i as f32 * 0.25 - 1.0).collect::<Vec<f32>>(), 12, &dev).unwrap();
+        // Linear on [3, 5, 20], with and without the bias, in f32 and (through a copy) f64.
+        let x = Tensor::from_vec(ramp(3 * 5 * 20, 40503), (3, 5, 20), &dev).unwrap();
+        let plain = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+        let lin = CsrLinear::from_dense(&w, Some(&b)).unwrap();
+        close(&lin.forward(&x).unwrap(), &plain.broadcast_add(&b).unwrap());
+        close(&CsrLinear::from_dense(&w, None).unwrap().forward(&x).unwrap(), &plain);
+        let y64 = lin.forward(&x.to_dtype(DType::F64).unwrap()).unwrap();
+        assert_eq!(y64.dtype(), DType::F64);
+        close(&y64, &plain.broadcast_add(&b).unwrap());
+        // A 1x1 convolution on [2, 20, 3, 4] against candle's.
+        let w4 = w.reshape((12, 20, 1, 1)).unwrap();
+        let xc = Tensor::from_vec(ramp(2 * 20 * 3 * 4, 104729), (2, 20, 3, 4), &dev).unwrap();
+        let conv = CsrConv1x1::from_dense(&w4).unwrap();
+        close(&conv.forward(&xc).unwrap(), &xc.conv2d(&w4, 0, 1, 1, 1).unwrap());
+        close(&conv.forward(&xc.to_dtype(DType::F64).unwrap()).unwrap(), &xc.conv2d(&w4, 0, 1, 1, 1).unwrap());
+        // Inputs of another width, even when their values make whole samples of 20.
+        assert!(lin.forward(&Tensor::zeros((4, 10), DType::F32, &dev).unwrap()).is_err());
+        assert!(conv.forward(&Tensor::zeros((2, 10, 2, 2), DType::F32, &dev).unwrap()).is_err());
+        assert!(CsrLinear::from_dense(&w, Some(&Tensor::zeros(11, DType::F32, &dev).unwrap())).is_err());
+        // The ops name themselves when handed what their kernels do not take.
+        let e = x.to_dtype(DType::F64).unwrap().apply_op1_no_bwd(&lin).unwrap_err().to_string();
+        assert!(e.contains("csr-linear"), "{e}");
+        let e = xc.to_dtype(DType::F64).unwrap().apply_op1_no_bwd(&conv).unwrap_err().to_string();
+        assert!(e.contains("csr-conv1x1"), "{e}");
+    }
+}

@@ -425,6 +425,24 @@ mod tests {
         eprintln!("1xN micro-kernels: AVX2 {}, AVX-512 {}", state(avx2), state(avx512));
     }
 
+    /// The reported level is the widest instruction set this CPU has.
+    #[test]
+    fn the_simd_level_names_the_widest_feature() {
+        #[cfg(target_arch = "x86_64")]
+        let want = if std::arch::is_x86_feature_detected!("avx512f") {
+            "avx512f"
+        } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            "avx2+fma"
+        } else {
+            "baseline"
+        };
+        #[cfg(target_arch = "aarch64")]
+        let want = "neon";
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let want = "baseline";
+        assert_eq!(simd_level(), want);
+    }
+
     #[test]
     fn bad_inputs_are_errors() {
         let w = Tensor::from_vec(values(8 * 4, 0), (8, 4, 1, 1), &Device::Cpu).unwrap();

@@ -245,6 +245,48 @@ mod tests {
         );
     }
 
+    /// Blocks of several taps: a score sums every tap, and the compat layout's rows run over the
+    /// `[C_in][C_out][K]` view.
+    #[test]
+    fn kernels_of_several_taps_score_and_prune_whole_blocks() {
+        let dev = &Device::Cpu;
+        // [4 out, 2 in, 1 x 2], w[o, j, t] = +-((o 2 + j) 2 + t).
+        let v: Vec<f32> = (0..16).map(|i| if i % 2 == 1 { -(i as f32) } else { i as f32 }).collect();
+        let w = Tensor::from_vec(v, (4, 2, 1, 2), dev).unwrap();
+        assert_eq!(block_scores(&w, 2).unwrap(), vec![10., 18., 42., 50.]);
+        let m: Vec<f32> = block_mask(&w, 2, 0.5, BlockOrder::Strict).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(m, vec![0., 0., 0., 0., 0., 0., 0., 0., 1., 1., 1., 1., 1., 1., 1., 1.]);
+        // Compat, [3 out, 2 in, 1 x 2], N = 2: rows of 4 values of the [C_in][C_out][K] view are
+        // {(o0, j0), (o1, j0)}, {(o2, j0), (o0, j1)}, {(o1, j1), (o2, j1)}, L1 5.4, 4.1 and 8.0.
+        let v = vec![0.3f32, -1.7, 2.9, 0.2, -1.1, 2.3, 3.1, -0.5, 0.4, 0.6, -2.5, 1.9];
+        let w = Tensor::from_vec(v, (3, 2, 1, 2), dev).unwrap();
+        for (rate, want) in [
+            (0.34, [1., 1., 0., 0., 1., 1., 1., 1., 0., 0., 1., 1.]),
+            (0.67, [0., 0., 0., 0., 0., 0., 1., 1., 0., 0., 1., 1.]),
+        ] {
+            let m: Vec<f32> =
+                block_mask(&w, 2, rate, BlockOrder::Compat).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(m, want.to_vec(), "rate {rate}");
+        }
+    }
+
+    #[test]
+    fn filter_and_n_m_masks_keep_the_largest() {
+        let dev = &Device::Cpu;
+        // Filters of L1 norm 6, 2, 9, 1 (x 2 taps): at rate 0.5 filters 1 and 3 go.
+        let w = Tensor::new(&[3f32, -3.0, 1.0, 1.0, -4.5, 4.5, 0.5, -0.5], dev).unwrap().reshape((4, 1, 1, 2)).unwrap();
+        let m: Vec<f32> = filter_mask(&w, 0.5).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(m, vec![1., 1., 0., 0., 1., 1., 0., 0.]);
+        // 2:4 along the inputs: the two largest |w| of each run of four.
+        let w = Tensor::new(&[[0.1f32, -0.9, 0.5, -0.2, 3.0, 2.0, -1.0, 0.0]], dev).unwrap();
+        assert_eq!(n_m_mask(&w, 2, 4).unwrap().to_vec2::<f32>().unwrap(), vec![vec![0., 1., 1., 0., 1., 1., 0., 0.]]);
+        // N = M keeps everything; N > M, M = 0 and runs that do not tile C_in are refused.
+        assert_eq!(n_m_mask(&w, 4, 4).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 8.0);
+        for (n, m) in [(5usize, 4usize), (0, 0), (1, 3)] {
+            assert!(matches!(n_m_mask(&w, n, m), Err(SparseError::BlockSize { .. })), "{n}:{m}");
+        }
+    }
+
     #[test]
     fn bad_requests_are_errors() {
         assert!(matches!(block_mask(&w(), 4, 1.0, BlockOrder::Strict).unwrap_err(), SparseError::Rate(1.0)));

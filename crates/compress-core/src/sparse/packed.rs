@@ -370,6 +370,12 @@ mod tests {
         // f64 input takes the dense path and agrees.
         let got = l.forward(&x.to_dtype(DType::F64).unwrap()).unwrap().to_dtype(DType::F32).unwrap();
         assert!(close(&got, &want, 30));
+        // The ops name themselves when handed what their kernels do not take.
+        let e = x.to_dtype(DType::F64).unwrap().apply_op1_no_bwd(&LinearOp(&l.0)).unwrap_err().to_string();
+        assert!(e.contains("packed-1xn-linear"), "{e}");
+        let x4 = x.reshape((5, 30, 1, 1)).unwrap().to_dtype(DType::F64).unwrap();
+        let e = x4.apply_op1_no_bwd(&l.0).unwrap_err().to_string();
+        assert!(e.contains("packed-1xn-conv2d"), "{e}");
     }
 
     #[test]
@@ -382,5 +388,14 @@ mod tests {
         let l = PackedConv2d::from_dense(&w, None, 4, 1, 0).unwrap();
         assert!(l.forward(&Tensor::zeros((1, 3, 2, 2), DType::F32, &Device::Cpu).unwrap()).is_err(), "too small");
         assert!(l.forward(&Tensor::zeros((1, 4, 5, 5), DType::F32, &Device::Cpu).unwrap()).is_err(), "channels");
+        // Inputs that are not whole samples, on the im2col path (3x3) and the direct 1x1 path.
+        let one =
+            PackedConv2d::from_dense(&w.narrow(2, 0, 1).unwrap().narrow(3, 0, 1).unwrap(), None, 4, 1, 0).unwrap();
+        for layer in [&l, &one] {
+            let x = vec![0.5f32; 3 * 5 * 5 + 1];
+            assert!(matches!(layer.run_nchw(&x, 5, 5), Err(SparseError::Malformed(_))));
+            assert!(matches!(layer.run_nhwc(&x, 5, 5), Err(SparseError::Malformed(_))));
+            assert_eq!(layer.run_nchw(&x[1..], 5, 5).unwrap().0.len(), 8 * layer.out_side(5).unwrap().pow(2));
+        }
     }
 }
