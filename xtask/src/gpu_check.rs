@@ -35,8 +35,8 @@ pub fn run(o: &Options) -> Result<PathBuf> {
     // Written after every section, so a run stopped at its time limit keeps what it measured.
     let save = |report: &str| -> Result<()> {
         compress_train::record::write_atomic(&dir.join("report.md"), report.as_bytes())?;
-        if let Some(out) = std::env::var_os("OUT") {
-            compress_train::record::write_atomic(&PathBuf::from(out).join("report.md"), report.as_bytes())?;
+        if let Some(out) = out_dir(std::env::var_os("OUT")) {
+            compress_train::record::write_atomic(&out.join("report.md"), report.as_bytes())?;
         }
         Ok(())
     };
@@ -65,7 +65,7 @@ pub fn run(o: &Options) -> Result<PathBuf> {
         let t0 = std::time::Instant::now();
         // Streamed to files (beside `$OUT/report.md` where set), so a run stopped at its time
         // limit still shows which reproductions finished.
-        let logs = std::env::var_os("OUT").map(PathBuf::from).unwrap_or_else(|| dir.clone());
+        let logs = out_dir(std::env::var_os("OUT")).unwrap_or_else(|| dir.clone());
         let (out_path, err_path) = (logs.join("smoke.log"), logs.join("smoke.err"));
         let status = std::process::Command::new(std::env::current_exe()?)
             .args(["reproduce", "all", "--profile", "smoke", "--device", &o.device, "--quiet"])
@@ -96,9 +96,22 @@ pub fn run(o: &Options) -> Result<PathBuf> {
     Ok(dir.join("report.md"))
 }
 
+/// The folder named by the device tool's `OUT`, if set and not empty (an empty value would
+/// otherwise name the working directory).
+fn out_dir(out: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    out.filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_out_names_no_folder() {
+        assert_eq!(out_dir(None), None);
+        assert_eq!(out_dir(Some("".into())), None);
+        assert_eq!(out_dir(Some("/tmp/out".into())), Some(PathBuf::from("/tmp/out")));
+    }
 
     #[test]
     fn the_check_runs_on_the_cpu_and_writes_one_report() {
